@@ -16,6 +16,7 @@ import torch
 
 FinishReason = Literal["stop", "length"]
 FEATURE_KINDS = ("query_token", "prompt_mean")
+ProgressFn = Callable[[int, int], None]  # (done, total) prompts
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,9 @@ class Engine(Protocol):
         stop: Sequence[str] | None = None,
         seed: int = 0,
         capture: bool = True,
-        progress: bool = False,
+        on_progress: ProgressFn | None = None,
     ) -> list[Generation]: ...
 
-    def hidden_states(self, prompts: Sequence[str]) -> list[PromptStates]: ...
+    def hidden_states(
+        self, prompts: Sequence[str], *, on_progress: ProgressFn | None = None
+    ) -> list[PromptStates]: ...

@@ -1,0 +1,227 @@
+"""The transformers engine: batched, seeded generation that captures its own prefill."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from engines.base import Generation, ProgressFn, PromptStates, Sample
+from engines.hooks import capture_prefill, decoder_layers, track_token_stats
+from engines.loading import resolve_model
+
+
+def physical_cores() -> int:
+    """Physical cores (hyper-threads share one core's FPU, so more threads only contend)."""
+    try:
+        pairs = set()
+        physical = core = None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("physical id"):
+                physical = line.split(":")[1].strip()
+            elif line.startswith("core id"):
+                core = line.split(":")[1].strip()
+                pairs.add((physical, core))
+        return max(1, min(len(pairs), os.cpu_count() or 1))
+    except OSError:
+        return max(1, os.cpu_count() or 1)
+
+
+def set_cpu_threads() -> None:
+    if not torch.cuda.is_available():
+        torch.set_num_threads(physical_cores())
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class HFEngine:
+    """`Engine` over a transformers causal LM and its tokenizer."""
+
+    captures_prefill = True
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        name: str = "model",
+        use_chat_template: bool = True,
+        batch_size: int = 32,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.name = name
+        self.use_chat_template = use_chat_template and tokenizer.chat_template is not None
+        self.batch_size = batch_size
+        self.num_layers = len(decoder_layers(model))
+        self.risk_fn: Callable[[PromptStates], float] | None = None
+
+    @classmethod
+    def load(cls, name_or_path: str, **kwargs: object) -> HFEngine:
+        source = resolve_model(name_or_path)
+        set_cpu_threads()
+        tokenizer = AutoTokenizer.from_pretrained(source.path)
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32)
+        model.to(default_device())
+        return cls(model, tokenizer, name=source.name, **kwargs)  # type: ignore[arg-type]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 over the weights (names, shapes, bytes): changes with any update."""
+        digest = hashlib.sha256()
+        for key, tensor in sorted(self.model.state_dict().items()):
+            digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def format_prompt(self, prompt: str) -> str:
+        if not self.use_chat_template:
+            return prompt
+        messages = [{"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)  # type: ignore[return-value]
+
+    def _encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        texts = [self.format_prompt(p) for p in prompts]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return {k: v.to(self.model.device) for k, v in batch.items()}
+
+    @torch.inference_mode()
+    def hidden_states(
+        self, prompts: Sequence[str], *, on_progress: ProgressFn | None = None
+    ) -> list[PromptStates]:
+        """Prefill-only: runs the decoder without the LM head, so no vocabulary logits."""
+        states: list[PromptStates] = []
+        decoder = self.model.get_decoder()
+        for start in range(0, len(prompts), self.batch_size):
+            batch = self._encode(prompts[start : start + self.batch_size])
+            with capture_prefill(self.model, batch["attention_mask"]) as capture:
+                decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+            states += _split_states(*capture.stacked())
+            if on_progress:
+                on_progress(len(states), len(prompts))
+        return states
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] | None = None,
+        seed: int = 0,
+        capture: bool = True,
+        on_progress: ProgressFn | None = None,
+    ) -> list[Generation]:
+        generations: list[Generation] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = list(prompts[start : start + self.batch_size])
+            torch.manual_seed(seed + start)
+            generations += self._generate_batch(
+                chunk, n, temperature, top_p, max_new_tokens, list(stop or []), capture
+            )
+            if on_progress:
+                on_progress(len(generations), len(prompts))
+        return generations
+
+    def _generate_batch(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        stop: list[str],
+        capture: bool,
+    ) -> list[Generation]:
+        batch = self._encode(prompts)
+        greedy = temperature <= 0.0
+        copies = 1 if greedy else n  # greedy samples are identical: decode once, copy
+        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_p": top_p}
+        prefill_mask = batch["attention_mask"].repeat_interleave(copies, 0)  # (B*copies, T)
+        prompt_len = batch["input_ids"].shape[1]
+        with ExitStack() as hooks:
+            stats = hooks.enter_context(track_token_stats(self.model))
+            prefill = hooks.enter_context(capture_prefill(self.model, prefill_mask)) if capture else None
+            sequences = self.model.generate(
+                **batch,
+                **sampling,
+                num_return_sequences=copies,
+                max_new_tokens=max_new_tokens,
+                stop_strings=stop or None,
+                tokenizer=self.tokenizer if stop else None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                top_k=None,
+            )
+        completions = sequences[:, prompt_len:]  # (B*copies, steps)
+        logprobs, entropies = stats.finish(completions[:, -1])
+        samples = [self._sample(completions[i], logprobs[i], entropies[i], stop) for i in range(len(completions))]
+        states: list[PromptStates | None] = [None] * len(prompts)
+        if prefill is not None:
+            query, mean = prefill.stacked()
+            states = list(_split_states(query[::copies], mean[::copies]))
+        generations = []
+        for i, prompt in enumerate(prompts):
+            drawn = samples[i * copies : (i + 1) * copies]
+            generation = Generation(prompt, drawn * n if greedy else drawn, states[i])
+            if self.risk_fn is not None and generation.states is not None:
+                generation.risk = float(self.risk_fn(generation.states))
+            generations.append(generation)
+        return generations
+
+    def _sample(
+        self, ids: torch.Tensor, logprobs: torch.Tensor, entropies: torch.Tensor, stop: list[str]
+    ) -> Sample:
+        eos_ids = _eos_ids(self.model, self.tokenizer)
+        token_ids = ids.tolist()
+        length, finish = len(token_ids), "length"
+        for position, token in enumerate(token_ids):
+            if token in eos_ids:
+                length, finish = position + 1, "stop"
+                break
+        text = self.tokenizer.decode(token_ids[:length], skip_special_tokens=True)
+        for marker in stop:
+            cut = text.find(marker)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+        return Sample(
+            text=text.strip(),
+            token_ids=token_ids[:length],
+            logprobs=logprobs[:length].tolist(),
+            entropies=entropies[:length].tolist(),
+            finish_reason=finish,  # type: ignore[arg-type]
+        )
+
+
+def _split_states(query: torch.Tensor, mean: torch.Tensor) -> list[PromptStates]:
+    return [PromptStates(query_token=q, prompt_mean=m) for q, m in zip(query, mean, strict=True)]
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    ids: set[int] = set()
+    configured = model.generation_config.eos_token_id
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def load_model(name_or_path: str, **kwargs: object) -> HFEngine:
+    """Load a model by name or path as an engine (default: SmolLM2-135M-Instruct)."""
+    return HFEngine.load(name_or_path, **kwargs)

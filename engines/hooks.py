@@ -1,0 +1,121 @@
+"""Forward hooks that read a generation's own prefill and its per-token distributions.
+
+Every hook is registered inside a context manager that removes it in `finally`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder's block list of a causal LM (Llama, Qwen, Gemma, GPT-2 style)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    for name in ("layers", "h", "blocks"):
+        layers = getattr(decoder, name, None)
+        if isinstance(layers, nn.ModuleList):
+            return layers
+    raise TypeError(f"cannot find the decoder layers of {type(model).__name__}")
+
+
+def _hidden(output: object) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output  # type: ignore[return-value]
+
+
+@dataclass
+class PrefillCapture:
+    """States of the first forward pass under the hooks (the prefill), every layer.
+
+    Capture points: `layer.{i}.query_token` and `layer.{i}.prompt_mean`, i = 0 (embeddings)
+    .. L (decoder layer outputs).
+    """
+
+    attention_mask: torch.Tensor  # (B, T) of the prefill batch, 1 = real token
+    query_token: list[torch.Tensor | None] = field(default_factory=list)  # L+1 x (B, H)
+    prompt_mean: list[torch.Tensor | None] = field(default_factory=list)  # L+1 x (B, H)
+
+    def record(self, index: int, hidden: torch.Tensor) -> None:
+        if self.query_token[index] is not None or hidden.shape[1] != self.attention_mask.shape[1]:
+            return  # a decoding step, or the prefill was already recorded
+        hidden = hidden.detach().float()  # (B, T, H)
+        mask = self.attention_mask.to(hidden.device, hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+        self.query_token[index] = hidden[:, -1, :].cpu()  # left padding: last = last prompt token
+        self.prompt_mean[index] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu()
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L+1, H) query-token and prompt-mean states."""
+        if any(t is None for t in self.query_token):
+            raise RuntimeError("the prefill was not captured at every layer")
+        return torch.stack(self.query_token, 1), torch.stack(self.prompt_mean, 1)  # type: ignore[arg-type]
+
+
+@contextmanager
+def capture_prefill(model: nn.Module, attention_mask: torch.Tensor) -> Iterator[PrefillCapture]:
+    layers = decoder_layers(model)
+    capture = PrefillCapture(attention_mask)
+    capture.query_token = [None] * (len(layers) + 1)
+    capture.prompt_mean = [None] * (len(layers) + 1)
+
+    def hook_for(index: int):  # type: ignore[no-untyped-def]
+        def hook(_module: nn.Module, _args: object, output: object) -> None:
+            capture.record(index, _hidden(output))
+
+        return hook
+
+    handles = [model.get_input_embeddings().register_forward_hook(hook_for(0))]
+    handles += [layer.register_forward_hook(hook_for(i + 1)) for i, layer in enumerate(layers)]
+    try:
+        yield capture
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass
+class TokenStats:
+    """Per-step log p(chosen token) and entropy under the raw (untempered) distribution.
+
+    The logits hook keeps only the latest step's log-softmax (B, V); the token chosen from
+    it is read when it is embedded at the next step, or from the final sequences."""
+
+    logprobs: list[torch.Tensor] = field(default_factory=list)  # steps x (B,)
+    entropies: list[torch.Tensor] = field(default_factory=list)  # steps x (B,)
+    pending: torch.Tensor | None = None  # (B, V) log-softmax awaiting its chosen token
+
+    def on_logits(self, logits: torch.Tensor) -> None:
+        logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)  # (B, V)
+        self.entropies.append(-(logp.exp() * logp).sum(-1).cpu())
+        self.pending = logp
+
+    def on_token(self, token_ids: torch.Tensor) -> None:
+        if self.pending is None or token_ids.shape[1] != 1:
+            return  # the prefill, not a decoding step
+        self.logprobs.append(self.pending.gather(1, token_ids).squeeze(1).cpu())
+        self.pending = None
+
+    def finish(self, last_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, steps) logprobs and entropies, given the last sampled token (B,)."""
+        if self.pending is not None:
+            self.on_token(last_tokens.unsqueeze(1))
+        return torch.stack(self.logprobs, 1), torch.stack(self.entropies, 1)
+
+
+@contextmanager
+def track_token_stats(model: nn.Module) -> Iterator[TokenStats]:
+    stats = TokenStats()
+    head = model.get_output_embeddings()
+    embed = model.get_input_embeddings()
+    handles = [
+        head.register_forward_hook(lambda _m, _a, out: stats.on_logits(out)),
+        embed.register_forward_pre_hook(lambda _m, args: stats.on_token(args[0])),
+    ]
+    try:
+        yield stats
+    finally:
+        for handle in handles:
+            handle.remove()

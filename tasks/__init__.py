@@ -1,0 +1,79 @@
+"""Verifiable task suites: items, verifiers, deterministic grouped splits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.base import SPLITS, Item, Split, Task, TaskError, split_of
+from tasks.verifiers import VERIFIERS, normalize
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    summary: str
+    build: Callable[..., Task]
+
+
+def _arithmetic(**options: Any) -> Task:
+    from tasks.arithmetic import build_arithmetic_task
+
+    return build_arithmetic_task(**options)
+
+
+def _capitals(**options: Any) -> Task:
+    from tasks.capitals import build_capitals_task
+
+    return build_capitals_task(**options)
+
+
+def _jsonl(path: str | None = None, **options: Any) -> Task:
+    from tasks.jsonl import load_jsonl_task
+
+    if path is None:
+        raise TaskError("task jsonl needs a file: pass --path FILE.jsonl")
+    task, _problems = load_jsonl_task(path, **options)
+    return task
+
+
+def _shapes(**options: Any) -> Task:
+    from tasks.shapes import build_shapes_task
+
+    return build_shapes_task(**options)
+
+
+TASKS: dict[str, TaskInfo] = {
+    info.name: info
+    for info in (
+        TaskInfo("arithmetic", "seeded integer problems (digits, operators configurable)", _arithmetic),
+        TaskInfo("capitals", "country -> capital, about 250 items (countryinfo)", _capitals),
+        TaskInfo("jsonl", "your file: question, answer|answers, optional group (--path)", _jsonl),
+        TaskInfo("shapes", "synthetic images, POPE-style yes/no questions (vision models)", _shapes),
+    )
+}
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """Build a task by name; unknown names raise TaskError listing the known ones."""
+    if name not in TASKS:
+        raise TaskError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    task = TASKS[name].build(**options)
+    if not task.items:
+        raise TaskError(f"task {name!r} has no items")
+    return task
+
+
+__all__ = [
+    "SPLITS",
+    "TASKS",
+    "VERIFIERS",
+    "Item",
+    "Split",
+    "Task",
+    "TaskError",
+    "get_task",
+    "normalize",
+    "split_of",
+]

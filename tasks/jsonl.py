@@ -1,0 +1,97 @@
+"""`jsonl`: a user's file, one JSON object a line: `question`, `answer` or `answers`,
+optional `group`, `id` and `label` (1 = the model's answer is known wrong, for probes)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.base import Item, Task, TaskError
+from tasks.verifiers import VERIFIERS
+
+
+class JsonlRow(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    question: str = Field(min_length=1, description="the prompt shown to the model")
+    answer: str | None = Field(None, description="the reference answer")
+    answers: list[str] | None = Field(None, description="several accepted answers")
+    group: str | None = Field(None, description="rows sharing a group share a split")
+    id: str | None = Field(None, description="a stable row id (default: line number)")
+    label: int | None = Field(None, ge=0, le=1, description="1 = hallucinated, for probes")
+
+    @model_validator(mode="after")
+    def _has_reference(self) -> JsonlRow:
+        if not self.answer and not self.answers:
+            raise ValueError("needs `answer` (a string) or `answers` (a list of strings)")
+        return self
+
+    def references(self) -> tuple[str, ...]:
+        return tuple(self.answers or []) + ((self.answer,) if self.answer else ())
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+def parse_jsonl(text: str) -> tuple[list[tuple[int, JsonlRow]], list[RowProblem]]:
+    """Parse every non-blank line; keep clean rows, report the rest with line numbers.
+
+    >>> rows, problems = parse_jsonl('{"question": "2+2?", "answer": "4"}\\n{"question": "x"}\\nnot json')
+    >>> [line for line, _ in rows], [p.line for p in problems]
+    ([1], [2, 3])
+    """
+    rows, problems = [], []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((line_number, JsonlRow.model_validate(json.loads(line))))
+        except json.JSONDecodeError as error:
+            problems.append(RowProblem(line_number, f"not valid JSON ({error.msg})"))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "row"
+            problems.append(RowProblem(line_number, f"{where}: {first['msg']}"))
+    return rows, problems
+
+
+def load_jsonl_task(path: str | Path, verifier: str = "alias") -> tuple[Task, list[RowProblem]]:
+    """The task from a JSONL file, and the problems of the rows left out.
+
+    Fails (TaskError) when the file is missing or holds no clean row."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"jsonl: no file at {path}; pass --path to a JSONL file")
+    if verifier not in VERIFIERS:
+        raise TaskError(f"jsonl: unknown verifier {verifier!r}; choose one of {sorted(VERIFIERS)}")
+    rows, problems = parse_jsonl(path.read_text(encoding="utf-8"))
+    if not rows:
+        detail = f"; first problem: {problems[0]}" if problems else ""
+        raise TaskError(f"jsonl: {path} has no usable row{detail}")
+    items = tuple(
+        Item(
+            id=row.id or f"line-{line}",
+            prompt=row.question,
+            answers=row.references(),
+            group=row.group or row.id or f"line-{line}",
+            meta={"label": str(row.label)} if row.label is not None else {},
+        )
+        for line, row in rows
+    )
+    task = Task(
+        name=f"jsonl:{path.name}",
+        items=items,
+        verifier=VERIFIERS[verifier],
+        verifier_name=verifier,
+        description=f"{len(items)} rows from {path}",
+    )
+    return task, problems
