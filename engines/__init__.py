@@ -15,5 +15,5 @@ __all__ = [
     "ModelNotFoundError",
     "PromptStates",
     "Sample",
-
+    "load_model",
 ]

@@ -1,0 +1,1 @@
+"""Stage agents: acquire, select, optimize, evaluate, refine, monitor."""

@@ -1,0 +1,102 @@
+"""Engine benchmark on the default model: batching, capture overhead, prefill-only cost.
+
+    python benchmarks/engine.py [--repeats 3]
+
+Prints medians measured in this one run, and the ratios the foundation issue targets:
+batched generation >= 4x a per-prompt loop (batch 32); hidden-state capture during
+generation <= 5% over plain generation; prefill-only extraction >= 1.25x a full forward
+that computes every position's vocabulary logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from engines import load_model
+from tasks import get_task
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--prefill-prompts", type=int, default=128)
+    args = parser.parse_args()
+
+    engine = load_model("smollm2-135m-instruct")
+    engine.batch_size = args.batch
+    prompts = [item.prompt for item in get_task("capitals").items]
+    batch = prompts[: args.batch]
+    tokens = args.new_tokens
+    print(f"threads={torch.get_num_threads()} batch={args.batch} new_tokens={tokens} repeats={args.repeats}")
+
+    def batched() -> object:
+        return engine.generate(batch, max_new_tokens=tokens, capture=False)
+
+    def loop() -> object:
+        return [engine.generate([p], max_new_tokens=tokens, capture=False) for p in batch]
+
+    def captured() -> object:
+        return engine.generate(batch, max_new_tokens=tokens, capture=True)
+
+    encoded = engine._encode(batch)
+
+    def raw_hf() -> object:  # no hooks at all: transformers' own generate
+        with torch.inference_mode():
+            return engine.model.generate(
+                **encoded, do_sample=False, max_new_tokens=tokens, pad_token_id=engine.tokenizer.pad_token_id
+            )
+
+    prefill_prompts = (prompts * 4)[: args.prefill_prompts]
+
+    def prefill_only() -> object:
+        return engine.hidden_states(prefill_prompts)
+
+    def full_forward() -> object:
+        with torch.inference_mode():
+            for start in range(0, len(prefill_prompts), engine.batch_size):
+                inputs = engine._encode(prefill_prompts[start : start + engine.batch_size])
+                engine.model(**inputs, output_hidden_states=True)  # logits at every position
+        return None
+
+    batched()  # warm-up
+    t_batched = median_seconds(batched, args.repeats)
+    t_loop = median_seconds(loop, max(1, args.repeats - 2))
+    t_raw = median_seconds(raw_hf, args.repeats)
+    t_captured = median_seconds(captured, args.repeats)
+    t_prefill = median_seconds(prefill_only, args.repeats)
+    t_full = median_seconds(full_forward, args.repeats)
+
+    rows = [
+        ("batched generation (prompts/s)", f"{len(batch) / t_batched:.2f}"),
+        ("per-prompt loop (prompts/s)", f"{len(batch) / t_loop:.2f}"),
+        ("batched / loop speed-up (target >= 4x)", f"{t_loop / t_batched:.2f}x"),
+        ("plain HF generate, no hooks (s)", f"{t_raw:.2f}"),
+        ("generate with prefill capture + token stats (s)", f"{t_captured:.2f}"),
+        ("capture overhead vs plain (target <= 5%)", f"{(t_captured / t_raw - 1) * 100:+.1f}%"),
+        (f"prefill-only extraction, {len(prefill_prompts)} prompts (s)", f"{t_prefill:.2f}"),
+        ("full forward with all logits (s)", f"{t_full:.2f}"),
+        ("prefill-only speed-up (target >= 1.25x)", f"{t_full / t_prefill:.2f}x"),
+    ]
+    print("| measure | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

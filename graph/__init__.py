@@ -1,0 +1,1 @@
+"""The improvement session's wiring: state, policy, graph, CLI."""

@@ -1,0 +1,1 @@
+"""Hallucination-risk probes on a model's own prefill hidden states."""

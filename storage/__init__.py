@@ -1,0 +1,1 @@
+"""Durable sessions: checkpointers, event log, artifact store."""

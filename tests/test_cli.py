@@ -1,0 +1,50 @@
+"""The CLI's contract: help everywhere, bad input is one line and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from graph.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("models", "generate", "eval", "tasks"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "--task", "capitals", "--limit", "0"], "--limit must be at least 1"),
+        (["eval", "--task", "nope", "--limit", "2"], "unknown task 'nope'"),
+        (["eval", "--task", "jsonl", "--limit", "2"], "needs a file"),
+        (["eval", "--model", "/no/such/model", "--limit", "2"], "not found"),
+        (["tasks", "show", "nope"], "unknown task"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_empty_jsonl_task_is_a_clear_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    result = runner.invoke(app, ["eval", "--task", "jsonl", "--path", str(empty)])
+    assert result.exit_code == 2
+    assert "no usable row" in result.output
+
+
+def test_tasks_show_prints_items() -> None:
+    result = runner.invoke(app, ["tasks", "show", "arithmetic", "--limit", "2"])
+    assert result.exit_code == 0
+    assert "What is" in result.output
