@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import random
+import re
 from collections.abc import Callable
 
 from tasks.base import Item, Task, TaskError
@@ -56,4 +57,24 @@ def build_arithmetic_task(
         verifier_name="numeric",
         description=f"{n} problems, {digits}-digit operands, operators {operators!r}",
         max_new_tokens=96,
+        oracle=label_arithmetic_prompt,
     )
+
+
+_PROBLEM = re.compile(r"^What is (-?\d+) ([-+*]) (-?\d+)\?$")
+
+
+def label_arithmetic_prompt(prompt: str) -> Item | None:
+    """Label a model-written problem in the task's own form, else None.
+
+    >>> label_arithmetic_prompt("What is 12 + 30?").answers
+    ('42',)
+    >>> label_arithmetic_prompt("What is the meaning of life?") is None
+    True
+    """
+    match = _PROBLEM.match(prompt.strip())
+    if not match:
+        return None
+    a, op, b = int(match.group(1)), match.group(2), int(match.group(3))
+    pair = f"{min(a, b)}{op}{max(a, b)}" if op in "+*" else f"{a}{op}{b}"
+    return Item(id=f"oracle-{pair}", prompt=prompt.strip(), answers=(str(OPERATORS[op](a, b)),), group=pair)

@@ -34,6 +34,8 @@ class Task:
     verifier_name: str
     description: str = ""
     max_new_tokens: int = 48  # enough room for the default model to finish an answer
+    # Labels a prompt the model wrote itself (self-instruct), or None when it cannot.
+    oracle: Callable[[str], Item | None] | None = None
 
     def verify(self, answer: str, item: Item) -> bool:
         return self.verifier(answer, item.answers)

@@ -24,6 +24,7 @@ def country_capitals() -> list[tuple[str, str]]:
 
 
 def build_capitals_task() -> Task:
+    pairs = country_capitals()
     items = tuple(
         Item(
             id=f"capital-{index:03d}",
@@ -31,8 +32,9 @@ def build_capitals_task() -> Task:
             answers=(capital,),
             group=country,
         )
-        for index, (country, capital) in enumerate(country_capitals())
+        for index, (country, capital) in enumerate(pairs)
     )
+    by_country = {country.lower(): (country, capital) for country, capital in pairs}
     return Task(
         name="capitals",
         items=items,
@@ -40,4 +42,25 @@ def build_capitals_task() -> Task:
         verifier_name="alias",
         description=f"{len(items)} countries: name the capital (countryinfo)",
         max_new_tokens=48,
+        oracle=lambda prompt: label_capital_prompt(prompt, by_country),
     )
+
+
+def label_capital_prompt(prompt: str, by_country: dict[str, tuple[str, str]]) -> Item | None:
+    """Label "What is the capital of X?" for a known country X, else None.
+
+    >>> table = {"peru": ("Peru", "Lima")}
+    >>> label_capital_prompt("What is the capital of Peru?", table).answers
+    ('Lima',)
+    >>> label_capital_prompt("What is the capital of Atlantis?", table) is None
+    True
+    """
+    prefix = "what is the capital of "
+    text = prompt.strip()
+    if not text.lower().startswith(prefix) or not text.endswith("?"):
+        return None
+    found = by_country.get(text[len(prefix) : -1].strip().lower())
+    if found is None:
+        return None
+    country, capital = found
+    return Item(id=f"oracle-{country}", prompt=text, answers=(capital,), group=country)

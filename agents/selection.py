@@ -1,0 +1,131 @@
+"""Select: label samples, choose what to train on, build SFT examples and preference pairs.
+
+Strategies are pure functions over labelled attempts, named in `STRATEGIES`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from agents.acquire import Attempt
+from engines.base import Engine, Sample
+from tasks.base import Task
+from tasks.verifiers import normalize, yes_no_match
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    prompt: str
+    completion: str
+    item_id: str
+    risk: float | None = None
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    prompt: str
+    chosen: str
+    rejected: str
+    item_id: str
+
+
+@dataclass(frozen=True)
+class Labelled:
+    attempt: Attempt
+    correct: tuple[bool, ...]  # one per sample
+
+    @property
+    def pass_rate(self) -> float:
+        return sum(self.correct) / max(len(self.correct), 1)
+
+
+def label_with_verifier(task: Task, attempts: Sequence[Attempt]) -> list[Labelled]:
+    """Verifier labels; a sample cut off at the token budget never counts as correct."""
+    return [
+        Labelled(a, tuple(s.finish_reason == "stop" and task.verify(s.text, a.item) for s in a.samples))
+        for a in attempts
+    ]
+
+
+JUDGE_PROMPT = (
+    "Question: {question}\nProposed answer: {answer}\n"
+    "Is the proposed answer correct? Reply with yes or no."
+)
+
+
+def label_with_self_judge(engine: Engine, attempts: Sequence[Attempt], *, max_new_tokens: int = 4) -> list[Labelled]:
+    """Self-Rewarding style: the model judges its own samples (for tasks with no verifier)."""
+    flat = [(a, s) for a in attempts for s in a.samples]
+    prompts = [JUDGE_PROMPT.format(question=a.item.prompt, answer=s.text) for a, s in flat]
+    verdicts = engine.generate(prompts, temperature=0.0, max_new_tokens=max_new_tokens)
+    judged = iter(yes_no_match(v.samples[0].text, ["yes"]) for v in verdicts)
+    return [Labelled(a, tuple(next(judged) and s.finish_reason == "stop" for s in a.samples)) for a in attempts]
+
+
+def distinct_correct(labelled: Labelled, limit: int) -> list[Sample]:
+    """Up to `limit` correct samples with distinct normalized texts."""
+    seen: set[str] = set()
+    kept: list[Sample] = []
+    for sample, ok in zip(labelled.attempt.samples, labelled.correct, strict=True):
+        key = normalize(sample.text)
+        if ok and key not in seen:
+            seen.add(key)
+            kept.append(sample)
+    return kept[:limit]
+
+
+def correct_only(labelled: Sequence[Labelled], max_per_prompt: int) -> list[SFTExample]:
+    """Rejection sampling (STaR): every prompt's distinct correct samples."""
+    return [
+        SFTExample(lab.attempt.item.prompt, sample.text, lab.attempt.item.id, lab.attempt.risk)
+        for lab in labelled
+        for sample in distinct_correct(lab, max_per_prompt)
+    ]
+
+
+def risk_weighted(labelled: Sequence[Labelled], max_per_prompt: int) -> list[SFTExample]:
+    """Prefer prompts the probe rates uncertain that the model still solved: solved prompts
+    ordered by risk (highest first), and the riskier half given twice the samples.
+
+    >>> from tasks.base import Item
+    >>> s = Sample("4", [1], [-0.1], [0.1], "stop")
+    >>> lab = lambda i, r: Labelled(Attempt(Item(i, "2+2?", ("4",), i), (s,), r), (True,))
+    >>> [e.item_id for e in risk_weighted([lab("low", 0.1), lab("high", 0.9)], 1)]
+    ['high', 'low']
+    """
+    solved = sorted((lab for lab in labelled if any(lab.correct)), key=lambda lab: -(lab.attempt.risk or 0.0))
+    riskier = {id(lab) for lab in solved[: len(solved) // 2]}
+    return [
+        SFTExample(lab.attempt.item.prompt, sample.text, lab.attempt.item.id, lab.attempt.risk)
+        for lab in solved
+        for sample in distinct_correct(lab, max_per_prompt * (2 if id(lab) in riskier else 1))
+    ]
+
+
+def preference_pairs(labelled: Sequence[Labelled]) -> list[PreferencePair]:
+    """One (correct, incorrect) pair per prompt that has both."""
+    pairs = []
+    for lab in labelled:
+        good = [s for s, ok in zip(lab.attempt.samples, lab.correct, strict=True) if ok]
+        bad = [s for s, ok in zip(lab.attempt.samples, lab.correct, strict=True) if not ok]
+        if good and bad:
+            pairs.append(PreferencePair(lab.attempt.item.prompt, good[0].text, bad[0].text, lab.attempt.item.id))
+    return pairs
+
+
+def dedupe(examples: Sequence[SFTExample]) -> list[SFTExample]:
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for example in examples:
+        key = (normalize(example.prompt), normalize(example.completion))
+        if key not in seen:
+            seen.add(key)
+            kept.append(example)
+    return kept
+
+
+STRATEGIES: dict[str, Callable[[Sequence[Labelled], int], list[SFTExample]]] = {
+    "correct_only": correct_only,
+    "risk_weighted": risk_weighted,
+    "self_judge": correct_only,  # labels come from the model as judge; then keep the correct
+}
