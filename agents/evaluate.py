@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from engines.base import Engine, Generation, ProgressFn
@@ -75,3 +75,88 @@ def greedy_eval(
         on_progress=on_progress,
     )
     return [score_generation(task, item, g) for item, g in zip(items, generations, strict=True)]
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    strategy: str = "none"  # see agents.refine.STRATEGIES
+    k: int = 5
+    temperature: float = 0.7
+    low: float = 0.3
+    high: float = 0.7
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One model version on held-out items: answers, summary and the probe on fresh labels."""
+
+    results: list[ItemResult]
+    summary: EvalSummary
+    mean_risk: float | None
+    probe_auroc: float | None  # the probe's AUROC on this version's own (fresh) labels
+    probe_ece: float | None  # calibration error of the probe's risk on those labels
+
+
+def measure(
+    engine: Engine,
+    task: Task,
+    items: Sequence[Item],
+    *,
+    max_new_tokens: int,
+    refine: RefineSettings = RefineSettings(),
+    fallback: Callable[[str], str] | None = None,
+    seed: int = 0,
+    on_progress: ProgressFn | None = None,
+) -> Measurement:
+    """Greedy answers (risk from their own prefill), refined per `refine`, then scored."""
+    from agents.refine import Thresholds, refine_answers
+
+    prompts = [item.prompt for item in items]
+    greedy = engine.generate(prompts, max_new_tokens=max_new_tokens, on_progress=on_progress)
+    plain = [score_generation(task, item, g) for item, g in zip(items, greedy, strict=True)]
+    results = plain
+    if refine.strategy != "none":
+        refined = refine_answers(
+            engine,
+            prompts,
+            strategy=refine.strategy,  # type: ignore[arg-type]
+            thresholds=Thresholds(refine.low, refine.high),
+            k=refine.k,
+            temperature=refine.temperature,
+            max_new_tokens=max_new_tokens,
+            numeric=task.verifier_name == "numeric",
+            seed=seed,
+            fallback=fallback,
+            greedy=greedy,
+        )
+        results = [
+            ItemResult(
+                id=item.id,
+                prompt=item.prompt,
+                answers=item.answers,
+                output=r.text,
+                correct=not r.abstained and task.verify(r.text, item),
+                finish_reason=r.finish_reason,
+                abstained=r.abstained,
+                risk=r.risk,
+            )
+            for item, r in zip(items, refined, strict=True)
+        ]
+    return Measurement(results, EvalSummary.of(results), *probe_on_fresh_labels(plain))
+
+
+def probe_on_fresh_labels(results: Sequence[ItemResult]) -> tuple[float | None, float | None, float | None]:
+    """(mean risk, AUROC, ECE) of the attached probe against the greedy answers' labels;
+    answers cut off at the token budget are left out (their label is not a hallucination)."""
+    from probes.metrics import auroc, expected_calibration_error
+
+    scored = [r for r in results if r.risk is not None]
+    if not scored:
+        return None, None, None
+    mean_risk = sum(r.risk or 0.0 for r in scored) / len(scored)
+    finished = [r for r in scored if r.finish_reason == "stop"]
+    labels = [int(not r.correct) for r in finished]
+    risks = [r.risk or 0.0 for r in finished]
+    if len(set(labels)) < 2:
+        return mean_risk, None, None
+    return mean_risk, auroc(labels, risks), expected_calibration_error(labels, risks)

@@ -21,13 +21,16 @@ from engines import load_model
 from tasks import get_task
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
+def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each function, run in alternation so that load from other
+    processes on this shared machine falls on all of them alike."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for fn, bucket in zip(fns, times, strict=True):
+            started = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - started)
+    return [statistics.median(bucket) for bucket in times]
 
 
 def main() -> None:
@@ -75,12 +78,9 @@ def main() -> None:
         return None
 
     batched()  # warm-up
-    t_batched = median_seconds(batched, args.repeats)
-    t_loop = median_seconds(loop, max(1, args.repeats - 2))
-    t_raw = median_seconds(raw_hf, args.repeats)
-    t_captured = median_seconds(captured, args.repeats)
-    t_prefill = median_seconds(prefill_only, args.repeats)
-    t_full = median_seconds(full_forward, args.repeats)
+    t_batched, t_loop = interleaved_medians([batched, loop], max(1, args.repeats - 2))
+    t_raw, t_captured = interleaved_medians([raw_hf, captured], args.repeats)
+    t_prefill, t_full = interleaved_medians([prefill_only, full_forward], args.repeats)
 
     rows = [
         ("batched generation (prompts/s)", f"{len(batch) / t_batched:.2f}"),

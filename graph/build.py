@@ -1,0 +1,49 @@
+"""`build_graph(policy, engine, store)`: the session's fixed structure. Behaviour comes
+from the policy, passed at run time as the graph's context (`context_schema`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from engines.base import Engine
+from graph.nodes import Nodes
+from graph.policy import SessionPolicy
+from graph.state import SessionState
+from graph.workbench import EngineLoader, Workbench, load_engine_from
+from tasks.base import Task
+
+
+def build_graph(
+    policy: SessionPolicy,
+    engine: Engine,
+    store: Any,
+    *,
+    task: Task,
+    artifacts: Any,
+    load_engine: EngineLoader = load_engine_from,
+) -> CompiledStateGraph:
+    """Wire probe -> baseline -> (acquire -> select -> optimize -> evaluate -> monitor)* ->
+    finalize, checkpointed by the store's checkpointer (thread id = session id).
+
+    `policy` builds the planners (chat models named in it); the run's behaviour reads the
+    policy passed as context to `invoke`/`stream`."""
+    nodes = Nodes(Workbench(engine, artifacts, load_engine), task, policy)
+    graph = StateGraph(SessionState, context_schema=SessionPolicy)
+    graph.add_node("probe", nodes.probe)
+    graph.add_node("baseline", nodes.baseline)
+    graph.add_node("acquire", nodes.acquire)
+    graph.add_node("select", nodes.select)
+    graph.add_node("optimize", nodes.optimize)
+    graph.add_node("evaluate", nodes.evaluate)
+    graph.add_node("monitor", nodes.monitor)
+    graph.add_node("finalize", nodes.finalize)
+    graph.add_edge(START, "probe")
+    graph.add_edge("baseline", "acquire")
+    graph.add_edge("acquire", "select")
+    graph.add_edge("optimize", "evaluate")
+    graph.add_edge("evaluate", "monitor")
+    graph.set_finish_point("finalize")
+    return graph.compile(checkpointer=store.checkpointer)

@@ -1,0 +1,51 @@
+"""The session's graph state: one TypedDict, explicit reducers. Everything in it is plain
+data (str, numbers, lists, dicts) so any checkpointer can store it; bulky things (samples,
+datasets, model weights, probes) live in the session's artifact folder and the state
+holds their names."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+
+def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    """Reducer: later keys win.
+
+    >>> merge_dicts({"v0": 1}, {"v1": 2})
+    {'v0': 1, 'v1': 2}
+    """
+    return {**(left or {}), **(right or {})}
+
+
+class VersionRecord(TypedDict):
+    name: str  # "v0" is the model the session started from
+    path: str | None  # folder with merged weights (None: the engine handed to the graph)
+    parent: str | None
+    fingerprint: str
+    dev_accuracy: float | None
+
+
+class SessionState(TypedDict, total=False):
+    session_id: str
+    task: str
+    model: str
+    started_at: float  # unix time the session started (wall budget)
+    cycle: int  # the cycle in progress; 0 = the initial model's baseline
+    current_version: str  # the promoted version new data is drawn from
+    candidate_version: str | None  # trained, evaluated, not yet promoted
+    best_version: str
+    versions: Annotated[dict[str, VersionRecord], merge_dicts]
+    probe: str | None  # artifact name of the probe in use
+    probe_fingerprint: str | None  # the model the probe was fitted on
+    probe_val_auroc: float | None
+    attempts: str | None  # artifact name of this cycle's samples
+    data: dict[str, Any] | None  # this cycle's selected data: artifact names and counts
+    train: dict[str, Any]  # optimize settings in force (a retrain adjusts them)
+    retrains: int
+    history: Annotated[list[dict[str, Any]], operator.add]  # CycleMetrics, one per evaluation
+    decisions: Annotated[list[dict[str, Any]], operator.add]  # Decision records
+    plans: Annotated[list[dict[str, Any]], operator.add]  # planner choices, every stage
+    baseline: dict[str, Any]  # initial model: dev and test metrics
+    final: dict[str, Any]  # final model: dev and test metrics, and why the session stopped
+    status: str  # running | finished
