@@ -85,17 +85,23 @@ def synthesize_items(
         return []
     rng = random.Random(seed)
     requests = [
-        SELF_INSTRUCT.format(examples="\n".join(f"- {s.prompt}" for s in rng.sample(list(seeds), min(3, len(seeds)))))
+        SELF_INSTRUCT.format(
+            examples="\n".join(f"- {s.prompt}" for s in rng.sample(list(seeds), min(3, len(seeds))))
+        )
         for _ in range(count * 2)  # about half of what a small model writes is unusable
     ]
-    generations = engine.generate(requests, temperature=1.0, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed)
+    generations = engine.generate(
+        requests, temperature=1.0, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed
+    )
     kept: dict[str, Item] = {}
     for generation in generations:
         prompt = first_question(generation.samples[0].text)
         labelled = task.oracle(prompt) if prompt else None
         if labelled is None or labelled.group in blocked_groups or labelled.prompt in kept:
             continue
-        kept[labelled.prompt] = Item(f"synth-{seed}-{len(kept)}", labelled.prompt, labelled.answers, labelled.group)
+        kept[labelled.prompt] = Item(
+            f"synth-{seed}-{len(kept)}", labelled.prompt, labelled.answers, labelled.group
+        )
         if len(kept) == count:
             break
     return list(kept.values())

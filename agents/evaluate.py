@@ -145,7 +145,9 @@ def measure(
     return Measurement(results, EvalSummary.of(results), *probe_on_fresh_labels(plain))
 
 
-def probe_on_fresh_labels(results: Sequence[ItemResult]) -> tuple[float | None, float | None, float | None]:
+def probe_on_fresh_labels(
+    results: Sequence[ItemResult],
+) -> tuple[float | None, float | None, float | None]:
     """(mean risk, AUROC, ECE) of the attached probe against the greedy answers' labels;
     answers cut off at the token budget are left out (their label is not a hallucination)."""
     from probes.metrics import auroc, expected_calibration_error

@@ -117,7 +117,9 @@ def train_version(
     from transformers import PrinterCallback, TrainerCallback
 
     if version_dir.exists():
-        raise FileExistsError(f"model version {version_dir} already exists; versions are never overwritten")
+        raise FileExistsError(
+            f"model version {version_dir} already exists; versions are never overwritten"
+        )
     n = len(sft) if settings.method == "sft" else len(pairs)
     if n == 0:
         raise ValueError(f"no training data for {settings.method}")
@@ -134,7 +136,14 @@ def train_version(
     losses: list[float] = []
 
     class Progress(TrainerCallback):  # type: ignore[misc]
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
+        def on_log(
+            self,
+            args: Any,
+            state: Any,
+            control: Any,
+            logs: dict[str, float] | None = None,
+            **kw: Any,
+        ) -> None:
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
                 if on_step:
@@ -142,19 +151,25 @@ def train_version(
 
     started = time.perf_counter()
     disable_progress_bars()
-    trainer = _make_trainer(model, tokenizer, settings, work, total, peft_config, sft, pairs, Dataset)
+    trainer = _make_trainer(
+        model, tokenizer, settings, work, total, peft_config, sft, pairs, Dataset
+    )
     trainer.remove_callback(PrinterCallback)  # progress goes through on_step, not stdout
     trainer.add_callback(Progress())
     trainer.train()
     _save_version(trainer.model, tokenizer, version_dir, work)
-    return TrainResult(version_dir, total, losses[-1] if losses else None, time.perf_counter() - started, n)
+    return TrainResult(
+        version_dir, total, losses[-1] if losses else None, time.perf_counter() - started, n
+    )
 
 
 def _make_trainer(model, tokenizer, settings, work, total, peft_config, sft, pairs, dataset_cls):  # type: ignore[no-untyped-def]
     if settings.method == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        config = SFTConfig(**_common_args(settings, work, total), completion_only_loss=True, max_length=512)
+        config = SFTConfig(
+            **_common_args(settings, work, total), completion_only_loss=True, max_length=512
+        )
         return SFTTrainer(
             model=model,
             args=config,
@@ -164,7 +179,9 @@ def _make_trainer(model, tokenizer, settings, work, total, peft_config, sft, pai
         )
     from trl import DPOConfig, DPOTrainer
 
-    config = DPOConfig(**_common_args(settings, work, total), beta=settings.dpo_beta, max_length=512)
+    config = DPOConfig(
+        **_common_args(settings, work, total), beta=settings.dpo_beta, max_length=512
+    )
     return DPOTrainer(
         model=model,
         args=config,

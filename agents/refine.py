@@ -16,7 +16,13 @@ from tasks.verifiers import final_number, normalize
 ABSTAIN_TEXT = "I don't know."
 Strategy = Literal["none", "self_consistency", "abstain", "best_of_n", "risk_adaptive"]
 Route = Literal["greedy", "self_consistency", "best_of_n", "abstain", "fallback"]
-STRATEGIES: tuple[Strategy, ...] = ("none", "self_consistency", "abstain", "best_of_n", "risk_adaptive")
+STRATEGIES: tuple[Strategy, ...] = (
+    "none",
+    "self_consistency",
+    "abstain",
+    "best_of_n",
+    "risk_adaptive",
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,9 @@ def best_of_n(samples: Sequence[Sample]) -> Sample:
     return max(samples, key=lambda s: (s.finish_reason == "stop", s.mean_logprob))
 
 
-def route_for(strategy: Strategy, risk: float | None, thresholds: Thresholds, has_fallback: bool) -> Route:
+def route_for(
+    strategy: Strategy, risk: float | None, thresholds: Thresholds, has_fallback: bool
+) -> Route:
     """Which path a prompt takes.
 
     >>> t = Thresholds(low=0.3, high=0.7)
@@ -98,7 +106,9 @@ def route_for(strategy: Strategy, risk: float | None, thresholds: Thresholds, ha
     return "fallback" if has_fallback else "abstain"
 
 
-def threshold_for_precision(risks: Sequence[float], correct: Sequence[bool], target: float) -> float:
+def threshold_for_precision(
+    risks: Sequence[float], correct: Sequence[bool], target: float
+) -> float:
     """The highest risk cut-off whose answered set (risk <= cut-off) still reaches the
     target precision on dev; the lowest risk when none does.
 
@@ -116,7 +126,9 @@ def threshold_for_precision(risks: Sequence[float], correct: Sequence[bool], tar
     return best
 
 
-def choose_thresholds(risks: Sequence[float], correct: Sequence[bool], target_precision: float) -> Thresholds:
+def choose_thresholds(
+    risks: Sequence[float], correct: Sequence[bool], target_precision: float
+) -> Thresholds:
     """low = the cut-off reaching the target precision; high = the cut-off reaching half
     of the distance from the overall accuracy to the target (never below low)."""
     if not risks:
@@ -146,12 +158,24 @@ def refine_answers(
 ) -> list[Refined]:
     """Answer every prompt along its route. Greedy generations (with their risk) may be
     passed in to avoid decoding twice."""
-    greedy = list(greedy) if greedy is not None else engine.generate(prompts, max_new_tokens=max_new_tokens)
+    greedy = (
+        list(greedy)
+        if greedy is not None
+        else engine.generate(prompts, max_new_tokens=max_new_tokens)
+    )
     routes = [route_for(strategy, g.risk, thresholds, fallback is not None) for g in greedy]
     sampled_index = [i for i, r in enumerate(routes) if r in ("self_consistency", "best_of_n")]
-    sampled = engine.generate(
-        [prompts[i] for i in sampled_index], n=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
-    ) if sampled_index else []
+    sampled = (
+        engine.generate(
+            [prompts[i] for i in sampled_index],
+            n=k,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+        )
+        if sampled_index
+        else []
+    )
     by_index = dict(zip(sampled_index, sampled, strict=True))
     answers = []
     for i, (route, generation) in enumerate(zip(routes, greedy, strict=True)):
@@ -160,14 +184,23 @@ def refine_answers(
 
 
 def _answer(
-    route: Route, greedy: Generation, sampled: Generation | None, numeric: bool, fallback: Fallback | None, prompt: str
+    route: Route,
+    greedy: Generation,
+    sampled: Generation | None,
+    numeric: bool,
+    fallback: Fallback | None,
+    prompt: str,
 ) -> Refined:
     if route == "abstain":
         return Refined(ABSTAIN_TEXT, route, greedy.risk)
     if route == "fallback" and fallback is not None:
         return Refined(fallback(prompt), route, greedy.risk)
     if sampled is not None:
-        chosen = majority(sampled.samples, numeric) if route == "self_consistency" else best_of_n(sampled.samples)
+        chosen = (
+            majority(sampled.samples, numeric)
+            if route == "self_consistency"
+            else best_of_n(sampled.samples)
+        )
         return Refined(chosen.text, route, greedy.risk, chosen.finish_reason)
     sample = greedy.samples[0]
     return Refined(sample.text, "greedy", greedy.risk, sample.finish_reason)

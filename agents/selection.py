@@ -42,7 +42,9 @@ class Labelled:
 def label_with_verifier(task: Task, attempts: Sequence[Attempt]) -> list[Labelled]:
     """Verifier labels; a sample cut off at the token budget never counts as correct."""
     return [
-        Labelled(a, tuple(s.finish_reason == "stop" and task.verify(s.text, a.item) for s in a.samples))
+        Labelled(
+            a, tuple(s.finish_reason == "stop" and task.verify(s.text, a.item) for s in a.samples)
+        )
         for a in attempts
     ]
 
@@ -53,13 +55,18 @@ JUDGE_PROMPT = (
 )
 
 
-def label_with_self_judge(engine: Engine, attempts: Sequence[Attempt], *, max_new_tokens: int = 4) -> list[Labelled]:
+def label_with_self_judge(
+    engine: Engine, attempts: Sequence[Attempt], *, max_new_tokens: int = 4
+) -> list[Labelled]:
     """Self-Rewarding style: the model judges its own samples (for tasks with no verifier)."""
     flat = [(a, s) for a in attempts for s in a.samples]
     prompts = [JUDGE_PROMPT.format(question=a.item.prompt, answer=s.text) for a, s in flat]
     verdicts = engine.generate(prompts, temperature=0.0, max_new_tokens=max_new_tokens)
     judged = iter(yes_no_match(v.samples[0].text, ["yes"]) for v in verdicts)
-    return [Labelled(a, tuple(next(judged) and s.finish_reason == "stop" for s in a.samples)) for a in attempts]
+    return [
+        Labelled(a, tuple(next(judged) and s.finish_reason == "stop" for s in a.samples))
+        for a in attempts
+    ]
 
 
 def distinct_correct(labelled: Labelled, limit: int) -> list[Sample]:
@@ -93,7 +100,9 @@ def risk_weighted(labelled: Sequence[Labelled], max_per_prompt: int) -> list[SFT
     >>> [e.item_id for e in risk_weighted([lab("low", 0.1), lab("high", 0.9)], 1)]
     ['high', 'low']
     """
-    solved = sorted((lab for lab in labelled if any(lab.correct)), key=lambda lab: -(lab.attempt.risk or 0.0))
+    solved = sorted(
+        (lab for lab in labelled if any(lab.correct)), key=lambda lab: -(lab.attempt.risk or 0.0)
+    )
     riskier = {id(lab) for lab in solved[: len(solved) // 2]}
     return [
         SFTExample(lab.attempt.item.prompt, sample.text, lab.attempt.item.id, lab.attempt.risk)
@@ -109,7 +118,11 @@ def preference_pairs(labelled: Sequence[Labelled]) -> list[PreferencePair]:
         good = [s for s, ok in zip(lab.attempt.samples, lab.correct, strict=True) if ok]
         bad = [s for s, ok in zip(lab.attempt.samples, lab.correct, strict=True) if not ok]
         if good and bad:
-            pairs.append(PreferencePair(lab.attempt.item.prompt, good[0].text, bad[0].text, lab.attempt.item.id))
+            pairs.append(
+                PreferencePair(
+                    lab.attempt.item.prompt, good[0].text, bad[0].text, lab.attempt.item.id
+                )
+            )
     return pairs
 
 

@@ -34,7 +34,9 @@ def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -46,7 +48,10 @@ def main() -> None:
     prompts = [item.prompt for item in get_task("capitals").items]
     batch = prompts[: args.batch]
     tokens = args.new_tokens
-    print(f"threads={torch.get_num_threads()} batch={args.batch} new_tokens={tokens} repeats={args.repeats}")
+    print(
+        f"threads={torch.get_num_threads()} batch={args.batch} "
+        f"new_tokens={tokens} repeats={args.repeats}"
+    )
 
     def batched() -> object:
         return engine.generate(batch, max_new_tokens=tokens, capture=False)
@@ -62,7 +67,10 @@ def main() -> None:
     def raw_hf() -> object:  # no hooks at all: transformers' own generate
         with torch.inference_mode():
             return engine.model.generate(
-                **encoded, do_sample=False, max_new_tokens=tokens, pad_token_id=engine.tokenizer.pad_token_id
+                **encoded,
+                do_sample=False,
+                max_new_tokens=tokens,
+                pad_token_id=engine.tokenizer.pad_token_id,
             )
 
     prefill_prompts = (prompts * 4)[: args.prefill_prompts]

@@ -10,7 +10,12 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from engines.base import Generation, ProgressFn, PromptStates, Sample
 from engines.hooks import capture_prefill, decoder_layers, track_token_stats
@@ -89,7 +94,9 @@ class HFEngine:
         if not self.use_chat_template:
             return prompt
         messages = [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)  # type: ignore[return-value]
+        return self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )  # type: ignore[return-value]
 
     def _encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         texts = [self.format_prompt(p) for p in prompts]
@@ -106,7 +113,11 @@ class HFEngine:
         for start in range(0, len(prompts), self.batch_size):
             batch = self._encode(prompts[start : start + self.batch_size])
             with capture_prefill(self.model, batch["attention_mask"]) as capture:
-                decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+                decoder(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    use_cache=False,
+                )
             states += _split_states(*capture.stacked())
             if on_progress:
                 on_progress(len(states), len(prompts))
@@ -150,12 +161,18 @@ class HFEngine:
         batch = self._encode(prompts)
         greedy = temperature <= 0.0
         copies = 1 if greedy else n  # greedy samples are identical: decode once, copy
-        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_p": top_p}
+        sampling = (
+            {"do_sample": False}
+            if greedy
+            else {"do_sample": True, "temperature": temperature, "top_p": top_p}
+        )
         prefill_mask = batch["attention_mask"].repeat_interleave(copies, 0)  # (B*copies, T)
         prompt_len = batch["input_ids"].shape[1]
         with ExitStack() as hooks:
             stats = hooks.enter_context(track_token_stats(self.model))
-            prefill = hooks.enter_context(capture_prefill(self.model, prefill_mask)) if capture else None
+            prefill = (
+                hooks.enter_context(capture_prefill(self.model, prefill_mask)) if capture else None
+            )
             sequences = self.model.generate(
                 **batch,
                 **sampling,
@@ -168,7 +185,10 @@ class HFEngine:
             )
         completions = sequences[:, prompt_len:]  # (B*copies, steps)
         logprobs, entropies = stats.finish(completions[:, -1])
-        samples = [self._sample(completions[i], logprobs[i], entropies[i], stop) for i in range(len(completions))]
+        samples = [
+            self._sample(completions[i], logprobs[i], entropies[i], stop)
+            for i in range(len(completions))
+        ]
         states: list[PromptStates | None] = [None] * len(prompts)
         if prefill is not None:
             query, mean = prefill.stacked()

@@ -28,8 +28,12 @@ app = typer.Typer(
 tasks_app = typer.Typer(help="List and inspect the task suites.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model name, local folder or cached hub id.")]
-TaskOption = Annotated[str, typer.Option("--task", "-t", help="Task suite name (see `autodidact tasks list`).")]
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Model name, local folder or cached hub id.")
+]
+TaskOption = Annotated[
+    str, typer.Option("--task", "-t", help="Task suite name (see `autodidact tasks list`).")
+]
 PathOption = Annotated[Path | None, typer.Option("--path", help="JSONL file for --task jsonl.")]
 OutOption = Annotated[Path, typer.Option("--out", help="Folder under which results are written.")]
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
@@ -81,7 +85,11 @@ def _hub_cache_models() -> list[tuple[str, str]]:
     try:
         from huggingface_hub import scan_cache_dir
 
-        return [(repo.repo_id, str(repo.repo_path)) for repo in scan_cache_dir().repos if repo.repo_type == "model"]
+        return [
+            (repo.repo_id, str(repo.repo_path))
+            for repo in scan_cache_dir().repos
+            if repo.repo_type == "model"
+        ]
     except Exception:
         return []
 
@@ -102,7 +110,12 @@ def generate(
     positive(max_new_tokens, "--max-new-tokens")
     engine = load_engine(model)
     generation = engine.generate(
-        [prompt], n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
+        [prompt],
+        n=n,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
     )[0]
     for index, sample in enumerate(generation.samples):
         console.print(
@@ -134,7 +147,9 @@ def tasks_show(
     positive(limit, "--limit")
     task = load_task(name, path)
     sizes = ", ".join(f"{split} {len(task.split(split))}" for split in ("train", "dev", "test"))
-    console.print(f"[bold]{task.name}[/]: {task.description}; verifier {task.verifier_name}; {sizes}")
+    console.print(
+        f"[bold]{task.name}[/]: {task.description}; verifier {task.verifier_name}; {sizes}"
+    )
     table = Table("id", "group", "prompt", "answers")
     for item in task.items[:limit]:
         table.add_row(item.id, item.group, item.prompt, " | ".join(item.answers))
@@ -148,7 +163,9 @@ def eval_command(
     model: ModelOption = DEFAULT_MODEL_NAME,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items.")] = None,
     split: Annotated[str, typer.Option(help="train, dev, test or all.")] = "all",
-    max_new_tokens: Annotated[int | None, typer.Option(help="Token budget (default: the task's).")] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Token budget (default: the task's).")
+    ] = None,
     path: PathOption = None,
     out: OutOption = Path("runs"),
 ) -> None:
@@ -165,11 +182,18 @@ def eval_command(
         raise fail(f"task {suite.name!r} has no items in split {split!r}")
     engine = load_engine(model)
     with progress_bar(f"eval {suite.name}", len(items)) as on_progress:
-        results = greedy_eval(engine, suite, items, max_new_tokens=max_new_tokens, on_progress=on_progress)
+        results = greedy_eval(
+            engine, suite, items, max_new_tokens=max_new_tokens, on_progress=on_progress
+        )
     summary = EvalSummary.of(results)
     folder = new_output_dir(out, f"eval-{suite.name.replace(':', '-')}")
     write_jsonl(folder / "answers.jsonl", [r.to_json() for r in results])
-    report = {"task": suite.name, "model": engine.name, "fingerprint": engine.fingerprint, **vars(summary)}
+    report = {
+        "task": suite.name,
+        "model": engine.name,
+        "fingerprint": engine.fingerprint,
+        **vars(summary),
+    }
     (folder / "summary.json").write_text(json.dumps(report, indent=2))
     console.print(
         f"accuracy {summary.accuracy:.1%} ({round(summary.accuracy * summary.n)}/{summary.n}), "

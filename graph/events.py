@@ -11,7 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EventKind = Literal["node_start", "node_end", "action", "decision", "metric", "progress", "artifact", "error", "session"]
+EventKind = Literal[
+    "node_start",
+    "node_end",
+    "action",
+    "decision",
+    "metric",
+    "progress",
+    "artifact",
+    "error",
+    "session",
+]
 EVENT_SCHEMA_VERSION = 1
 
 
@@ -52,4 +62,9 @@ class Emitter:
         self("node_start", message or f"{self.node} started")
 
     def end(self, message: str = "", **data: Any) -> None:
-        self("node_end", message or f"{self.node} done", seconds=round(time.perf_counter() - self.started, 3), **data)
+        self(
+            "node_end",
+            message or f"{self.node} done",
+            seconds=round(time.perf_counter() - self.started, 3),
+            **data,
+        )

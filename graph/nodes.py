@@ -7,15 +7,14 @@ import time
 from dataclasses import asdict, replace
 from typing import Any, Literal
 
+from agents.measure import measure_dev
+from agents.records import CycleMetrics, Decision
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from agents import acquire as acquiring
 from agents import selection
-from agents.measure import measure_dev
-from agents.monitor import decide
 from agents.optimize import TrainSettings, train_version
-from agents.records import CycleMetrics, Decision
 from graph.events import Emitter
 from graph.policy import SessionPolicy
 from graph.state import SessionState
@@ -57,7 +56,9 @@ class Nodes:
         engine = self.bench.engine(state, "v0")
         self.bench.attach_probe(engine, state.get("probe"))
         metrics = measure_dev(engine, self.task, policy, emit, cycle=0, version="v0")
-        emit("metric", f"initial model: dev accuracy {metrics.accuracy:.1%}", **metrics.model_dump())
+        emit(
+            "metric", f"initial model: dev accuracy {metrics.accuracy:.1%}", **metrics.model_dump()
+        )
         emit.end()
         record = version_record("v0", None, None, engine.fingerprint)
         record["dev_accuracy"] = metrics.accuracy
@@ -73,12 +74,22 @@ class Nodes:
         plan = self.bench.plan_acquire(state, policy, emit)
         train = self.task.split("train", seed=policy.seed)
         items = acquiring.choose_prompts(train, plan["prompts"], cycle=cycle, seed=policy.seed)
-        held_out = frozenset(i.group for s in ("dev", "test") for i in self.task.split(s, seed=policy.seed))
+        held_out = frozenset(
+            i.group for s in ("dev", "test") for i in self.task.split(s, seed=policy.seed)
+        )
         synthetic = acquiring.synthesize_items(
-            engine, self.task, train, plan["synthesize"], blocked_groups=held_out, seed=policy.seed + cycle
+            engine,
+            self.task,
+            train,
+            plan["synthesize"],
+            blocked_groups=held_out,
+            seed=policy.seed + cycle,
         )
         if plan["synthesize"]:
-            emit("action", f"self-instruct: {len(synthetic)} of {plan['synthesize']} new prompts kept")
+            emit(
+                "action",
+                f"self-instruct: {len(synthetic)} of {plan['synthesize']} new prompts kept",
+            )
         attempts = acquiring.sample_attempts(
             engine,
             items + synthetic,
@@ -109,30 +120,46 @@ class Nodes:
             labelled = selection.label_with_self_judge(engine, attempts)
         else:
             labelled = selection.label_with_verifier(self.task, attempts)
-        examples = selection.dedupe(selection.STRATEGIES[plan["strategy"]](labelled, plan["max_per_prompt"]))
+        examples = selection.dedupe(
+            selection.STRATEGIES[plan["strategy"]](labelled, plan["max_per_prompt"])
+        )
         pairs = selection.preference_pairs(labelled)
         solved = sum(any(lab.correct) for lab in labelled)
         data = self.bench.save_data(state["cycle"], examples, pairs)
-        data.update(prompts=len(labelled), solved=solved, sample_accuracy=_sample_accuracy(labelled))
-        emit("action", f"selected {len(examples)} examples and {len(pairs)} pairs ({plan['strategy']})", **data)
+        data.update(
+            prompts=len(labelled), solved=solved, sample_accuracy=_sample_accuracy(labelled)
+        )
+        emit(
+            "action",
+            f"selected {len(examples)} examples and {len(pairs)} pairs ({plan['strategy']})",
+            **data,
+        )
         enough = data["sft"] >= policy.select.min_examples or (
             policy.optimize.method == "dpo" and data["pairs"] >= policy.select.min_examples
         )
         emit.end()
         goto: Literal["optimize", "monitor"] = "optimize" if enough else "monitor"
         if not enough:
-            emit("action", f"too little data to train (< {policy.select.min_examples} examples): skipping optimize")
+            emit(
+                "action",
+                f"too little data to train (< {policy.select.min_examples} examples): skipping optimize",
+            )
         return Command(goto=goto, update={"data": data, "plans": [plan]})
 
     # optimize: LoRA SFT / DPO from the current version -> a new candidate version
     def optimize(self, state: SessionState, runtime: Ctx) -> dict[str, Any]:
         policy, emit = runtime.context, self._emitter(runtime, "optimize", state)
-        settings = TrainSettings(**{**self.bench.plan_optimize(state, policy, emit), "seed": policy.seed})
+        settings = TrainSettings(
+            **{**self.bench.plan_optimize(state, policy, emit), "seed": policy.seed}
+        )
         sft, pairs = self.bench.load_data(state["data"] or {})
         name = f"v{len(state.get('versions', {}))}"
         model, tokenizer = self.bench.trainable_copy(state)
-        emit("action", f"training {name} from {state['current_version']}: {settings.method}, "
-             f"lr {settings.learning_rate:g}, {len(sft) if settings.method == 'sft' else len(pairs)} examples")
+        emit(
+            "action",
+            f"training {name} from {state['current_version']}: {settings.method}, "
+            f"lr {settings.learning_rate:g}, {len(sft) if settings.method == 'sft' else len(pairs)} examples",
+        )
         result = train_version(
             model,
             tokenizer,
@@ -140,13 +167,34 @@ class Nodes:
             pairs=pairs,
             settings=settings,
             version_dir=self.bench.version_dir(name),
-            on_step=lambda step, total, loss: emit("progress", "training", done=step, total=total, loss=loss),
+            on_step=lambda step, total, loss: emit(
+                "progress", "training", done=step, total=total, loss=loss
+            ),
         )
-        engine = self.bench.engine({**state, "versions": {name: version_record(name, result.version_dir / "merged", state["current_version"], "")}}, name)  # type: ignore[typeddict-item]
-        record = version_record(name, result.version_dir / "merged", state["current_version"], engine.fingerprint)
+        engine = self.bench.engine(
+            {
+                **state,
+                "versions": {
+                    name: version_record(
+                        name, result.version_dir / "merged", state["current_version"], ""
+                    )
+                },
+            },
+            name,
+        )  # type: ignore[typeddict-item]
+        record = version_record(
+            name, result.version_dir / "merged", state["current_version"], engine.fingerprint
+        )
         self.bench.artifacts.add_dir(f"versions/{name}", result.version_dir, kind="model")
-        emit.end(f"{name}: {result.steps} steps, final loss {result.final_loss}", **asdict(result) | {"version_dir": str(result.version_dir)})
-        return {"candidate_version": name, "versions": {name: record}, "train": asdict(replace(settings))}
+        emit.end(
+            f"{name}: {result.steps} steps, final loss {result.final_loss}",
+            **asdict(result) | {"version_dir": str(result.version_dir)},
+        )
+        return {
+            "candidate_version": name,
+            "versions": {name: record},
+            "train": asdict(replace(settings)),
+        }
 
     # evaluate: the candidate on dev; fresh labels also measure the probe on the new model
     def evaluate(self, state: SessionState, runtime: Ctx) -> dict[str, Any]:
@@ -154,8 +202,12 @@ class Nodes:
         version = state.get("candidate_version") or state["current_version"]
         engine = self.bench.engine(state, version)
         self.bench.attach_probe(engine, state.get("probe"))
-        metrics = measure_dev(engine, self.task, policy, emit, cycle=state["cycle"], version=version)
-        metrics = metrics.model_copy(update={"train_examples": (state.get("data") or {}).get("sft", 0)})
+        metrics = measure_dev(
+            engine, self.task, policy, emit, cycle=state["cycle"], version=version
+        )
+        metrics = metrics.model_copy(
+            update={"train_examples": (state.get("data") or {}).get("sft", 0)}
+        )
         emit("metric", f"{version}: dev accuracy {metrics.accuracy:.1%}", **metrics.model_dump())
         emit.end()
         return {"history": [metrics.model_dump()]}
@@ -174,7 +226,13 @@ class Nodes:
         if decision.action == "retrain":
             update["retrains"] = state.get("retrains", 0) + 1
             update["train"] = self.bench.adjusted_for_retrain(state, policy)
-        goto = {"loop": "acquire", "rollback": "acquire", "retrain": "optimize", "refit_probe": "probe", "stop": "finalize"}
+        goto = {
+            "loop": "acquire",
+            "rollback": "acquire",
+            "retrain": "optimize",
+            "refit_probe": "probe",
+            "stop": "finalize",
+        }
         return Command(goto=goto[decision.action], update=update)  # type: ignore[arg-type]
 
     # finalize: the test split, scored once, for the initial and the final model
@@ -186,7 +244,9 @@ class Nodes:
         return {"final": final, "status": "finished"}
 
 
-def promotion(state: SessionState, decision: Decision, history: list[CycleMetrics]) -> dict[str, Any]:
+def promotion(
+    state: SessionState, decision: Decision, history: list[CycleMetrics]
+) -> dict[str, Any]:
     """Promote the evaluated candidate unless the decision rolls it back (regression guard);
     keep the best version by dev accuracy."""
     candidate = state.get("candidate_version")
@@ -195,7 +255,11 @@ def promotion(state: SessionState, decision: Decision, history: list[CycleMetric
     by_version = {h.version: h.accuracy for h in history}
     best = state["best_version"]
     better = by_version.get(candidate, -1.0) > by_version.get(best, -1.0)
-    return {"current_version": candidate, "best_version": candidate if better else best, "candidate_version": None}
+    return {
+        "current_version": candidate,
+        "best_version": candidate if better else best,
+        "candidate_version": None,
+    }
 
 
 def _sample_accuracy(labelled: list[selection.Labelled]) -> float:

@@ -41,23 +41,45 @@ def fit_session_probe(
 ) -> FittedProbe:
     """Greedy answers on `items` (train split), a layer x feature sweep chosen on the
     probe's own validation split, refine thresholds from that same validation split."""
-    data = collect(engine, task, items, max_new_tokens=max_new_tokens, progress_cb=emit.progress("probe answers"))
+    data = collect(
+        engine,
+        task,
+        items,
+        max_new_tokens=max_new_tokens,
+        progress_cb=emit.progress("probe answers"),
+    )
     try:
         result = sweep(data, seed=seed, n_boot=200)
     except ValueError as error:  # e.g. every answer right (or wrong): nothing to learn
         emit("error", f"no probe fitted: {error}")
         return FittedProbe(None, None, f"none ({error})", Thresholds())
-    index = len(list((bench.root / "probes").glob("probe-*"))) if (bench.root / "probes").exists() else 0
+    index = (
+        len(list((bench.root / "probes").glob("probe-*")))
+        if (bench.root / "probes").exists()
+        else 0
+    )
     name = f"probes/probe-{index}"
     folder = result.probe.save(bench.root / name)
     bench.artifacts.add_dir(name, Path(folder), kind="probe")
     split = grouped_split(data.groups, seed=seed).restrict(usable(data.labels))
-    risks = RiskScorer(result.probe).score(data.features.matrix(result.probe.spec)[split.validation])
+    risks = RiskScorer(result.probe).score(
+        data.features.matrix(result.probe.spec)[split.validation]
+    )
     wrong = label_array(data.labels)[split.validation]
-    thresholds = choose_thresholds(list(map(float, risks)), [not bool(w) for w in wrong], target_precision)
+    thresholds = choose_thresholds(
+        list(map(float, risks)), [not bool(w) for w in wrong], target_precision
+    )
     auroc = result.validation.auroc
-    emit("artifact", f"probe saved: {name}", name=name, feature=result.chosen.spec.name, val_auroc=auroc)
-    return FittedProbe(name, auroc, f"{result.chosen.spec.name}, validation AUROC {auroc:.3f}", thresholds)
+    emit(
+        "artifact",
+        f"probe saved: {name}",
+        name=name,
+        feature=result.chosen.spec.name,
+        val_auroc=auroc,
+    )
+    return FittedProbe(
+        name, auroc, f"{result.chosen.spec.name}, validation AUROC {auroc:.3f}", thresholds
+    )
 
 
 @lru_cache(maxsize=8)

@@ -69,11 +69,18 @@ class Workbench:
     def load_attempts(self, name: str) -> list[Attempt]:
         return [attempt_from_row(row) for row in self.read_jsonl(name)]
 
-    def save_data(self, cycle: int, sft: Sequence[SFTExample], pairs: Sequence[PreferencePair]) -> dict[str, Any]:
+    def save_data(
+        self, cycle: int, sft: Sequence[SFTExample], pairs: Sequence[PreferencePair]
+    ) -> dict[str, Any]:
         sft_name, pairs_name = f"cycle-{cycle}/sft.jsonl", f"cycle-{cycle}/pairs.jsonl"
         self.artifacts.write_jsonl(sft_name, [asdict(e) for e in sft])
         self.artifacts.write_jsonl(pairs_name, [asdict(p) for p in pairs])
-        return {"sft_artifact": sft_name, "pairs_artifact": pairs_name, "sft": len(sft), "pairs": len(pairs)}
+        return {
+            "sft_artifact": sft_name,
+            "pairs_artifact": pairs_name,
+            "sft": len(sft),
+            "pairs": len(pairs),
+        }
 
     def load_data(self, data: dict[str, Any]) -> tuple[list[SFTExample], list[PreferencePair]]:
         sft = [SFTExample(**row) for row in self.read_jsonl(data["sft_artifact"])]
@@ -90,7 +97,12 @@ class Workbench:
 def attempt_to_row(attempt: Attempt) -> dict[str, Any]:
     item = attempt.item
     return {
-        "item": {"id": item.id, "prompt": item.prompt, "answers": list(item.answers), "group": item.group},
+        "item": {
+            "id": item.id,
+            "prompt": item.prompt,
+            "answers": list(item.answers),
+            "group": item.group,
+        },
         "samples": [asdict(s) for s in attempt.samples],
         "risk": attempt.risk,
         "synthesized": attempt.synthesized,
@@ -100,10 +112,18 @@ def attempt_to_row(attempt: Attempt) -> dict[str, Any]:
 def attempt_from_row(row: dict[str, Any]) -> Attempt:
     raw = row["item"]
     item = Item(raw["id"], raw["prompt"], tuple(raw["answers"]), raw["group"])
-    return Attempt(item, tuple(Sample(**s) for s in row["samples"]), row["risk"], row["synthesized"])
+    return Attempt(
+        item, tuple(Sample(**s) for s in row["samples"]), row["risk"], row["synthesized"]
+    )
 
 
-def version_record(name: str, path: Path | None, parent: str | None, fingerprint: str) -> VersionRecord:
+def version_record(
+    name: str, path: Path | None, parent: str | None, fingerprint: str
+) -> VersionRecord:
     return VersionRecord(
-        name=name, path=str(path) if path else None, parent=parent, fingerprint=fingerprint, dev_accuracy=None
+        name=name,
+        path=str(path) if path else None,
+        parent=parent,
+        fingerprint=fingerprint,
+        dev_accuracy=None,
     )

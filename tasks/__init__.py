@@ -47,10 +47,14 @@ def _shapes(**options: Any) -> Task:
 TASKS: dict[str, TaskInfo] = {
     info.name: info
     for info in (
-        TaskInfo("arithmetic", "seeded integer problems (digits, operators configurable)", _arithmetic),
+        TaskInfo(
+            "arithmetic", "seeded integer problems (digits, operators configurable)", _arithmetic
+        ),
         TaskInfo("capitals", "country -> capital, about 250 items (countryinfo)", _capitals),
         TaskInfo("jsonl", "your file: question, answer|answers, optional group (--path)", _jsonl),
-        TaskInfo("shapes", "synthetic images, POPE-style yes/no questions (vision models)", _shapes),
+        TaskInfo(
+            "shapes", "synthetic images, POPE-style yes/no questions (vision models)", _shapes
+        ),
     )
 }
 

@@ -77,4 +77,6 @@ def label_arithmetic_prompt(prompt: str) -> Item | None:
         return None
     a, op, b = int(match.group(1)), match.group(2), int(match.group(3))
     pair = f"{min(a, b)}{op}{max(a, b)}" if op in "+*" else f"{a}{op}{b}"
-    return Item(id=f"oracle-{pair}", prompt=prompt.strip(), answers=(str(OPERATORS[op](a, b)),), group=pair)
+    return Item(
+        id=f"oracle-{pair}", prompt=prompt.strip(), answers=(str(OPERATORS[op](a, b)),), group=pair
+    )

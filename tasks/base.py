@@ -40,7 +40,9 @@ class Task:
     def verify(self, answer: str, item: Item) -> bool:
         return self.verifier(answer, item.answers)
 
-    def split(self, name: Split, *, seed: int = 0, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> list[Item]:
+    def split(
+        self, name: Split, *, seed: int = 0, fractions: Sequence[float] = (0.6, 0.2, 0.2)
+    ) -> list[Item]:
         """Items of one split: by a seeded hash of the group, so a group never spans splits."""
         return [item for item in self.items if split_of(item.group, seed, fractions) == name]
 

@@ -45,7 +45,8 @@ class RowProblem:
 def parse_jsonl(text: str) -> tuple[list[tuple[int, JsonlRow]], list[RowProblem]]:
     """Parse every non-blank line; keep clean rows, report the rest with line numbers.
 
-    >>> rows, problems = parse_jsonl('{"question": "2+2?", "answer": "4"}\\n{"question": "x"}\\nnot json')
+    >>> text = '{"question": "2+2?", "answer": "4"}\\n{"question": "x"}\\nnot json'
+    >>> rows, problems = parse_jsonl(text)
     >>> [line for line, _ in rows], [p.line for p in problems]
     ([1], [2, 3])
     """

@@ -32,7 +32,10 @@ def test_prefill_capture_equals_a_separate_forward_pass(engine) -> None:  # type
         # HF's last hidden state has the final norm applied; ours are the layer outputs.
         for layer in range(engine.num_layers):
             torch.testing.assert_close(
-                generation.states.query_token[layer], out.hidden_states[layer][0, -1], atol=1e-4, rtol=0
+                generation.states.query_token[layer],
+                out.hidden_states[layer][0, -1],
+                atol=1e-4,
+                rtol=0,
             )
         assert generation.states.query_token.shape == (engine.num_layers + 1, 16)
 
@@ -41,8 +44,12 @@ def test_hidden_states_equal_generation_capture(engine) -> None:  # type: ignore
     captured = engine.generate(PROMPTS, n=3, temperature=0.9, max_new_tokens=4)
     extracted = engine.hidden_states(PROMPTS)
     for generation, states in zip(captured, extracted, strict=True):
-        torch.testing.assert_close(generation.states.query_token, states.query_token, atol=1e-4, rtol=0)
-        torch.testing.assert_close(generation.states.prompt_mean, states.prompt_mean, atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            generation.states.query_token, states.query_token, atol=1e-4, rtol=0
+        )
+        torch.testing.assert_close(
+            generation.states.prompt_mean, states.prompt_mean, atol=1e-4, rtol=0
+        )
 
 
 def test_token_logprobs_match_a_teacher_forced_pass(engine) -> None:  # type: ignore[no-untyped-def]
@@ -62,7 +69,9 @@ def test_token_logprobs_match_a_teacher_forced_pass(engine) -> None:  # type: ig
 def test_generation_is_seeded_and_shaped(engine) -> None:  # type: ignore[no-untyped-def]
     first = engine.generate(PROMPTS, n=2, temperature=1.0, max_new_tokens=6, seed=7)
     again = engine.generate(PROMPTS, n=2, temperature=1.0, max_new_tokens=6, seed=7)
-    assert [[s.token_ids for s in g.samples] for g in first] == [[s.token_ids for s in g.samples] for g in again]
+    assert [[s.token_ids for s in g.samples] for g in first] == [
+        [s.token_ids for s in g.samples] for g in again
+    ]
     assert all(len(g.samples) == 2 for g in first)
     for sample in (s for g in first for s in g.samples):
         assert sample.finish_reason in {"stop", "length"}
@@ -81,7 +90,9 @@ def test_risk_fn_is_attached_from_the_prefill(engine) -> None:  # type: ignore[n
     finally:
         engine.risk_fn = None
     for generation in generations:
-        assert generation.risk == pytest.approx(float(torch.sigmoid(generation.states.query_token[-1].sum())))
+        assert generation.risk == pytest.approx(
+            float(torch.sigmoid(generation.states.query_token[-1].sum()))
+        )
 
 
 def test_no_capture_leaves_states_empty(engine) -> None:  # type: ignore[no-untyped-def]

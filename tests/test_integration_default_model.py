@@ -40,7 +40,18 @@ def test_second_load_reads_the_cache_without_converting(engine, monkeypatch) -> 
 
 def test_eval_cli_end_to_end(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "graph.cli", "eval", "--task", "capitals", "--limit", "20", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "graph.cli",
+            "eval",
+            "--task",
+            "capitals",
+            "--limit",
+            "20",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=600,

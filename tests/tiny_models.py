@@ -28,13 +28,18 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
     tokenizer.train_from_iterator(CORPUS, trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
-def tiny_llama(tokenizer: PreTrainedTokenizerFast, seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
+def tiny_llama(
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, layers: int = 2
+) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -58,4 +63,6 @@ def tiny_engine(seed: int = 0, layers: int = 2, batch_size: int = 8):  # type: i
     from engines.hf import HFEngine
 
     tokenizer = tiny_tokenizer()
-    return HFEngine(tiny_llama(tokenizer, seed, layers), tokenizer, name="tiny-llama", batch_size=batch_size)
+    return HFEngine(
+        tiny_llama(tokenizer, seed, layers), tokenizer, name="tiny-llama", batch_size=batch_size
+    )

@@ -1,0 +1,133 @@
+"""Run or resume one improvement session: the graph's event stream feeds the event log
+and any live consumer (the CLI's progress bars and decision lines)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engines.base import Engine
+from graph.build import build_graph
+from graph.policy import SessionPolicy
+from graph.state import SessionState
+from graph.workbench import EngineLoader, load_engine_from
+from storage import ArtifactStore, Event, SessionInfo, Store
+from tasks.base import Task
+
+EventSink = Callable[[Event], None]
+
+
+def new_session_id(task: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{task.split(':')[0]}-{uuid.uuid4().hex[:6]}"
+
+
+def initial_state(
+    session_id: str, policy: SessionPolicy, engine: Engine, task: Task
+) -> SessionState:
+    return SessionState(
+        session_id=session_id,
+        task=task.name,
+        model=engine.name,
+        started_at=time.time(),
+        cycle=0,
+        current_version="v0",
+        candidate_version=None,
+        best_version="v0",
+        versions={},
+        probe=None,
+        retrains=0,
+        train={},
+        status="running",
+    )
+
+
+@dataclass
+class Session:
+    """One session's wiring: the store, its artifact folder, the compiled graph."""
+
+    session_id: str
+    policy: SessionPolicy
+    store: Store
+    task: Task
+    engine: Engine
+    load_engine: EngineLoader = load_engine_from
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.store.root) / "sessions" / self.session_id
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"configurable": {"thread_id": self.session_id}, "recursion_limit": 500}
+
+    def graph(self) -> Any:
+        artifacts = ArtifactStore(self.folder)
+        return build_graph(
+            self.policy,
+            self.engine,
+            self.store,
+            task=self.task,
+            artifacts=artifacts,
+            load_engine=self.load_engine,
+        )
+
+    def run(self, *, resume: bool = False, on_event: EventSink | None = None) -> SessionState:
+        """Run to the monitor's stop; with `resume`, continue from the last checkpoint."""
+        graph = self.graph()
+        if not resume:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            ArtifactStore(self.folder).write_json(
+                "policy.json", self.policy.model_dump(mode="json")
+            )
+        inputs = (
+            None if resume else initial_state(self.session_id, self.policy, self.engine, self.task)
+        )
+        self._record_session("running", graph)
+        try:
+            for mode, chunk in graph.stream(
+                inputs, self.config, context=self.policy, stream_mode=["custom", "updates"]
+            ):
+                if mode == "custom":
+                    self._publish(chunk, on_event)
+                else:
+                    self._record_session("running", graph)
+        except BaseException:
+            self._record_session("interrupted", graph)
+            raise
+        state: SessionState = graph.get_state(self.config).values  # type: ignore[assignment]
+        self._record_session(
+            "finished" if state.get("status") == "finished" else "interrupted", graph
+        )
+        return state
+
+    def _publish(self, payload: dict[str, Any], on_event: EventSink | None) -> None:
+        event = Event(session_id=self.session_id, seq=0, **payload)
+        if event.kind != "progress":
+            event = self.store.events.append(event) or event
+        if on_event:
+            on_event(event)
+
+    def _record_session(self, status: str, graph: Any) -> None:
+        values = graph.get_state(self.config).values or {}
+        history = values.get("history", [])
+        now = time.time()
+        previous = self.store.events.get_session(self.session_id)
+        self.store.events.put_session(
+            SessionInfo(
+                session_id=self.session_id,
+                status=status,  # type: ignore[arg-type]
+                task=self.task.name,
+                model=self.engine.name,
+                store_url=self.store.url,
+                created_at=previous.created_at if previous else now,
+                updated_at=now,
+                cycles=max((h.get("cycle", 0) for h in history), default=0),
+                best_accuracy=max((h.get("accuracy", 0.0) for h in history), default=None),
+                pid=os.getpid(),
+            )
+        )
