@@ -120,3 +120,17 @@ def first_question(text: str) -> str | None:
         if match:
             return match.group(1).strip()
     return None
+
+
+def within_risk_band(
+    engine: Engine, pool: Sequence[Item], min_risk: float, max_risk: float, count: int
+) -> list[Item]:
+    """Up to `count` items whose pre-generation risk lies in [min_risk, max_risk] (the
+    difficulty band), from one prefill-only pass over the pool. With no probe attached, or
+    the full band, the first `count` of the pool."""
+    if engine.risk_fn is None or (min_risk <= 0.0 and max_risk >= 1.0):
+        return list(pool[:count])
+    risks = [engine.risk_fn(states) for states in engine.hidden_states([i.prompt for i in pool])]
+    return [item for item, risk in zip(pool, risks, strict=True) if min_risk <= risk <= max_risk][
+        :count
+    ]

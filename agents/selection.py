@@ -142,3 +142,9 @@ STRATEGIES: dict[str, Callable[[Sequence[Labelled], int], list[SFTExample]]] = {
     "risk_weighted": risk_weighted,
     "self_judge": correct_only,  # labels come from the model as judge; then keep the correct
 }
+
+
+def sample_accuracy(labelled: Sequence[Labelled]) -> float:
+    """Share of all samples judged correct."""
+    total = sum(len(lab.correct) for lab in labelled)
+    return sum(sum(lab.correct) for lab in labelled) / max(total, 1)

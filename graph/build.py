@@ -3,11 +3,14 @@ from the policy, passed at run time as the graph's context (`context_schema`).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from agents.chat_model import make_chat_model
+from agents.planner import Planner
 from engines.base import Engine
 from graph.nodes import Nodes
 from graph.policy import SessionPolicy
@@ -30,7 +33,8 @@ def build_graph(
 
     `policy` builds the planners (chat models named in it); the run's behaviour reads the
     policy passed as context to `invoke`/`stream`."""
-    nodes = Nodes(Workbench(engine, artifacts, load_engine), task, policy)
+    bench = Workbench(engine, artifacts, load_engine, fallback=fallback_answerer(policy, engine))
+    nodes = Nodes(bench, task, Planner.from_policy(policy, engine))
     graph = StateGraph(SessionState, context_schema=SessionPolicy)
     graph.add_node("probe", nodes.probe)
     graph.add_node("baseline", nodes.baseline)
@@ -47,3 +51,13 @@ def build_graph(
     graph.add_edge("evaluate", "monitor")
     graph.set_finish_point("finalize")
     return graph.compile(checkpointer=store.checkpointer)
+
+
+def fallback_answerer(policy: SessionPolicy, engine: Engine) -> Callable[[str], str] | None:
+    """The chat model `risk_adaptive` routes high-risk prompts to, if the policy names one."""
+    if policy.refine.fallback_model is None:
+        return None
+    model = make_chat_model(policy.refine.fallback_model, engine)
+    if model is None:
+        return None
+    return lambda prompt: str(model.invoke(prompt).content)

@@ -24,6 +24,7 @@ from tasks.base import Item, Task
 class FittedProbe:
     name: str | None  # artifact name; None when no probe could be fitted
     val_auroc: float | None
+    val_ece: float | None
     description: str
     thresholds: Thresholds
 
@@ -52,7 +53,7 @@ def fit_session_probe(
         result = sweep(data, seed=seed, n_boot=200)
     except ValueError as error:  # e.g. every answer right (or wrong): nothing to learn
         emit("error", f"no probe fitted: {error}")
-        return FittedProbe(None, None, f"none ({error})", Thresholds())
+        return FittedProbe(None, None, None, f"none ({error})", Thresholds())
     index = (
         len(list((bench.root / "probes").glob("probe-*")))
         if (bench.root / "probes").exists()

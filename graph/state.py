@@ -38,10 +38,15 @@ class SessionState(TypedDict, total=False):
     versions: Annotated[dict[str, VersionRecord], merge_dicts]
     probe: str | None  # artifact name of the probe in use
     probe_fingerprint: str | None  # the model the probe was fitted on
-    probe_val_auroc: float | None
+    probe_val_auroc: float | None  # the probe's AUROC on its own validation split
+    probe_val_ece: float | None
+    probe_refits: int
+    thresholds: dict[str, float]  # refine thresholds chosen on the probe's validation split
     attempts: str | None  # artifact name of this cycle's samples
     data: dict[str, Any] | None  # this cycle's selected data: artifact names and counts
-    train: dict[str, Any]  # optimize settings in force (a retrain adjusts them)
+    cycle_started_at: float
+    train: dict[str, Any]  # the last training run's settings
+    retrain_settings: dict[str, Any] | None  # set by a retrain decision: settings to adjust
     retrains: int
     history: Annotated[list[dict[str, Any]], operator.add]  # CycleMetrics, one per evaluation
     decisions: Annotated[list[dict[str, Any]], operator.add]  # Decision records

@@ -30,6 +30,7 @@ class Workbench:
     base_engine: Engine  # version v0, the model the session started from
     artifacts: Any  # storage.ArtifactStore of this session
     load_engine: EngineLoader = load_engine_from
+    fallback: Callable[[str], str] | None = None  # risk_adaptive's fallback chat model
     _loaded: dict[str, Engine] = field(default_factory=dict)
 
     @property

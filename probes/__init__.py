@@ -1,1 +1,14 @@
-"""Hallucination-risk probes on a model's own prefill hidden states."""
+"""Hallucination-risk probes on a model's own prefill hidden states.
+
+Modules (import what you need; nothing here runs at import):
+    features     FeatureSpec (layer(s) x kind), FeatureSet (per-run safetensors shards + index)
+    labels       verifier / JSONL labels with finish reasons; truncated answers counted, excluded
+    split        grouped, seeded train / validation / test split
+    metrics      AUROC (+ bootstrap CI), AUPRC, ECE, AURC, accuracy at coverage: pure numpy
+    calibration  Platt / isotonic on validation, applied with numpy
+    fit          logistic regression / MLP (scikit-learn); validation-only candidate table
+    artifact     Probe = weights.safetensors + card.json; load_probe refuses stale fingerprints
+    runtime      RiskScorer: numpy-only scoring, usable as `engine.risk_fn`
+    baselines    post-generation risks: mean logprob, mean entropy, self-consistency
+    sweep        collect / sweep / evaluate / plots: what `autodidact probe ...` runs
+"""

@@ -52,8 +52,13 @@ def tiny_llama(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        initializer_range=0.3,
     )
     model = LlamaForCausalLM(config)
+    with torch.no_grad():  # a shared offset in dimension 0 of every (tied) embedding row and
+        embeddings = model.get_input_embeddings().weight  # a larger one for EOS: greedy
+        embeddings[:, 0] = 5.0  # answers finish at once and about half of the samples at
+        embeddings[tokenizer.eos_token_id, 0] = 8.0  # T=1 finish within 6 tokens
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval()

@@ -1,0 +1,138 @@
+"""Records the agents share: cycle metrics, the monitor's Decision, planner proposals and
+the choice finally made. Records are a file format: each carries a `schema_version`, and
+changing a field means bumping it.
+
+Proposals (`*Plan`) are what a planner chat model is asked to fill in: plain types only,
+no bounds, so an out-of-range value reaches the rules (which clamp it with a recorded
+reason) instead of failing as malformed; extra keys a model adds are ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RECORDS_SCHEMA_VERSION = 1
+Action = Literal["loop", "retrain", "refit_probe", "rollback", "stop"]
+ACTIONS: tuple[Action, ...] = ("loop", "retrain", "refit_probe", "rollback", "stop")
+Stage = Literal["acquire", "select", "optimize", "monitor"]
+Source = Literal["rules", "planner", "planner+override", "rules(fallback)"]
+Evidence = dict[str, float | str | None]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CycleMetrics(_Record):
+    """One model version on the dev split (cycle 0: the initial model)."""
+
+    schema_version: int = RECORDS_SCHEMA_VERSION
+    cycle: int = Field(ge=0)
+    version: str
+    accuracy: float = Field(ge=0.0, le=1.0)
+    hallucination_rate: float = Field(ge=0.0, le=1.0, description="answered and wrong / n")
+    abstention_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    truncation_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="answers cut at the budget / n"
+    )
+    mean_risk: float | None = Field(
+        default=None, description="mean probe risk on dev (None: no probe)"
+    )
+    probe_auroc: float | None = Field(
+        default=None, description="probe AUROC on this version's fresh labels"
+    )
+    probe_ece: float | None = Field(
+        default=None, description="probe calibration error on those labels"
+    )
+    n_dev: int = Field(default=0, ge=0)
+    train_examples: int = Field(default=0, ge=0, description="examples this version was trained on")
+    refine: str = "none"
+    seconds: float | None = Field(
+        default=None, description="wall time of the cycle that made this version"
+    )
+
+
+class Decision(_Record):
+    """The monitor's choice, why, and the numbers it read.
+
+    `promote` says whether the evaluated candidate may become the current version: never
+    after a regression past the tolerance (the guard), nor on a retrain (which starts again
+    from the best version)."""
+
+    schema_version: int = RECORDS_SCHEMA_VERSION
+    action: Action
+    reason: str
+    evidence: Evidence = Field(default_factory=dict)
+    promote: bool = True
+    source: Source = "rules"
+
+
+# -- planner proposals ------------------------------------------------------------------
+
+
+class _Plan(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = Field(default=RECORDS_SCHEMA_VERSION, description="leave as 1")
+    reason: str = Field(default="", description="one sentence: why this choice")
+
+
+class AcquirePlan(_Plan):
+    """How much data to acquire this cycle."""
+
+    prompts: int = Field(description="train-split prompts to sample this cycle")
+    synthesize: int = Field(
+        default=0, description="new prompts the model should write (self-instruct)"
+    )
+    min_risk: float = Field(
+        default=0.0, description="skip prompts whose probe risk is below (0..1)"
+    )
+    max_risk: float = Field(
+        default=1.0, description="skip prompts whose probe risk is above (0..1)"
+    )
+
+
+class SelectPlan(_Plan):
+    """How to choose training examples from the labelled samples."""
+
+    strategy: Literal["correct_only", "risk_weighted", "self_judge"] = Field(
+        description="correct_only, risk_weighted or self_judge"
+    )
+    max_per_prompt: int = Field(default=1, description="distinct correct samples kept per prompt")
+
+
+class OptimizePlan(_Plan):
+    """Training settings for this run."""
+
+    learning_rate: float = Field(description="learning rate")
+    epochs: float = Field(default=1.0, description="passes over the data")
+
+
+class DecisionPlan(_Plan):
+    """The monitor's next action."""
+
+    action: Action = Field(description="loop, retrain, refit_probe, rollback or stop")
+
+
+PLAN_SCHEMAS: dict[Stage, type[_Plan]] = {
+    "acquire": AcquirePlan,
+    "select": SelectPlan,
+    "optimize": OptimizePlan,
+    "monitor": DecisionPlan,
+}
+
+
+class PlannedChoice(_Record):
+    """What a stage's planner proposed, what was finally used, and why."""
+
+    schema_version: int = RECORDS_SCHEMA_VERSION
+    stage: Stage
+    proposal: dict[str, Any] | None = None
+    final: dict[str, Any]
+    source: Source
+    reason: str
+    overrides: list[str] = Field(
+        default_factory=list, description="each rule that changed the proposal"
+    )

@@ -1,0 +1,66 @@
+"""The session's closing report: the test split scored once, for the initial and the final
+model, beside their dev numbers, the cycles and the monitor's decisions."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agents.evaluate import measure
+from graph import probing
+from graph.events import Emitter
+from graph.policy import SessionPolicy
+from graph.state import SessionState
+from graph.workbench import Workbench
+from tasks.base import Task
+
+
+def final_report(
+    bench: Workbench, state: SessionState, task: Task, policy: SessionPolicy, emit: Emitter
+) -> dict[str, Any]:
+    test = task.split("test", seed=policy.seed)[: policy.evaluate.test_limit]
+    final_version = state["best_version"]
+    scores: dict[str, dict[str, Any]] = {}
+    for role, version in (("initial", "v0"), ("final", final_version)):
+        if version in {v.get("version") for v in scores.values()}:
+            scores[role] = scores["initial"]  # the session never improved on v0
+            continue
+        engine = bench.engine(state, version)
+        probing.attach_probe(bench, engine, state.get("probe"))
+        measured = measure(
+            engine, task, test, max_new_tokens=policy.evaluate.max_new_tokens,
+            seed=policy.seed, on_progress=emit.progress(f"test split, {role} model"),
+        )
+        s = measured.summary
+        scores[role] = {
+            "version": version,
+            "test_accuracy": s.accuracy,
+            "test_hallucination_rate": s.hallucination_rate,
+            "test_truncated": s.truncated,
+            "n_test": s.n,
+        }
+        emit("metric", f"test accuracy, {role} model ({version}): {s.accuracy:.1%}", role=role, **scores[role])
+    history = state.get("history", [])
+    dev = {h["version"]: h["accuracy"] for h in history}
+    decisions = state.get("decisions", [])
+    return {
+        "initial": scores["initial"] | {"dev_accuracy": dev.get("v0")},
+        "final": scores["final"] | {"dev_accuracy": dev.get(final_version)},
+        "cycles": [cycle_row(h, decisions) for h in history],
+        "decisions": [{"cycle": d["cycle"], "action": d["action"], "reason": d["reason"]} for d in decisions],
+        "stop_reason": decisions[-1]["reason"] if decisions else "no decision",
+        "wall_seconds": round(time.time() - state["started_at"], 1),
+    }
+
+
+def cycle_row(metrics: dict[str, Any], decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    decided = next((d for d in decisions if d["cycle"] == metrics["cycle"]), None)
+    return {
+        "cycle": metrics["cycle"],
+        "version": metrics["version"],
+        "accuracy": metrics["accuracy"],
+        "hallucination_rate": metrics["hallucination_rate"],
+        "mean_risk": metrics.get("mean_risk"),
+        "probe_auroc": metrics.get("probe_auroc"),
+        "decision": decided["action"] if decided else None,
+    }

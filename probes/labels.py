@@ -1,0 +1,148 @@
+"""Labels for probes: 1 = the model's answer was wrong (hallucinated), 0 = right.
+
+Every label keeps the answer's finish reason. An answer cut off at the token budget
+(`finish_reason == "length"`) says as much about the budget as about the model: a probe
+fitted on such labels learns to predict truncation (measured here: 0.83 AUROC on 2-digit
+addition cut at 12 tokens, 0.55 with room to finish). Truncated answers are therefore
+counted, reported, and left out of fitting and evaluation unless asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engines.base import Generation
+from tasks.base import Item, Task
+
+TRUNCATED = "length"
+
+
+class LabelError(ValueError):
+    """A label source cannot be read; the message names the file, line and fix."""
+
+
+@dataclass(frozen=True)
+class Label:
+    item_id: str
+    wrong: int  # 1 = hallucinated / incorrect, 0 = correct
+    finish_reason: str  # "stop", "length", or "unknown" (labels from a file without it)
+    answer: str = ""
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == TRUNCATED
+
+
+def label_generations(
+    task: Task, items: Sequence[Item], generations: Sequence[Generation]
+) -> list[Label]:
+    """Label each item's first (greedy) sample with the task's verifier."""
+    if len(items) != len(generations):
+        raise ValueError(f"{len(generations)} generations for {len(items)} items")
+    labels = []
+    for item, generation in zip(items, generations, strict=True):
+        sample = generation.samples[0]
+        wrong = int(not task.verify(sample.text, item))
+        labels.append(Label(item.id, wrong, sample.finish_reason, sample.text))
+    return labels
+
+
+_FLAGS = {"1": 1, "true": 1, "yes": 1, "0": 0, "false": 0, "no": 0}
+
+
+def parse_flag(value: object) -> int | None:
+    """0/1 from a JSON label value, None when it is not one.
+
+    >>> [parse_flag(v) for v in (1, 0, True, "yes", "False", 0.5, None)]
+    [1, 0, 1, 1, 0, None, None]
+    """
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float) and value in (0, 1):
+        return int(value)
+    if isinstance(value, str):
+        return _FLAGS.get(value.strip().lower())
+    return None
+
+
+def labels_from_jsonl(
+    path: str | Path,
+    *,
+    column: str = "label",
+    id_column: str = "id",
+    invert: bool = False,
+    finish_column: str = "finish_reason",
+) -> list[Label]:
+    """Labels from a JSONL file: `column` holds 1/true for a wrong answer (or, with
+    `invert=True`, for a right one: `column="correct", invert=True` reads the answers.jsonl
+    that `autodidact eval` writes). `finish_column` is optional per row."""
+    path = Path(path)
+    labels = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise LabelError(
+                f"{where}: not JSON ({error.msg}); one JSON object per line"
+            ) from error
+        if not isinstance(row, dict) or id_column not in row or column not in row:
+            raise LabelError(f"{where}: needs fields {id_column!r} and {column!r}")
+        flag = parse_flag(row[column])
+        if flag is None:
+            raise LabelError(f"{where}: {column}={row[column]!r} is not 0/1 or true/false")
+        answer = row.get("output", row.get("answer", ""))
+        finish = str(row.get(finish_column, "unknown"))
+        labels.append(Label(str(row[id_column]), 1 - flag if invert else flag, finish, str(answer)))
+    if not labels:
+        raise LabelError(f"{path}: no labels")
+    return labels
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    n: int
+    wrong: int
+    truncated: int  # answers cut at the token budget
+    truncated_wrong: int  # of those, judged wrong by the verifier
+    included: int  # labels used for fitting / evaluation
+
+    def describe(self) -> str:
+        """
+        >>> LabelSummary(n=10, wrong=6, truncated=2, truncated_wrong=2, included=8).describe()
+        '10 labels, 6 wrong (60%); 2 truncated (2 of them wrong), excluded; 8 used'
+        """
+        share = self.wrong / self.n if self.n else 0.0
+        text = f"{self.n} labels, {self.wrong} wrong ({share:.0%})"
+        if self.truncated:
+            fate = "excluded" if self.included < self.n else "included"
+            text += f"; {self.truncated} truncated ({self.truncated_wrong} of them wrong), {fate}"
+        return f"{text}; {self.included} used"
+
+
+def usable(labels: Sequence[Label], *, include_truncated: bool = False) -> NDArray[np.bool_]:
+    """(N,) mask of labels fit for fitting / evaluation."""
+    return np.array([include_truncated or not label.truncated for label in labels], dtype=bool)
+
+
+def summarize_labels(labels: Sequence[Label], *, include_truncated: bool = False) -> LabelSummary:
+    return LabelSummary(
+        n=len(labels),
+        wrong=sum(label.wrong for label in labels),
+        truncated=sum(label.truncated for label in labels),
+        truncated_wrong=sum(label.truncated and label.wrong for label in labels),
+        included=int(usable(labels, include_truncated=include_truncated).sum()),
+    )
+
+
+def label_array(labels: Sequence[Label]) -> NDArray[np.int64]:
+    """(N,) 0/1 array, 1 = wrong."""
+    return np.array([label.wrong for label in labels], dtype=np.int64)

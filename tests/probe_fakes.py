@@ -1,0 +1,132 @@
+"""A scripted engine and toy task for probe tests: random prefill states with a planted
+signal (whether the engine "knows" the answer) in one layer and feature kind."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from engines.base import Generation, ProgressFn, PromptStates, Sample
+from tasks.base import Item, Task
+from tasks.verifiers import alias_match
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def toy_task(n: int = 300, *, items_per_group: int = 1) -> Task:
+    """'What is the capital of C{i}?' -> 'A{i}'; groups of `items_per_group` items."""
+    items = tuple(
+        Item(
+            id=f"toy-{i:04d}",
+            prompt=f"What is the capital of C{i}?",
+            answers=(f"A{i}",),
+            group=f"g{i // items_per_group}",
+        )
+        for i in range(n)
+    )
+    return Task(
+        name="toy", items=items, verifier=alias_match, verifier_name="alias", max_new_tokens=16
+    )
+
+
+class FakeEngine:
+    """Answers right when `knows(prompt)`; that fact is written into dimension 0 of
+    `signal_layer` of `signal_kind` (+/- strength), every other state is N(0, 1) noise.
+    Prompts whose hash is 0 mod `truncate_every` finish by length (cut off)."""
+
+    captures_prefill = True
+
+    def __init__(
+        self,
+        *,
+        num_layers: int = 4,
+        hidden: int = 8,
+        signal_layer: int = 2,
+        signal_kind: str = "query_token",
+        strength: float = 2.0,
+        fingerprint: str = "fake-fingerprint-0",
+        truncate_every: int = 0,
+        know_rate: float = 0.45,
+    ) -> None:
+        self.name = "fake"
+        self.fingerprint = fingerprint
+        self.num_layers = num_layers
+        self.hidden = hidden
+        self.signal_layer = signal_layer
+        self.signal_kind = signal_kind
+        self.strength = strength
+        self.truncate_every = truncate_every
+        self.know_rate = know_rate
+        self.risk_fn: Callable[[PromptStates], float] | None = None
+        self.calls: list[tuple[int, int, float]] = []  # (prompts, n, temperature) per call
+
+    def format_prompt(self, prompt: str) -> str:
+        return f"<user>{prompt}<assistant>"
+
+    def knows(self, prompt: str) -> bool:
+        return (_hash(prompt) % 1000) / 1000 < self.know_rate
+
+    def truncates(self, prompt: str) -> bool:
+        return bool(self.truncate_every) and _hash("cut" + prompt) % self.truncate_every == 0
+
+    def states(self, prompt: str) -> PromptStates:
+        rng = np.random.default_rng(_hash(self.fingerprint + prompt) % 2**32)
+        query = torch.tensor(
+            rng.standard_normal((self.num_layers + 1, self.hidden)), dtype=torch.float32
+        )
+        mean = torch.tensor(
+            rng.standard_normal((self.num_layers + 1, self.hidden)), dtype=torch.float32
+        )
+        planted = query if self.signal_kind == "query_token" else mean
+        planted[self.signal_layer, 0] += self.strength * (1.0 if self.knows(prompt) else -1.0)
+        return PromptStates(query_token=query, prompt_mean=mean)
+
+    def _sample(self, prompt: str, rng: np.random.Generator, temperature: float) -> Sample:
+        number = re.findall(r"\d+", prompt)[-1]
+        right = self.knows(prompt)
+        if temperature > 0 and rng.random() < (0.1 if right else 0.7):
+            right = not right
+        text = f"The capital is A{number}." if right else f"The capital is B{rng.integers(0, 3)}."
+        finish = "stop"
+        if self.truncates(prompt):
+            text, finish = "The capital is", "length"
+        mean_lp = -0.2 if self.knows(prompt) else -0.9
+        logprobs = list(mean_lp + 0.3 * rng.standard_normal(4))
+        entropies = list(np.abs(-mean_lp + 0.3 * rng.standard_normal(4)))
+        return Sample(text, [1, 2, 3, 4], logprobs, entropies, finish)  # type: ignore[arg-type]
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] | None = None,
+        seed: int = 0,
+        capture: bool = True,
+        on_progress: ProgressFn | None = None,
+    ) -> list[Generation]:
+        self.calls.append((len(prompts), n, temperature))
+        generations = []
+        for prompt in prompts:
+            rng = np.random.default_rng(_hash(f"{seed}:{prompt}") % 2**32)
+            samples = [self._sample(prompt, rng, temperature) for _ in range(n)]
+            states = self.states(prompt) if capture else None
+            generation = Generation(prompt, samples, states)
+            if self.risk_fn is not None and states is not None:
+                generation.risk = self.risk_fn(states)
+            generations.append(generation)
+        return generations
+
+    def hidden_states(
+        self, prompts: Sequence[str], *, on_progress: ProgressFn | None = None
+    ) -> list[PromptStates]:
+        return [self.states(prompt) for prompt in prompts]

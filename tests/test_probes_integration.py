@@ -1,0 +1,52 @@
+"""A seeded probe sweep on the real default model over the capitals task (a few minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_capitals_sweep_on_the_default_model(tmp_path: Path) -> None:
+    from engines import load_model
+    from probes.artifact import StaleProbeError, load_probe
+    from probes.features import prompt_template_hash
+    from probes.runtime import RiskScorer
+    from probes.sweep import ProbeData, collect, evaluate, plot_roc, plot_sweep, sweep
+    from tasks import get_task
+
+    engine = load_model("smollm2-135m-instruct")
+    data = collect(engine, get_task("capitals"))
+    assert len(data) > 200
+    assert data.features.arrays["query_token"].shape[1:] == (engine.num_layers + 1, 576)
+
+    result = sweep(data, seed=0)
+    assert result.chosen.val_auroc > 0.6  # measured: about 0.8 (chosen on validation)
+    assert result.labels.truncated < 0.15 * len(data)
+    data.save(tmp_path / "data")
+    result.probe.save(tmp_path / "probe")
+    plot_sweep(result, tmp_path / "sweep.png")
+
+    probe = load_probe(
+        tmp_path / "probe",
+        expected_fingerprint=engine.fingerprint,
+        expected_template_hash=prompt_template_hash(engine),
+    )
+    report = evaluate(probe, ProbeData.load(tmp_path / "data"))  # the test split, once
+    assert report.n_test > 20 and {"probe", "mean_logprob", "mean_entropy"} <= set(report.methods)
+    plot_roc(report, tmp_path / "roc.png")
+    assert all((tmp_path / name).stat().st_size > 0 for name in ("sweep.png", "roc.png"))
+
+    scorer = RiskScorer(probe)
+    engine.risk_fn = scorer
+    try:
+        generations = engine.generate(data.prompts[:3], max_new_tokens=4)
+    finally:
+        engine.risk_fn = None
+    expected = scorer.score(data.features.matrix(probe.spec)[:3])
+    assert [g.risk for g in generations] == pytest.approx(expected.tolist(), abs=1e-3)
+
+    with pytest.raises(StaleProbeError, match="autodidact probe sweep"):
+        load_probe(tmp_path / "probe", expected_fingerprint="another-model")
