@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
@@ -20,12 +20,12 @@ from pydantic import BaseModel, ValidationError
 
 from agents.chat_model import TextEngine, make_chat_model
 from agents.monitor import (
-    gains,
     HARD_RULES,
     Assessment,
     admissible_actions,
     apply_rules,
     assess,
+    gains,
     make_decision,
 )
 from agents.records import (
@@ -416,7 +416,7 @@ class Planner:
         policy: SessionPolicy,
         rules: dict[str, Any],
         situation: dict[str, Any],
-        check: Any,
+        check: Callable[[Any], tuple[dict[str, Any], list[str]]],
         rules_reason: str = "policy rules",
     ) -> PlannedChoice:
         model = self.models[stage]

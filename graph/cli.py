@@ -201,6 +201,18 @@ def eval_command(
     )
 
 
+def _register_subcommands() -> None:
+    from graph import cli_probe, cli_session
+    from graph.cli_policy import policy_app
+
+    cli_session.register(app)
+    app.add_typer(policy_app, name="policy")
+    app.add_typer(cli_probe.probe_app, name="probe")
+
+
+_register_subcommands()
+
+
 def main() -> None:
     app()
 

@@ -33,7 +33,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ("storage.errors", "StoreError"),
         ("storage.artifacts", "ArtifactIntegrityError"),
         ("probes.artifact", "StaleProbeError"),
-        ("probes.artifact", "ProbeError"),
+        ("probes.artifact", "ProbeLoadError"),
+        ("probes.artifact", "ProbeMismatchError"),
+        ("probes.labels", "LabelError"),
+        ("agents.chat_model", "ChatModelError"),
     ):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))

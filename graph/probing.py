@@ -41,7 +41,11 @@ def fit_session_probe(
     emit: Emitter,
 ) -> FittedProbe:
     """Greedy answers on `items` (train split), a layer x feature sweep chosen on the
-    probe's own validation split, refine thresholds from that same validation split."""
+    probe's own validation split, refine thresholds from that same validation split.
+
+    The items all sit in the task's train split for `seed`, so the probe splits them with
+    another seed: its validation and test rows are train items the probe never fitted on."""
+    probe_seed = seed + 1
     data = collect(
         engine,
         task,
@@ -50,7 +54,7 @@ def fit_session_probe(
         progress_cb=emit.progress("probe answers"),
     )
     try:
-        result = sweep(data, seed=seed, n_boot=200)
+        result = sweep(data, seed=probe_seed, n_boot=200)
     except ValueError as error:  # e.g. every answer right (or wrong): nothing to learn
         emit("error", f"no probe fitted: {error}")
         return FittedProbe(None, None, None, f"none ({error})", Thresholds())
@@ -62,7 +66,7 @@ def fit_session_probe(
     name = f"probes/probe-{index}"
     folder = result.probe.save(bench.root / name)
     bench.artifacts.add_dir(name, Path(folder), kind="probe")
-    split = grouped_split(data.groups, seed=seed).restrict(usable(data.labels))
+    split = grouped_split(data.groups, seed=probe_seed).restrict(usable(data.labels))
     risks = RiskScorer(result.probe).score(
         data.features.matrix(result.probe.spec)[split.validation]
     )
@@ -78,9 +82,8 @@ def fit_session_probe(
         feature=result.chosen.spec.name,
         val_auroc=auroc,
     )
-    return FittedProbe(
-        name, auroc, f"{result.chosen.spec.name}, validation AUROC {auroc:.3f}", thresholds
-    )
+    description = f"{result.chosen.spec.name}, validation AUROC {auroc:.3f}"
+    return FittedProbe(name, auroc, result.validation.ece, description, thresholds)
 
 
 @lru_cache(maxsize=8)

@@ -63,6 +63,8 @@ def test_two_cycle_session_completes_and_records_everything(store) -> None:  # t
     cycles = [h["cycle"] for h in state["history"]]
     assert cycles[0] == 0 and max(cycles) >= 1
     assert state["decisions"], "the monitor decided at least once"
+    assert state["probe"] is not None, "a probe was fitted on train-split answers"
+    assert all(h["mean_risk"] is not None for h in state["history"]), "every evaluation carries risk"
     assert state["decisions"][-1]["action"] == "stop"
     assert {"initial", "final", "cycles"} <= set(state["final"])
     kinds = {e.kind for e in events}

@@ -1,0 +1,45 @@
+"""`open_checkpointer(url)`: the LangGraph checkpointer a store URL names.
+
+`sqlite:///path.db` and `sqlite:///:memory:` give langgraph's `SqliteSaver`;
+`redis://[:password@]host:port/db` gives `langgraph-checkpoint-plainredis`'s sync
+`RedisSaver` (core commands only, Redis 5+, no modules). Both pass LangGraph's
+checkpointer conformance suite (tests/test_storage_conformance.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+
+import redis
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph_checkpoint_plainredis import RedisSaver
+
+from storage.connect import connect_redis, connect_sqlite
+from storage.urls import backend_of, sqlite_path
+
+CHECKPOINT_PREFIX = "autodidact:lg"
+
+
+def sqlite_saver(conn: sqlite3.Connection) -> SqliteSaver:
+    """A `SqliteSaver` on `conn`, its tables created now rather than on first use."""
+    saver = SqliteSaver(conn)
+    saver.setup()
+    return saver
+
+
+def redis_saver(client: redis.Redis) -> RedisSaver:
+    """plainredis's sync saver on `client`, its keys under `autodidact:lg:`."""
+    return RedisSaver(client=client, prefix=CHECKPOINT_PREFIX)
+
+
+@contextmanager
+def open_checkpointer(url: str) -> Iterator[BaseCheckpointSaver]:
+    """The checkpointer `url` names, closed on exit; `StoreError` for a bad or dead URL."""
+    if backend_of(url) == "sqlite":
+        with closing(connect_sqlite(sqlite_path(url))) as conn:
+            yield sqlite_saver(conn)
+        return
+    with closing(connect_redis(url)) as client:
+        yield redis_saver(client)

@@ -1,0 +1,99 @@
+"""Records the store keeps: trace events and the sessions registry.
+
+They are a file format: changing a field means bumping `schema_version`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from storage.urls import mask_password
+
+EVENT_SCHEMA_VERSION = 1
+SESSION_SCHEMA_VERSION = 1
+
+EventKind = Literal[
+    "node_start",
+    "node_end",
+    "action",
+    "decision",
+    "metric",
+    "progress",
+    "artifact",
+    "error",
+    "session",
+]
+SessionStatus = Literal["running", "finished", "failed", "interrupted"]
+
+
+def json_default(value: Any) -> Any:
+    """JSON fallback for event payloads: numpy scalars/arrays and paths, else `str`.
+
+    >>> import json, pathlib
+    >>> json.dumps({"p": pathlib.Path("a/b")}, default=json_default)
+    '{"p": "a/b"}'
+    """
+    for method in ("item", "tolist"):  # numpy scalars, arrays, torch tensors
+        if callable(getattr(value, method, None)):
+            try:
+                return getattr(value, method)()
+            except (TypeError, ValueError, RuntimeError):
+                continue
+    return str(value)
+
+
+class Event(BaseModel):
+    """One thing a node did or decided, as persisted in the session's event log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = Field(
+        default=EVENT_SCHEMA_VERSION, description="Version of this record's layout."
+    )
+    session_id: str = Field(description="Session (LangGraph thread id) the event belongs to.")
+    seq: int = Field(
+        default=0,
+        ge=0,
+        description="Position in the session's log, from 1; assigned by the log, 0 before append.",
+    )
+    key: str = Field(
+        min_length=1,
+        description="Idempotency key, unique per session (e.g. 'c2/optimize/5'); "
+        "re-appending a key after a crash-resume is a no-op.",
+    )
+    ts: float = Field(description="Unix time the event was emitted, in seconds.")
+    kind: EventKind = Field(description="What sort of event this is.")
+    node: str | None = Field(default=None, description="Graph node that emitted it, if any.")
+    cycle: int | None = Field(default=None, description="Improvement cycle it belongs to, if any.")
+    message: str = Field(default="", description="One human-readable line.")
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="Structured payload (JSON-serializable values)."
+    )
+
+
+class SessionInfo(BaseModel):
+    """One row of the sessions registry: what a session is and how far it got."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = Field(
+        default=SESSION_SCHEMA_VERSION, description="Version of this record's layout."
+    )
+    session_id: str = Field(description="Session id, also the LangGraph thread id.")
+    status: SessionStatus = Field(description="Lifecycle state of the session.")
+    task: str = Field(description="Task suite the session improves on.")
+    model: str = Field(description="Model the session started from.")
+    store_url: str = Field(description="Store URL of the session, password masked.")
+    created_at: float = Field(description="Unix time the session was first recorded.")
+    updated_at: float = Field(description="Unix time of the last update to this record.")
+    cycles: int = Field(default=0, ge=0, description="Improvement cycles completed.")
+    best_accuracy: float | None = Field(
+        default=None, description="Best held-out accuracy so far, if any was measured."
+    )
+    pid: int | None = Field(default=None, description="Process id that last ran the session.")
+
+    @field_validator("store_url")
+    @classmethod
+    def _mask(cls, url: str) -> str:
+        return mask_password(url)

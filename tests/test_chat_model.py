@@ -1,0 +1,108 @@
+"""The model under improvement as a langchain-core chat model, and the spec factory."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from agents.chat_model import ChatModelError, EngineChatModel, make_chat_model
+from agents.planner import Planner
+from agents.records import CycleMetrics
+from engines.base import Generation, Sample
+from graph.policy import SessionPolicy
+
+
+@dataclass
+class FakeEngine:
+    """An Engine with canned greedy answers; it records how it was called."""
+
+    replies: dict[str, str] = field(default_factory=dict)
+    default: str = "I don't know."
+    name: str = "fake-engine"
+    fingerprint: str = "0" * 16
+    num_layers: int = 2
+    captures_prefill: bool = False
+    risk_fn: Any = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def generate(self, prompts: Sequence[str], **kwargs: Any) -> list[Generation]:
+        self.calls.append({"prompts": list(prompts), **kwargs})
+        out = []
+        for prompt in prompts:
+            text = self.replies.get(prompt, self.default)
+            sample = Sample(
+                text, [1] * len(text.split()), [-0.1] * len(text.split()), [0.2], "stop"
+            )
+            out.append(Generation(prompt, [sample] * kwargs.get("n", 1), risk=0.25))
+        return out
+
+    def hidden_states(self, prompts: Sequence[str], **kwargs: Any) -> list[Any]:
+        raise NotImplementedError
+
+
+def test_engine_answers_through_invoke() -> None:
+    engine = FakeEngine({"What is the capital of France?": "The capital of France is Paris."})
+    model = EngineChatModel(engine=engine, max_new_tokens=32)
+    reply = model.invoke("What is the capital of France?")
+    assert isinstance(reply, AIMessage) and reply.content == "The capital of France is Paris."
+    assert reply.response_metadata["risk"] == 0.25
+    assert reply.response_metadata["finish_reason"] == "stop"
+    (call,) = engine.calls
+    assert call["prompts"] == ["What is the capital of France?"]
+    assert (call["n"], call["temperature"], call["max_new_tokens"]) == (1, 0.0, 32)
+
+
+def test_conversation_is_flattened_and_stop_passed() -> None:
+    engine = FakeEngine(default="ok")
+    model = EngineChatModel(engine=engine)
+    model.invoke(
+        [SystemMessage("Answer in one word."), HumanMessage("Capital of Peru?")], stop=["\n"]
+    )
+    (call,) = engine.calls
+    assert call["prompts"] == ["Answer in one word.\n\nCapital of Peru?"]
+    assert call["stop"] == ["\n"]
+    model.invoke([HumanMessage("Hi"), AIMessage("Hello"), HumanMessage("2+2?")])
+    assert engine.calls[-1]["prompts"] == ["User: Hi\n\nAssistant: Hello\n\nUser: 2+2?"]
+
+
+def test_the_model_itself_can_plan() -> None:
+    """The 'self' planner goes through the JSON path (the engine has no tool calling)."""
+    engine = FakeEngine(
+        default='Here you go: {"learning_rate": 0.0001, "epochs": 2, "reason": "small data"}'
+    )
+    policy = SessionPolicy.model_validate({"planner": {"optimize": "self"}})
+    planner = Planner.from_policy(policy, engine)
+    assert isinstance(planner.models["optimize"], EngineChatModel)
+    history = [CycleMetrics(cycle=0, version="v0", accuracy=0.1, hallucination_rate=0.9)]
+    choice = planner.optimize(policy, cycle=1, history=history, examples=30)
+    assert choice.source == "planner" and choice.final["epochs"] == 2
+    assert "learning_rate" in engine.calls[0]["prompts"][0]  # the JSON instruction reached it
+
+
+def test_make_chat_model_specs() -> None:
+    engine = FakeEngine()
+    assert make_chat_model("rules", engine) is None
+    assert isinstance(make_chat_model("self", engine), EngineChatModel)
+    fake = make_chat_model("fake:" + json.dumps({"action": "stop"}))
+    assert isinstance(fake, BaseChatModel) and json.loads(str(fake.invoke("x").content)) == {
+        "action": "stop"
+    }
+    with pytest.raises(ChatModelError, match="needs the model under improvement"):
+        make_chat_model("self")
+    with pytest.raises(ChatModelError, match="not 'provider:model'"):
+        make_chat_model("gpt4")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("langchain") is not None, reason="langchain is installed"
+)
+def test_hosted_model_without_langchain_says_what_to_install() -> None:
+    with pytest.raises(ChatModelError, match="pip install langchain langchain-openai"):
+        make_chat_model("openai:gpt-4o-mini")

@@ -1,0 +1,254 @@
+"""The monitor's rules, table-driven: each row is a history, the session's counters and
+the decision the rules must reach."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from agents.monitor import RULES, decide, gains, risk_weight
+from agents.records import CycleMetrics
+from graph.policy import MonitorPolicy
+
+
+def m(cycle: int, acc: float, **kw: Any) -> CycleMetrics:
+    values: dict[str, Any] = {
+        "version": f"v{cycle}",
+        "hallucination_rate": 1 - acc,
+        "n_dev": 100,
+        "train_examples": 0 if cycle == 0 else 40,
+        "probe_auroc": 0.75,
+        "probe_ece": 0.05,
+        "mean_risk": 0.5,
+    }
+    values.update(kw)
+    return CycleMetrics(cycle=cycle, accuracy=acc, **values)
+
+
+@dataclass
+class Case:
+    name: str
+    history: list[CycleMetrics]
+    action: str
+    reason: str  # a phrase the reason must contain
+    best: str = "v0"
+    signals: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    promote: bool = True
+
+
+SIGNALS = {"elapsed_minutes": 3.0, "probe_baseline_auroc": 0.75, "probe_baseline_ece": 0.05}
+
+CASES = [
+    Case("gain -> loop", [m(0, 0.14), m(1, 0.40)], "loop", "v1 gained +26.0%"),
+    Case(
+        "plateau -> stop",
+        [m(0, 0.30), m(1, 0.40), m(2, 0.405, train_examples=4)],
+        "stop",
+        "plateau",
+        best="v1",
+    ),
+    Case(
+        "plateau waits for patience",
+        [m(0, 0.30), m(1, 0.305, train_examples=4)],
+        "loop",
+        "gained",
+        policy={"patience": 2},
+    ),
+    Case(
+        "plateau after patience",
+        [m(0, 0.30), m(1, 0.305, train_examples=4), m(2, 0.30, train_examples=4)],
+        "stop",
+        "for 2 evaluation(s)",
+        policy={"patience": 2},
+    ),
+    Case(
+        "regression -> rollback",
+        [m(0, 0.40), m(1, 0.30)],
+        "rollback",
+        "restoring v0",
+        promote=False,
+    ),
+    Case(
+        "within tolerance is no regression",
+        [m(0, 0.40), m(1, 0.39, train_examples=4)],
+        "stop",
+        "plateau",
+    ),
+    Case(
+        "drift (AUROC) -> refit_probe",
+        [m(0, 0.30), m(1, 0.45, probe_auroc=0.58)],
+        "refit_probe",
+        "probe stale on v1: AUROC 0.58",
+    ),
+    Case(
+        "drift (calibration) -> refit_probe",
+        [m(0, 0.30), m(1, 0.45, probe_ece=0.25)],
+        "refit_probe",
+        "ECE rose 0.20",
+    ),
+    Case(
+        "drift but refits spent -> loop",
+        [m(0, 0.30), m(1, 0.45, probe_auroc=0.58)],
+        "loop",
+        "gained",
+        signals={"probe_refits_so_far": 1},
+    ),
+    Case(
+        "failed update on good data -> retrain",
+        [m(0, 0.30), m(1, 0.305, train_examples=40)],
+        "retrain",
+        "on good data (40 examples)",
+        promote=False,
+    ),
+    Case(
+        "failed update, retrains spent -> stop",
+        [m(0, 0.30), m(1, 0.305, train_examples=40)],
+        "stop",
+        "plateau",
+        signals={"retrains_so_far": 1},
+    ),
+    Case(
+        "after a rollback, fresh data that fails -> retrain",
+        [m(0, 0.40), m(1, 0.30), m(2, 0.40, train_examples=40)],
+        "retrain",
+        "retraining from v0",
+        promote=False,
+    ),
+    Case(
+        "cycle budget -> stop",
+        [m(0, 0.1), m(1, 0.3), m(2, 0.5)],
+        "stop",
+        "cycle budget spent (2 of 2",
+        policy={"max_cycles": 2},
+        best="v1",
+    ),
+    Case(
+        "wall budget -> stop",
+        [m(0, 0.1), m(1, 0.3)],
+        "stop",
+        "wall budget spent",
+        signals={"elapsed_minutes": 12.5},
+    ),
+    Case(
+        "projected wall budget -> stop",
+        [m(0, 0.1), m(1, 0.3)],
+        "stop",
+        "another cycle would overrun",
+        signals={"elapsed_minutes": 10.0, "last_cycle_minutes": 3.0},
+    ),
+    Case(
+        "budget with a regressed candidate: stop, not promoted",
+        [m(0, 0.5), m(1, 0.3)],
+        "stop",
+        "v1 regressed and is not promoted",
+        signals={"elapsed_minutes": 13.0},
+        promote=False,
+    ),
+    Case(
+        "target reached -> stop",
+        [m(0, 0.3), m(1, 0.62)],
+        "stop",
+        "target reached",
+        policy={"target_accuracy": 0.6},
+    ),
+    Case(
+        "flat accuracy, trusted risk falling -> loop",
+        [m(0, 0.30), m(1, 0.305, train_examples=4, mean_risk=0.3, probe_auroc=0.8)],
+        "loop",
+        "mean dev risk fell",
+        signals={"probe_baseline_auroc": 0.8},
+    ),
+    Case(
+        "flat accuracy, near-chance risk falling -> stop",
+        [
+            m(0, 0.30, probe_auroc=0.55),
+            m(1, 0.305, train_examples=4, mean_risk=0.1, probe_auroc=0.55),
+        ],
+        "stop",
+        "plateau",
+        signals={"probe_baseline_auroc": 0.55},
+    ),
+    Case(
+        "no data this cycle -> stop",
+        [m(0, 0.0)],
+        "stop",
+        "no usable training data",
+        signals={"trained": False, "cycle": 1},
+    ),
+    Case(
+        "no data this cycle, patience left -> loop",
+        [m(0, 0.0)],
+        "loop",
+        "no new version this cycle",
+        signals={"trained": False, "cycle": 1},
+        policy={"patience": 2},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_rules(case: Case) -> None:
+    policy = MonitorPolicy(**case.policy)
+    decision = decide(case.history, policy, best_version=case.best, **{**SIGNALS, **case.signals})
+    assert decision.action == case.action, decision.reason
+    assert case.reason in decision.reason
+    assert decision.promote is case.promote
+    assert decision.source == "rules"
+    # every decision carries numeric evidence and the risk signal's worth
+    numbers = [v for v in decision.evidence.values() if isinstance(v, float)]
+    assert len(numbers) >= 8
+    assert isinstance(decision.evidence["risk_signal"], str)
+
+
+def test_near_chance_probe_is_discounted_in_the_evidence() -> None:
+    history = [m(0, 0.14, probe_auroc=0.55), m(1, 0.40, probe_auroc=0.55)]
+    decision = decide(
+        history, MonitorPolicy(), best_version="v0", elapsed_minutes=2.0, probe_baseline_auroc=0.55
+    )
+    assert (
+        decision.evidence["risk_signal"]
+        == "probe near chance (AUROC 0.55): risk signal informs little"
+    )
+    assert decision.evidence["risk_weight"] == pytest.approx(0.1)
+    trusted = decide(
+        [m(0, 0.1), m(1, 0.4, probe_auroc=0.8)],
+        MonitorPolicy(),
+        best_version="v0",
+        elapsed_minutes=2.0,
+    )
+    assert (
+        trusted.evidence["risk_signal"]
+        == "probe AUROC 0.80 on fresh labels: risk signal weighted 0.60"
+    )
+
+
+def test_unknown_probe_auroc_is_said_so() -> None:
+    decision = decide(
+        [m(0, 0.1), m(1, 0.4, probe_auroc=None)],
+        MonitorPolicy(),
+        best_version="v0",
+        elapsed_minutes=1,
+    )
+    assert (
+        decision.evidence["risk_signal"]
+        == "probe AUROC on fresh labels unknown: risk signal not used"
+    )
+    assert decision.evidence["risk_weight"] == 0.0
+
+
+def test_hard_rules_come_first() -> None:
+    assert [name for name, _ in RULES][:3] == ["target", "budget", "regression"]
+    assert RULES[-1][0] == "loop"
+
+
+def test_gains_and_weights() -> None:
+    assert [round(g, 2) for g in gains([m(0, 0.1), m(1, 0.3), m(2, 0.2)])] == [0.2, -0.1]
+    assert risk_weight(0.5) == 0.0 and risk_weight(0.75) == 0.5
+
+
+def test_empty_history_is_an_error() -> None:
+    with pytest.raises(ValueError, match="initial model"):
+        decide([], MonitorPolicy(), best_version="v0", elapsed_minutes=0.0)
