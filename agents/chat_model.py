@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -13,27 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, SkipValidation
 
-if TYPE_CHECKING:  # engines/__init__ loads transformers: only the type is needed here
-    from engines.base import Generation
-
-
-class TextEngine(Protocol):
-    """What the wrapper needs of an `engines.base.Engine` (typed here so that importing
-    this module does not import an engine implementation)."""
-
-    name: str
-    fingerprint: str
-
-    def generate(
-        self,
-        prompts: Sequence[str],
-        *,
-        n: int = 1,
-        temperature: float = 0.0,
-        max_new_tokens: int = 64,
-        stop: Sequence[str] | None = None,
-        seed: int = 0,
-    ) -> list[Generation]: ...
+from engines.base import Engine
 
 
 class ChatModelError(ValueError):
@@ -66,9 +46,7 @@ class EngineChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    engine: SkipValidation[TextEngine] = Field(
-        description="the engine of the model under improvement"
-    )
+    engine: SkipValidation[Engine] = Field(description="the engine of the model under improvement")
     max_new_tokens: int = Field(256, ge=1)
     seed: int = 0
 
@@ -106,7 +84,7 @@ class EngineChatModel(BaseChatModel):
 
 
 def make_chat_model(
-    spec: str, engine: TextEngine | None = None, *, max_new_tokens: int = 256
+    spec: str, engine: Engine | None = None, *, max_new_tokens: int = 256
 ) -> BaseChatModel | None:
     """The chat model a policy spec names: 'rules' -> None (no model); 'self' -> the model
     under improvement; 'fake:REPLY' -> a model that always answers REPLY (tests, dry runs);

@@ -179,12 +179,12 @@ def _make_trainer(model, tokenizer, settings, work, total, peft_config, sft, pai
         )
     from trl import DPOConfig, DPOTrainer
 
-    config = DPOConfig(
+    dpo_config = DPOConfig(
         **_common_args(settings, work, total), beta=settings.dpo_beta, max_length=512
     )
     return DPOTrainer(
         model=model,
-        args=config,
+        args=dpo_config,
         train_dataset=dataset_cls.from_list(conversational_dpo_rows(pairs)),
         processing_class=tokenizer,
         peft_config=peft_config,

@@ -18,7 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ValidationError
 
-from agents.chat_model import TextEngine, make_chat_model
+from agents.chat_model import make_chat_model
 from agents.monitor import (
     HARD_RULES,
     Assessment,
@@ -39,6 +39,7 @@ from agents.records import (
     SelectPlan,
     Stage,
 )
+from engines.base import Engine
 
 if TYPE_CHECKING:  # agents read the policy's fields; they never import graph at run time
     from graph.policy import OptimizePolicy, SessionPolicy
@@ -287,7 +288,7 @@ class Planner:
         }
 
     @classmethod
-    def from_policy(cls, policy: SessionPolicy, engine: TextEngine | None = None) -> Planner:
+    def from_policy(cls, policy: SessionPolicy, engine: Engine | None = None) -> Planner:
         """Models named in `policy.planner` ('self' wraps `engine`)."""
         budget = policy.planner.max_new_tokens
         return cls(

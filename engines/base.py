@@ -68,12 +68,16 @@ class Engine(Protocol):
     engines that lack it set `captures_prefill = False` and callers use `hidden_states`."""
 
     name: str
-    fingerprint: str  # content hash of the weights: a probe is valid for one fingerprint
     num_layers: int
     captures_prefill: bool
     # When set (e.g. to a probe's RiskScorer), every Generation gets `risk` from its own
     # prefill states: no extra forward pass.
     risk_fn: Callable[[PromptStates], float] | None
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of the weights: a probe is valid for one fingerprint."""
+        ...
 
     def generate(
         self,

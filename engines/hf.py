@@ -78,7 +78,7 @@ class HFEngine:
         set_cpu_threads()
         tokenizer = AutoTokenizer.from_pretrained(source.path)
         model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32)
-        model.to(default_device())
+        model.to(default_device())  # type: ignore[arg-type]
         return cls(model, tokenizer, name=source.name, **kwargs)  # type: ignore[arg-type]
 
     @cached_property
@@ -212,7 +212,7 @@ class HFEngine:
             if token in eos_ids:
                 length, finish = position + 1, "stop"
                 break
-        text = self.tokenizer.decode(token_ids[:length], skip_special_tokens=True)
+        text = str(self.tokenizer.decode(token_ids[:length], skip_special_tokens=True))
         for marker in stop:
             cut = text.find(marker)
             if cut >= 0:

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     """The decoder's block list of a causal LM (Llama, Qwen, Gemma, GPT-2 style)."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
     for name in ("layers", "h", "blocks"):
@@ -55,7 +56,9 @@ class PrefillCapture:
 
 
 @contextmanager
-def capture_prefill(model: nn.Module, attention_mask: torch.Tensor) -> Iterator[PrefillCapture]:
+def capture_prefill(
+    model: PreTrainedModel, attention_mask: torch.Tensor
+) -> Iterator[PrefillCapture]:
     layers = decoder_layers(model)
     capture = PrefillCapture(attention_mask)
     capture.query_token = [None] * (len(layers) + 1)
@@ -106,7 +109,7 @@ class TokenStats:
 
 
 @contextmanager
-def track_token_stats(model: nn.Module) -> Iterator[TokenStats]:
+def track_token_stats(model: PreTrainedModel) -> Iterator[TokenStats]:
     stats = TokenStats()
     head = model.get_output_embeddings()
     embed = model.get_input_embeddings()

@@ -111,7 +111,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     log.warning("converting %s to safetensors (once, about 40 s)", gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer = None  # save_pretrained refuses a GGUF-quantized model otherwise
+    model.hf_quantizer = None  # type: ignore[assignment]  # save_pretrained refuses a GGUF-quantized model otherwise
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)

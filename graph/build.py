@@ -27,7 +27,7 @@ def build_graph(
     task: Task,
     artifacts: Any,
     load_engine: EngineLoader = load_engine_from,
-) -> CompiledStateGraph:
+) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Wire probe -> baseline -> (acquire -> select -> optimize -> evaluate -> monitor)* ->
     finalize, checkpointed by the store's checkpointer (thread id = session id).
 

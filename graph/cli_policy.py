@@ -18,7 +18,9 @@ policy_app = typer.Typer(help="Show, validate and describe session policies.", n
 def show(
     preset: Annotated[str | None, typer.Option("--preset", help="quick or default.")] = None,
     policy_file: Annotated[Path | None, typer.Option("--policy", help="Policy YAML file.")] = None,
-    sets: Annotated[list[str] | None, typer.Option("--set", help="Override key=value (repeatable).")] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Override key=value (repeatable).")
+    ] = None,
 ) -> None:
     """The resolved policy (defaults < preset < file < --set) as YAML."""
     from graph.policy import dump_policy, resolve_policy

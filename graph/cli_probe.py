@@ -11,8 +11,12 @@ from rich.table import Table
 
 from graph.console import cli_command, console, new_output_dir, positive, progress_bar
 
-probe_app = typer.Typer(help="Fit, evaluate and apply hallucination-risk probes.", no_args_is_help=True)
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model name, local folder or cached hub id.")]
+probe_app = typer.Typer(
+    help="Fit, evaluate and apply hallucination-risk probes.", no_args_is_help=True
+)
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Model name, local folder or cached hub id.")
+]
 TaskOption = Annotated[str, typer.Option("--task", "-t", help="Task suite.")]
 PathOption = Annotated[Path | None, typer.Option("--path", help="JSONL file for --task jsonl.")]
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -29,9 +33,13 @@ def sweep_command(
     model: ModelOption = DEFAULT_MODEL,
     path: PathOption = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N items.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Answer budget (default: the task's).")] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Answer budget (default: the task's).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the grouped train/validation/test split.")] = 0,
-    out: Annotated[Path, typer.Option("--out", help="Folder under which results are written.")] = Path("runs"),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder under which results are written.")
+    ] = Path("runs"),
 ) -> None:
     """Validation AUROC per layer and feature kind (table + PNG); the chosen probe saved."""
     from graph.cli import load_engine, load_task
@@ -49,9 +57,16 @@ def sweep_command(
     result.probe.save(folder / "probe")
     plot_sweep(result, folder / "sweep.png")
     (folder / "sweep.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
-    table = Table("feature", "estimator", "val AUROC", "chosen", title=f"probe sweep on {suite.name}")
+    table = Table(
+        "feature", "estimator", "val AUROC", "chosen", title=f"probe sweep on {suite.name}"
+    )
     for row in result.table():
-        table.add_row(str(row.get("feature")), str(row.get("estimator")), _fmt(row.get("val_auroc")), "*" if row["chosen"] else "")
+        table.add_row(
+            str(row.get("feature")),
+            str(row.get("estimator")),
+            _fmt(row.get("val_auroc")),
+            "*" if row["chosen"] else "",
+        )
     console.print(table)
     labels = result.labels
     console.print(
@@ -70,8 +85,12 @@ def eval_command(
     task: TaskOption = "capitals",
     model: ModelOption = DEFAULT_MODEL,
     path: PathOption = None,
-    k: Annotated[int, typer.Option(help="Samples for the self-consistency baseline (0: skip it).")] = 5,
-    out: Annotated[Path, typer.Option("--out", help="Folder under which results are written.")] = Path("runs"),
+    k: Annotated[
+        int, typer.Option(help="Samples for the self-consistency baseline (0: skip it).")
+    ] = 5,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder under which results are written.")
+    ] = Path("runs"),
 ) -> None:
     """Test-split metrics with 95% CIs, the baselines beside them, and a ROC curve PNG."""
     from graph.cli import load_engine, load_task
@@ -85,7 +104,9 @@ def eval_command(
     if not items:
         raise typer.BadParameter(f"task {suite.name!r} has no items in the probe's test split")
     with progress_bar("greedy answers (test split)", len(items)) as on_progress:
-        data = collect(engine, suite, items, max_new_tokens=fitted.card.max_new_tokens, progress_cb=on_progress)
+        data = collect(
+            engine, suite, items, max_new_tokens=fitted.card.max_new_tokens, progress_cb=on_progress
+        )
     if k > 0:
         with progress_bar(f"self-consistency, {k} samples", len(items)) as on_progress:
             data = sample_consistency(engine, data, k=k, progress_cb=on_progress)
@@ -93,12 +114,29 @@ def eval_command(
     folder = new_output_dir(out, "probe-eval")
     plot_roc(report, folder / "roc.png")
     (folder / "report.json").write_text(json.dumps(report.to_json(), indent=2, default=str))
-    table = Table("method", "AUROC", "95% CI", "AUPRC", "AURC", "acc@50%", "acc@80%", "ECE", "s/item", title=f"test split, n={report.n_test}")
+    table = Table(
+        "method",
+        "AUROC",
+        "95% CI",
+        "AUPRC",
+        "AURC",
+        "acc@50%",
+        "acc@80%",
+        "ECE",
+        "s/item",
+        title=f"test split, n={report.n_test}",
+    )
     for row in report.table():
-        ci = row["auroc_ci"]
+        ci: tuple[float, float] = row["auroc_ci"]  # type: ignore[assignment]
         table.add_row(
-            str(row["method"]), _fmt(row["auroc"]), f"{ci[0]:.2f}-{ci[1]:.2f}", _fmt(row["auprc"]), _fmt(row["aurc"]),
-            _fmt(row["accuracy_at_50"]), _fmt(row["accuracy_at_80"]), _fmt(row["ece"]) if row["ece"] is not None else "-",
+            str(row["method"]),
+            _fmt(row["auroc"]),
+            f"{ci[0]:.2f}-{ci[1]:.2f}",
+            _fmt(row["auprc"]),
+            _fmt(row["aurc"]),
+            _fmt(row["accuracy_at_50"]),
+            _fmt(row["accuracy_at_80"]),
+            _fmt(row["ece"]) if row["ece"] is not None else "-",
             _fmt(row["cost_s_per_item"]),
         )
     console.print(table)

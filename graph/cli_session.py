@@ -15,10 +15,15 @@ from rich.table import Table
 
 from graph.console import cli_command, console, err_console, fail
 
-RootOption = Annotated[Path, typer.Option("--root", help="Folder for sessions, the SQLite store and runs.")]
+RootOption = Annotated[
+    Path, typer.Option("--root", help="Folder for sessions, the SQLite store and runs.")
+]
 StoreOption = Annotated[
     str | None,
-    typer.Option("--store", help="sqlite:///PATH (default: ROOT/autodidact.db) or redis://[:PASSWORD@]HOST:PORT/DB."),
+    typer.Option(
+        "--store",
+        help="sqlite:///PATH (default: ROOT/autodidact.db) or redis://[:PASSWORD@]HOST:PORT/DB.",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -49,7 +54,15 @@ class ConsoleView:
             console.print(f"{prefix} [green]{event.message}[/]", highlight=False)
         elif event.kind == "error":
             console.print(f"{prefix} [red]{event.message}[/]", highlight=False)
-        elif event.kind in ("action", "artifact", "session") or (event.kind == "node_end" and event.message):
+        elif (
+            event.kind == "action"
+            and event.data.get("stage")
+            and event.data.get("source") == "rules"
+        ):
+            return  # a plan the policy's rules made: in the trace, not worth a console line
+        elif event.kind in ("action", "artifact", "session") or (
+            event.kind == "node_end" and not event.message.endswith(" done")
+        ):
             console.print(f"{prefix} {event.message}", highlight=False)
 
     def _bar(self, event: Any) -> None:
@@ -67,14 +80,28 @@ class ConsoleView:
 
 @contextmanager
 def console_view() -> Iterator[ConsoleView]:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err_console, transient=True) as progress:
         yield ConsoleView(progress)
 
 
 def print_cycle_table(state: dict[str, Any]) -> None:
     final = state.get("final") or {}
-    table = Table("cycle", "version", "dev acc", "halluc.", "mean risk", "probe AUROC", "decision", title="cycles")
+    table = Table(
+        "cycle",
+        "version",
+        "dev acc",
+        "halluc.",
+        "mean risk",
+        "probe AUROC",
+        "decision",
+        title="cycles",
+    )
     for row in final.get("cycles", []):
         table.add_row(
             str(row["cycle"]),
@@ -101,15 +128,27 @@ def _num(value: float | None) -> str:
 
 
 def run(
-    task: Annotated[str | None, typer.Option("--task", "-t", help="Task suite (overrides the policy's).")] = None,
-    path: Annotated[Path | None, typer.Option("--path", help="JSONL file for --task jsonl.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (overrides the policy's).")] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", "-t", help="Task suite (overrides the policy's).")
+    ] = None,
+    path: Annotated[
+        Path | None, typer.Option("--path", help="JSONL file for --task jsonl.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model (overrides the policy's).")
+    ] = None,
     policy_file: Annotated[Path | None, typer.Option("--policy", help="Policy YAML file.")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="Policy preset: quick or default.")] = None,
-    sets: Annotated[list[str] | None, typer.Option("--set", help="Policy override key=value (repeatable).")] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Policy preset: quick or default.")
+    ] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Policy override key=value (repeatable).")
+    ] = None,
     store: StoreOption = None,
     root: RootOption = Path("runs"),
-    session_id: Annotated[str | None, typer.Option("--session-id", help="Name the session (default: generated).")] = None,
+    session_id: Annotated[
+        str | None, typer.Option("--session-id", help="Name the session (default: generated).")
+    ] = None,
 ) -> None:
     """Run an autonomous improvement session to the monitor's stop."""
     from graph.policy import resolve_policy
@@ -133,11 +172,15 @@ def load_policy_task(policy: Any) -> Any:
         raise fail("task jsonl needs a file: pass --path FILE.jsonl (or task_path in the policy)")
     suite = load_task(policy.task, Path(policy.task_path) if policy.task_path else None)
     if not suite.split("train", seed=policy.seed):
-        raise fail(f"task {suite.name!r} has no train items: add rows (or groups) so the train split is not empty")
+        raise fail(
+            f"task {suite.name!r} has no train items: add rows (or groups) so the train split is not empty"
+        )
     return suite
 
 
-def _run_session(policy: Any, suite: Any, session_id: str, url: str, root: Path, *, resume: bool) -> None:
+def _run_session(
+    policy: Any, suite: Any, session_id: str, url: str, root: Path, *, resume: bool
+) -> None:
     from graph.cli import load_engine
     from graph.session import Session
     from storage import open_store
@@ -147,20 +190,26 @@ def _run_session(policy: Any, suite: Any, session_id: str, url: str, root: Path,
         engine = load_engine(policy.model)
         session = Session(session_id, policy, opened, suite, engine)
         verb = "resuming" if resume else "session"
-        console.print(f"{verb} [bold]{session_id}[/]: {suite.name} on {engine.name}; store {opened.url}; files in {session.folder}")
+        console.print(
+            f"{verb} [bold]{session_id}[/]: {suite.name} on {engine.name}; store {opened.url}; files in {session.folder}"
+        )
         try:
             with console_view() as view:
                 state = session.run(resume=resume, on_event=view)
         except KeyboardInterrupt:
-            err_console.print(f"interrupted: `autodidact resume {session_id}` continues from the last completed step")
+            err_console.print(
+                f"interrupted: `autodidact resume {session_id}` continues from the last completed step"
+            )
             raise typer.Exit(130) from None
         except Exception as error:
             from storage import StoreError
 
             if isinstance(error, StoreError) or "redis" in type(error).__module__:
-                raise fail(f"{error}; the checkpoint is intact: `autodidact resume {session_id}` once the store is back") from None
+                raise fail(
+                    f"{error}; the checkpoint is intact: `autodidact resume {session_id}` once the store is back"
+                ) from None
             raise
-    print_cycle_table(state)
+    print_cycle_table(dict(state))
     console.print(f"session files: {session.folder}")
 
 
@@ -174,12 +223,23 @@ def resume(
 
     saved = root / "sessions" / session_id / "policy.json"
     if not saved.is_file():
-        raise fail(f"no session {session_id!r} under {root}/sessions: see `autodidact sessions --root {root}`")
+        raise fail(
+            f"no session {session_id!r} under {root}/sessions: see `autodidact sessions --root {root}`"
+        )
     policy = SessionPolicy.model_validate(json.loads(saved.read_text()))
-    _run_session(policy, load_policy_task(policy), session_id, store_url(store or policy.store, root), root, resume=True)
+    _run_session(
+        policy,
+        load_policy_task(policy),
+        session_id,
+        store_url(store or policy.store, root),
+        root,
+        resume=True,
+    )
 
 
-def sessions(store: StoreOption = None, root: RootOption = Path("runs"), as_json: JsonOption = False) -> None:
+def sessions(
+    store: StoreOption = None, root: RootOption = Path("runs"), as_json: JsonOption = False
+) -> None:
     """The sessions in a store: status, cycles, best dev accuracy."""
     from storage import open_store
 
@@ -189,7 +249,9 @@ def sessions(store: StoreOption = None, root: RootOption = Path("runs"), as_json
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
-    table = Table("session", "status", "task", "model", "cycles", "best dev acc", title=f"sessions in {url}")
+    table = Table(
+        "session", "status", "task", "model", "cycles", "best dev acc", title=f"sessions in {url}"
+    )
     for r in rows:
         best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.1%}"
         table.add_row(r.session_id, r.status, r.task, r.model, str(r.cycles), best)
@@ -198,7 +260,9 @@ def sessions(store: StoreOption = None, root: RootOption = Path("runs"), as_json
 
 def trace(
     session_id: Annotated[str, typer.Argument(help="The session to inspect.")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until it ends.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events until it ends.")
+    ] = False,
     store: StoreOption = None,
     root: RootOption = Path("runs"),
     as_json: JsonOption = False,
@@ -212,6 +276,7 @@ def trace(
         if info is None:
             raise fail(f"no session {session_id!r} in {opened.url}: see `autodidact sessions`")
         if follow:
+
             def finished() -> bool:
                 current = opened.events.get_session(session_id)
                 return current is None or current.status != "running"
@@ -238,7 +303,10 @@ def _print_event(event: Any, as_json: bool) -> None:
         extra = f"\n      [dim]evidence: {evidence}[/]" if evidence else ""
     style = {"decision": "bold magenta", "metric": "green", "error": "red"}.get(event.kind, "")
     message = f"[{style}]{event.message}[/]" if style else event.message
-    console.print(f"#{event.seq:<4} c{event.cycle} {event.node or '-':<9} {event.kind:<9} {message}{extra}", highlight=False)
+    console.print(
+        f"#{event.seq:<4} c{event.cycle} {event.node or '-':<9} {event.kind:<9} {message}{extra}",
+        highlight=False,
+    )
 
 
 def _short(value: Any) -> str:
@@ -247,11 +315,22 @@ def _short(value: Any) -> str:
 
 def answer(
     question: Annotated[str, typer.Argument(help="The question.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name, folder or cached hub id.")] = "smollm2-135m-instruct",
-    probe: Annotated[Path | None, typer.Option("--probe", help="Probe folder (from `probe sweep` or a session).")] = None,
-    refine: Annotated[str, typer.Option("--refine", help="none, self_consistency, abstain, best_of_n, risk_adaptive.")] = "risk_adaptive",
-    low: Annotated[float, typer.Option(help="risk_adaptive: answer greedily at or below this risk.")] = 0.3,
-    high: Annotated[float, typer.Option(help="Abstain (or use the fallback) above this risk.")] = 0.7,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model name, folder or cached hub id.")
+    ] = "smollm2-135m-instruct",
+    probe: Annotated[
+        Path | None, typer.Option("--probe", help="Probe folder (from `probe sweep` or a session).")
+    ] = None,
+    refine: Annotated[
+        str,
+        typer.Option("--refine", help="none, self_consistency, abstain, best_of_n, risk_adaptive."),
+    ] = "risk_adaptive",
+    low: Annotated[
+        float, typer.Option(help="risk_adaptive: answer greedily at or below this risk.")
+    ] = 0.3,
+    high: Annotated[
+        float, typer.Option(help="Abstain (or use the fallback) above this risk.")
+    ] = 0.7,
     k: Annotated[int, typer.Option(help="Samples for self-consistency / best-of-N.")] = 5,
     max_new_tokens: Annotated[int, typer.Option(help="Token budget.")] = 96,
 ) -> None:
@@ -272,8 +351,14 @@ def answer(
     elif refine in ("abstain", "risk_adaptive"):
         err_console.print("[yellow]no --probe: no risk to route on, answering greedily[/]")
     (result,) = refine_answers(
-        engine, [question], strategy=refine, thresholds=Thresholds(low, high),  # type: ignore[arg-type]
-        k=k, temperature=0.7, max_new_tokens=max_new_tokens, numeric=False,
+        engine,
+        [question],
+        strategy=refine,
+        thresholds=Thresholds(low, high),  # type: ignore[arg-type]
+        k=k,
+        temperature=0.7,
+        max_new_tokens=max_new_tokens,
+        numeric=False,
     )
     risk = "-" if result.risk is None else f"{result.risk:.3f}"
     console.print(f"[dim]risk {risk}; route {result.route}[/]")

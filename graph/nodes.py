@@ -78,7 +78,9 @@ class Nodes:
         emit = self._emitter(runtime, "baseline", 0)
         engine = self.bench.engine(state, "v0")
         measured = self._measure(state, runtime.context, engine, emit)
-        metrics = cycle_metrics(measured, cycle=0, version="v0", refine=runtime.context.evaluate.refine)
+        metrics = cycle_metrics(
+            measured, cycle=0, version="v0", refine=runtime.context.evaluate.refine
+        )
         emit("metric", f"v0 (initial): dev accuracy {metrics.accuracy:.1%}", **metrics.model_dump())
         emit.end()
         record = version_record("v0", None, None, engine.fingerprint)
@@ -88,17 +90,28 @@ class Nodes:
     def acquire(self, state: SessionState, runtime: Ctx) -> dict[str, Any]:
         """Fresh train prompts (and self-instruct ones), K samples each, risk per prompt."""
         policy, cycle = runtime.context, state.get("cycle", 0) + 1
-        emit = self._emitter(runtime, "acquire", cycle, f"cycle {cycle} from {state['current_version']}")
+        emit = self._emitter(
+            runtime, "acquire", cycle, f"cycle {cycle} from {state['current_version']}"
+        )
         engine = self.bench.engine(state)
         probing.attach_probe(self.bench, engine, state.get("probe"))
         choice = self.planner.acquire(policy, cycle=cycle, history=history_of(state))
         plan = choice.final
         train = self.task.split("train", seed=policy.seed)
         pool = acquiring.choose_prompts(train, plan["prompts"] * 2, cycle=cycle, seed=policy.seed)
-        items = acquiring.within_risk_band(engine, pool, plan["min_risk"], plan["max_risk"], plan["prompts"])
-        held_out = frozenset(i.group for s in ("dev", "test") for i in self.task.split(s, seed=policy.seed))
+        items = acquiring.within_risk_band(
+            engine, pool, plan["min_risk"], plan["max_risk"], plan["prompts"]
+        )
+        held_out = frozenset(
+            i.group for s in ("dev", "test") for i in self.task.split(s, seed=policy.seed)
+        )
         synthetic = acquiring.synthesize_items(
-            engine, self.task, train, plan["synthesize"], blocked_groups=held_out, seed=policy.seed + cycle
+            engine,
+            self.task,
+            train,
+            plan["synthesize"],
+            blocked_groups=held_out,
+            seed=policy.seed + cycle,
         )
         if plan["synthesize"]:
             emit("action", f"self-instruct: kept {len(synthetic)} of {plan['synthesize']} asked")
@@ -133,7 +146,9 @@ class Nodes:
         policy, cycle = runtime.context, state["cycle"]
         emit = self._emitter(runtime, "select", cycle)
         attempts = self.bench.load_attempts(state["attempts"] or "")
-        choice = self.planner.select(policy, cycle=cycle, history=history_of(state), has_verifier=True)
+        choice = self.planner.select(
+            policy, cycle=cycle, history=history_of(state), has_verifier=True
+        )
         strategy, per_prompt = choice.final["strategy"], choice.final["max_per_prompt"]
         if strategy == "self_judge":
             labelled = selection.label_with_self_judge(self.bench.engine(state), attempts)
@@ -144,11 +159,16 @@ class Nodes:
         pairs = selection.preference_pairs(labelled) if policy.select.pairs else []
         data = self.bench.save_data(cycle, examples, pairs)
         data.update(prompts=len(labelled), sample_accuracy=selection.sample_accuracy(labelled))
-        emit("action", f"selected {data['sft']} examples, {data['pairs']} pairs ({strategy})", **data)
+        emit(
+            "action", f"selected {data['sft']} examples, {data['pairs']} pairs ({strategy})", **data
+        )
         usable = data["pairs"] if policy.optimize.method == "dpo" else data["sft"]
         enough = usable >= policy.select.min_examples
         if not enough:
-            emit("action", f"too little data ({usable} < select.min_examples): no training this cycle")
+            emit(
+                "action",
+                f"too little data ({usable} < select.min_examples): no training this cycle",
+            )
         emit.end()
         update = {"data": data, "plans": [plan_record(choice, cycle, emit)]}
         return Command(goto="optimize" if enough else "monitor", update=update)
@@ -160,14 +180,21 @@ class Nodes:
         data = state.get("data") or {}
         retrain = state.get("retrain_settings")
         choice = self.planner.optimize(
-            policy, cycle=cycle, history=history_of(state), examples=data.get("sft", 0), previous=retrain
+            policy,
+            cycle=cycle,
+            history=history_of(state),
+            examples=data.get("sft", 0),
+            previous=retrain,
         )
         settings = TrainSettings(**choice.final, seed=policy.seed + cycle)
         sft, pairs = self.bench.load_data(data)
         name = f"v{len(state.get('versions', {}))}"
         parent = state["current_version"]
-        emit("action", f"training {name} from {parent}: {settings.method}, lr {settings.learning_rate:g}, "
-             f"{settings.epochs:g} epochs")
+        emit(
+            "action",
+            f"training {name} from {parent}: {settings.method}, lr {settings.learning_rate:g}, "
+            f"{settings.epochs:g} epochs",
+        )
         model, tokenizer = self.bench.trainable_copy(state)
         result = train_version(
             model,
@@ -176,15 +203,26 @@ class Nodes:
             pairs=pairs,
             settings=settings,
             version_dir=self.bench.version_dir(name),
-            on_step=lambda step, total, loss: emit("progress", "training", done=step, total=total, loss=loss),
+            on_step=lambda step, total, loss: emit(
+                "progress", "training", done=step, total=total, loss=loss
+            ),
         )
         self.bench.artifacts.add_dir(f"versions/{name}", result.version_dir, kind="model")
         engine = self.bench.register(name, result.version_dir / "merged")
-        emit.end(f"{name}: {result.steps} steps, loss {result.final_loss}", steps=result.steps,
-                 final_loss=result.final_loss, train_seconds=result.seconds, examples=result.examples)
+        emit.end(
+            f"{name}: {result.steps} steps, loss {result.final_loss}",
+            steps=result.steps,
+            final_loss=result.final_loss,
+            train_seconds=result.seconds,
+            examples=result.examples,
+        )
         return {
             "candidate_version": name,
-            "versions": {name: version_record(name, result.version_dir / "merged", parent, engine.fingerprint)},
+            "versions": {
+                name: version_record(
+                    name, result.version_dir / "merged", parent, engine.fingerprint
+                )
+            },
             "train": asdict(settings),
             "retrain_settings": None,
             "plans": [plan_record(choice, cycle, emit)],
@@ -197,7 +235,9 @@ class Nodes:
         version = state.get("candidate_version") or state["current_version"]
         engine = self.bench.engine(state, version)
         measured = self._measure(state, policy, engine, emit)
-        metrics = cycle_metrics(measured, cycle=cycle, version=version, refine=policy.evaluate.refine)
+        metrics = cycle_metrics(
+            measured, cycle=cycle, version=version, refine=policy.evaluate.refine
+        )
         metrics = metrics.model_copy(
             update={
                 "train_examples": (state.get("data") or {}).get("sft", 0),
@@ -208,7 +248,9 @@ class Nodes:
         emit.end()
         return {"history": [metrics.model_dump()]}
 
-    def monitor(self, state: SessionState, runtime: Ctx) -> Command[Literal["acquire", "optimize", "probe", "finalize"]]:
+    def monitor(
+        self, state: SessionState, runtime: Ctx
+    ) -> Command[Literal["acquire", "optimize", "probe", "finalize"]]:
         """Decide loop | retrain | refit_probe | rollback | stop, and promote or not."""
         policy, cycle = runtime.context, state.get("cycle", 0)
         emit = self._emitter(runtime, "monitor", cycle)
@@ -236,7 +278,7 @@ class Nodes:
             update["retrains"] = state.get("retrains", 0) + 1
             update["retrain_settings"] = state.get("train") or None
         emit.end()
-        return Command(goto=MONITOR_ROUTES[decision.action], update=update)
+        return Command(goto=MONITOR_ROUTES[decision.action], update=update)  # type: ignore[arg-type]
 
     def finalize(self, state: SessionState, runtime: Ctx) -> dict[str, Any]:
         """The test split, scored once, for the initial and the final (best) model."""
@@ -248,7 +290,9 @@ class Nodes:
         emit.end()
         return {"final": final, "status": "finished"}
 
-    def _measure(self, state: SessionState, policy: SessionPolicy, engine: Any, emit: Emitter) -> Measurement:
+    def _measure(
+        self, state: SessionState, policy: SessionPolicy, engine: Any, emit: Emitter
+    ) -> Measurement:
         probing.attach_probe(self.bench, engine, state.get("probe"))
         items = self.task.split("dev", seed=policy.seed)[: policy.evaluate.dev_limit]
         return measure(
@@ -303,7 +347,9 @@ def plan_record(choice: PlannedChoice, cycle: int, emit: Emitter) -> dict[str, A
     return {"cycle": cycle, **choice.model_dump()}
 
 
-def promotion(state: SessionState, decision: Decision, history: list[CycleMetrics]) -> dict[str, Any]:
+def promotion(
+    state: SessionState, decision: Decision, history: list[CycleMetrics]
+) -> dict[str, Any]:
     """Promote the evaluated candidate when the decision allows it (never past the
     regression guard); otherwise the current version is the best one. Best = highest dev
     accuracy so far."""
@@ -312,4 +358,8 @@ def promotion(state: SessionState, decision: Decision, history: list[CycleMetric
         return {"current_version": best, "candidate_version": None}
     accuracy = {h.version: h.accuracy for h in history}
     better = accuracy.get(candidate, -1.0) > accuracy.get(best, -1.0)
-    return {"current_version": candidate, "best_version": candidate if better else best, "candidate_version": None}
+    return {
+        "current_version": candidate,
+        "best_version": candidate if better else best,
+        "candidate_version": None,
+    }

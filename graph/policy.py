@@ -444,7 +444,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "select": {"min_examples": 1},
         "optimize": {"batch_size": 4, "max_steps": 2},
         "evaluate": {"dev_limit": 16, "test_limit": 16, "max_new_tokens": 64},
-        "probe": {"items": 32},
+        "probe": {"items": 64},
         "monitor": {"max_cycles": 2, "patience": 2, "max_wall_minutes": 6.0, "max_retrains": 0},
     },
 }

@@ -28,8 +28,12 @@ def final_report(
         engine = bench.engine(state, version)
         probing.attach_probe(bench, engine, state.get("probe"))
         measured = measure(
-            engine, task, test, max_new_tokens=policy.evaluate.max_new_tokens,
-            seed=policy.seed, on_progress=emit.progress(f"test split, {role} model"),
+            engine,
+            task,
+            test,
+            max_new_tokens=policy.evaluate.max_new_tokens,
+            seed=policy.seed,
+            on_progress=emit.progress(f"test split, {role} model"),
         )
         s = measured.summary
         scores[role] = {
@@ -39,7 +43,12 @@ def final_report(
             "test_truncated": s.truncated,
             "n_test": s.n,
         }
-        emit("metric", f"test accuracy, {role} model ({version}): {s.accuracy:.1%}", role=role, **scores[role])
+        emit(
+            "metric",
+            f"test accuracy, {role} model ({version}): {s.accuracy:.1%}",
+            role=role,
+            **scores[role],
+        )
     history = state.get("history", [])
     dev = {h["version"]: h["accuracy"] for h in history}
     decisions = state.get("decisions", [])
@@ -47,7 +56,9 @@ def final_report(
         "initial": scores["initial"] | {"dev_accuracy": dev.get("v0")},
         "final": scores["final"] | {"dev_accuracy": dev.get(final_version)},
         "cycles": [cycle_row(h, decisions) for h in history],
-        "decisions": [{"cycle": d["cycle"], "action": d["action"], "reason": d["reason"]} for d in decisions],
+        "decisions": [
+            {"cycle": d["cycle"], "action": d["action"], "reason": d["reason"]} for d in decisions
+        ],
         "stop_reason": decisions[-1]["reason"] if decisions else "no decision",
         "wall_seconds": round(time.time() - state["started_at"], 1),
     }

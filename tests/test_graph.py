@@ -18,7 +18,9 @@ def coin_flip_task() -> Task:
     """Arithmetic prompts whose verifier passes the items with an even answer, whatever
     the random model says: both labels, training data and a probe all exist."""
     base = get_task("arithmetic", n=100, digits=1)
-    return replace(base, verifier=lambda _answer, refs: int(refs[0]) % 2 == 0, verifier_name="parity")
+    return replace(
+        base, verifier=lambda _answer, refs: int(refs[0]) % 2 == 0, verifier_name="parity"
+    )
 
 
 def tiny_policy(**sets: str):  # type: ignore[no-untyped-def]
@@ -52,7 +54,12 @@ def run_tiny_session(store, session_id: str = "s1", **sets: str):  # type: ignor
     task = coin_flip_task()
     events = []
     session = Session(
-        session_id, tiny_policy(**sets), store, task, tiny_engine(), load_engine=lambda p: HFEngine.load(str(p))
+        session_id,
+        tiny_policy(**sets),
+        store,
+        task,
+        tiny_engine(),
+        load_engine=lambda p: HFEngine.load(str(p)),
     )
     return session.run(on_event=events.append), events
 
@@ -64,7 +71,9 @@ def test_two_cycle_session_completes_and_records_everything(store) -> None:  # t
     assert cycles[0] == 0 and max(cycles) >= 1
     assert state["decisions"], "the monitor decided at least once"
     assert state["probe"] is not None, "a probe was fitted on train-split answers"
-    assert all(h["mean_risk"] is not None for h in state["history"]), "every evaluation carries risk"
+    assert all(h["mean_risk"] is not None for h in state["history"]), (
+        "every evaluation carries risk"
+    )
     assert state["decisions"][-1]["action"] == "stop"
     assert {"initial", "final", "cycles"} <= set(state["final"])
     kinds = {e.kind for e in events}
