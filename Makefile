@@ -28,8 +28,8 @@ $(DEV_STAMP): $(STAMP)
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
-run: $(STAMP)  ## create .venv, install, run the main job
-	$(VENV)/bin/autodidact eval --task capitals
+run: $(STAMP)  ## create .venv, install, run the default improvement session
+	$(VENV)/bin/autodidact run
 
 test: $(DEV_STAMP)  ## create .venv with dev extras, start a throwaway Redis, run every test
 	bash scripts/with-redis.sh $(PY) -m pytest -m "not gpu and not vllm"
@@ -46,8 +46,11 @@ format: $(DEV_STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(STAMP)  ## run the benchmarks (minutes each)
+bench: $(DEV_STAMP)  ## run every benchmark (minutes each; numbers go in the README)
 	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/probes.py
+	bash scripts/with-redis.sh $(PY) benchmarks/storage.py
+	$(PY) benchmarks/improve.py
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
