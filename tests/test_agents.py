@@ -1,0 +1,154 @@
+"""Stage agents on the tiny engine and on hand-made samples: selection, refinement, acquire."""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+
+import pytest
+
+import agents.acquire
+import agents.optimize
+import agents.refine
+import agents.selection
+from agents.acquire import Attempt, choose_prompts, synthesize_items, within_risk_band
+from agents.refine import Thresholds, choose_thresholds, refine_answers
+from agents.selection import (
+    correct_only,
+    dedupe,
+    label_with_verifier,
+    preference_pairs,
+    risk_weighted,
+)
+from engines.base import Sample
+from tasks import get_task
+from tasks.base import Item
+from tests.tiny_models import tiny_engine
+
+
+@pytest.mark.parametrize(
+    "module", [agents.acquire, agents.optimize, agents.refine, agents.selection]
+)
+def test_doctests(module) -> None:  # type: ignore[no-untyped-def]
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def sample(text: str, finish: str = "stop") -> Sample:
+    return Sample(text, [1], [-0.5], [0.2], finish)  # type: ignore[arg-type]
+
+
+ITEM = Item("a1", "What is 2 + 3?", ("5",), "2+3")
+TASK = get_task("arithmetic", n=20)
+
+
+def test_truncated_samples_never_count_as_correct() -> None:
+    attempt = Attempt(ITEM, (sample("2 + 3 = 5"), sample("2 + 3 = 5", "length"), sample("6")), 0.4)
+    (labelled,) = label_with_verifier(TASK, [attempt])
+    assert labelled.correct == (True, False, False)
+
+
+def test_correct_only_keeps_distinct_correct_samples_and_pairs_need_both() -> None:
+    attempt = Attempt(ITEM, (sample("5"), sample("5."), sample("It is 5"), sample("7")), None)
+    labelled = label_with_verifier(TASK, [attempt])
+    examples = correct_only(labelled, max_per_prompt=4)
+    assert [e.completion for e in examples] == ["5", "It is 5"]  # "5." normalizes to "5"
+    assert len(preference_pairs(labelled)) == 1
+    all_right = label_with_verifier(TASK, [Attempt(ITEM, (sample("5"),), None)])
+    assert preference_pairs(all_right) == []
+
+
+def test_risk_weighted_prefers_uncertain_solved_prompts() -> None:
+    easy = Attempt(
+        Item("e", "What is 1 + 1?", ("2",), "1+1"), (sample("2"), sample("1 + 1 = 2")), 0.1
+    )
+    hard = Attempt(
+        Item("h", "What is 9 + 9?", ("18",), "9+9"), (sample("18"), sample("9 + 9 = 18")), 0.9
+    )
+    unsolved = Attempt(Item("u", "What is 8 + 8?", ("16",), "8+8"), (sample("15"),), 0.99)
+    examples = risk_weighted(label_with_verifier(TASK, [easy, hard, unsolved]), max_per_prompt=1)
+    assert [e.item_id for e in examples] == ["h", "h", "e"]
+
+
+def test_dedupe_drops_repeats() -> None:
+    examples = correct_only(label_with_verifier(TASK, [Attempt(ITEM, (sample("5"),), None)] * 2), 1)
+    assert len(dedupe(examples)) == 1
+
+
+def test_thresholds_reach_the_target_precision_on_dev() -> None:
+    risks = [0.1, 0.2, 0.3, 0.6, 0.8, 0.9]
+    correct = [True, True, True, False, True, False]
+    chosen = choose_thresholds(risks, correct, target_precision=0.95)
+    answered = [ok for r, ok in zip(risks, correct, strict=True) if r <= chosen.low]
+    assert answered and all(answered)
+    assert chosen.low <= chosen.high
+
+
+def test_risk_adaptive_routes_by_risk_on_a_real_engine() -> None:
+    engine = tiny_engine()
+    prompts = ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?"]
+    risks = itertools.cycle([0.1, 0.5, 0.9])  # the greedy pass scores prompts in order
+    engine.risk_fn = lambda _states: next(risks)
+    try:
+        answers = refine_answers(
+            engine,
+            prompts,
+            strategy="risk_adaptive",
+            thresholds=Thresholds(0.3, 0.7),
+            k=3,
+            temperature=1.0,
+            max_new_tokens=4,
+            numeric=True,
+        )
+    finally:
+        engine.risk_fn = None
+    assert [a.route for a in answers] == ["greedy", "self_consistency", "abstain"]
+    assert answers[2].abstained and answers[2].risk == pytest.approx(0.9)
+
+
+def test_risk_adaptive_uses_the_fallback_above_the_high_threshold() -> None:
+    engine = tiny_engine()
+    engine.risk_fn = lambda _states: 0.95
+    try:
+        (answer,) = refine_answers(
+            engine,
+            ["What is 1 + 1?"],
+            strategy="risk_adaptive",
+            thresholds=Thresholds(0.3, 0.7),
+            k=2,
+            temperature=1.0,
+            max_new_tokens=4,
+            numeric=True,
+            fallback=lambda prompt: "2",
+        )
+    finally:
+        engine.risk_fn = None
+    assert (answer.route, answer.text) == ("fallback", "2")
+
+
+def test_risk_band_keeps_only_prompts_inside_it() -> None:
+    engine = tiny_engine()
+    pool = [Item(str(i), f"What is {i} + 1?", (str(i + 1),), str(i)) for i in range(6)]
+    engine.risk_fn = lambda states: 0.9 if float(states.query_token[-1, 1]) > 0 else 0.1
+    try:
+        kept = within_risk_band(engine, pool, 0.5, 1.0, count=6)
+        scored = [engine.risk_fn(s) for s in engine.hidden_states([i.prompt for i in pool])]
+    finally:
+        engine.risk_fn = None
+    assert [i.id for i in kept] == [i.id for i, r in zip(pool, scored, strict=True) if r >= 0.5]
+
+
+def test_self_instruct_keeps_only_oracle_labelled_prompts_outside_held_out_groups() -> None:
+    engine = tiny_engine()
+    task = get_task("arithmetic", n=60)
+    train = task.split("train")
+    # a random tiny model almost never writes a well-formed problem: nothing unlabelled is kept
+    made = synthesize_items(
+        engine, task, train, 4, blocked_groups=frozenset(), seed=0, max_new_tokens=8
+    )
+    assert all(task.oracle and task.oracle(i.prompt) for i in made)
+
+
+def test_choose_prompts_differs_across_cycles() -> None:
+    train = get_task("arithmetic", n=100).split("train")
+    assert choose_prompts(train, 10, cycle=1, seed=0) != choose_prompts(train, 10, cycle=2, seed=0)
