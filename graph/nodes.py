@@ -89,7 +89,7 @@ class Nodes:
 
     def acquire(self, state: SessionState, runtime: Ctx) -> dict[str, Any]:
         """Fresh train prompts (and self-instruct ones), K samples each, risk per prompt."""
-        policy, cycle = runtime.context, state.get("cycle", 0) + 1
+        policy, cycle, started = runtime.context, state.get("cycle", 0) + 1, time.time()
         emit = self._emitter(
             runtime, "acquire", cycle, f"cycle {cycle} from {state['current_version']}"
         )
@@ -135,7 +135,7 @@ class Nodes:
         )
         return {
             "cycle": cycle,
-            "cycle_started_at": time.time(),
+            "cycle_started_at": started,
             "attempts": self.bench.save_attempts(cycle, attempts),
             "candidate_version": None,
             "plans": [plan_record(choice, cycle, emit)],

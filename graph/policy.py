@@ -38,7 +38,7 @@ class AcquirePolicy(_Component):
     """Acquire: prompts from the task's train split (and self-instruct), K samples each."""
 
     prompts_per_cycle: int = Field(
-        default=96,
+        default=64,
         ge=1,
         description="Train-split prompts drawn per cycle; also the most a planner may ask for.",
     )
@@ -112,7 +112,7 @@ class SelectPolicy(_Component):
         "(no verifier).",
     )
     max_per_prompt: int = Field(
-        default=1,
+        default=2,
         ge=1,
         description="Distinct correct samples kept per prompt (at most samples_per_prompt).",
     )
@@ -148,10 +148,10 @@ class OptimizePolicy(_Component):
         default=5e-4, gt=0.0, description="Highest learning rate a planner may use."
     )
     epochs: float = Field(
-        default=1.0, gt=0.0, description="Passes over the selected data the rules use."
+        default=3.0, gt=0.0, description="Passes over the selected data the rules use."
     )
     max_epochs: float = Field(
-        default=3.0, gt=0.0, description="Most passes a planner or a retrain may use."
+        default=5.0, gt=0.0, description="Most passes a planner or a retrain may use."
     )
     batch_size: int = Field(default=16, ge=1, description="Examples per optimizer step.")
     max_steps: int = Field(
@@ -255,7 +255,7 @@ class ProbePolicy(_Component):
     """Probe: the hallucination-risk probe fitted on the current model's train-split answers."""
 
     items: int = Field(
-        default=128, ge=8, description="Train-split items answered greedily to fit the probe."
+        default=96, ge=8, description="Train-split items answered greedily to fit the probe."
     )
     max_new_tokens: int | None = Field(
         default=None,

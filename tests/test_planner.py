@@ -66,10 +66,10 @@ def test_rules_planner_applies_the_policy() -> None:
     planner = Planner()
     acquire = planner.acquire(POLICY, cycle=1, history=HISTORY)
     assert acquire.source == "rules" and acquire.proposal is None
-    assert acquire.final == {"prompts": 96, "synthesize": 0, "min_risk": 0.0, "max_risk": 1.0}
+    assert acquire.final == {"prompts": 64, "synthesize": 0, "min_risk": 0.0, "max_risk": 1.0}
     assert planner.select(POLICY, cycle=1, history=HISTORY).final == {
         "strategy": "correct_only",
-        "max_per_prompt": 1,
+        "max_per_prompt": 2,
     }
     optimize = planner.optimize(POLICY, cycle=1, history=HISTORY, examples=40).final
     assert optimize["learning_rate"] == 2e-4 and optimize["method"] == "sft"
@@ -104,8 +104,8 @@ def test_unsafe_acquire_proposal_is_clamped_with_reasons() -> None:
     reply = {"prompts": 100000, "synthesize": 500, "min_risk": 0.9, "max_risk": 0.2}
     choice = Planner({"acquire": scripted(reply)}).acquire(POLICY, cycle=1, history=HISTORY)
     assert choice.source == "planner+override"
-    assert choice.final == {"prompts": 96, "synthesize": 32, "min_risk": 0.0, "max_risk": 1.0}
-    assert "prompts 100000 -> 96 (acquire.prompts_per_cycle)" in choice.overrides
+    assert choice.final == {"prompts": 64, "synthesize": 32, "min_risk": 0.0, "max_risk": 1.0}
+    assert "prompts 100000 -> 64 (acquire.prompts_per_cycle)" in choice.overrides
     assert any("empty risk band" in note for note in choice.overrides)
     assert (
         choice.proposal is not None and choice.proposal["prompts"] == 100000
@@ -158,7 +158,7 @@ def test_unsafe_learning_rate_is_overridden() -> None:
     assert choice.final["epochs"] == POLICY.optimize.max_epochs
     assert choice.overrides == [
         "learning_rate 1 -> 0.0005 (optimize.min_learning_rate/max_learning_rate)",
-        "epochs 10 -> 3 (optimize.max_epochs)",
+        "epochs 10 -> 5 (optimize.max_epochs)",
     ]
 
 
@@ -206,7 +206,9 @@ def test_retrain_adjusts_the_previous_settings() -> None:
     flat, why = retrain_settings(previous, POLICY.optimize, last_gain=0.0)
     assert flat["epochs"] == 2.0 and flat["learning_rate"] == 2e-4
     capped, _ = retrain_settings(
-        {"learning_rate": 4e-4, "epochs": 3.0}, POLICY.optimize, last_gain=0.0
+        {"learning_rate": 4e-4, "epochs": POLICY.optimize.max_epochs},
+        POLICY.optimize,
+        last_gain=0.0,
     )
     assert capped["learning_rate"] == POLICY.optimize.max_learning_rate
     floor, _ = retrain_settings({"learning_rate": 1e-5}, POLICY.optimize, last_gain=-0.1)

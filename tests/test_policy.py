@@ -33,7 +33,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults_are_the_default_preset() -> None:
     assert resolve_policy() == SessionPolicy() == resolve_policy("default")
     p = SessionPolicy()
-    assert (p.acquire.prompts_per_cycle, p.acquire.samples_per_prompt) == (96, 4)
+    assert (p.acquire.prompts_per_cycle, p.acquire.samples_per_prompt) == (64, 4)
     assert (p.acquire.max_new_tokens, p.monitor.max_cycles, p.monitor.max_wall_minutes) == (
         96,
         4,
@@ -128,7 +128,7 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path: Path) -> None:
         (["acquire.temperature=0"], "set acquire.temperature > 0 or acquire.samples_per_prompt=1"),
         (["acquire.synthesize_prompts=50"], "raise the cap or ask for fewer"),
         (["optimize.learning_rate=0.01"], "move the rate or the bounds"),
-        (["optimize.epochs=5"], "raise max_epochs or lower epochs"),
+        (["optimize.epochs=6"], "raise max_epochs or lower epochs"),
         (
             ["optimize.method=dpo", "select.pairs=false"],
             "set select.pairs=true or optimize.method=sft",
