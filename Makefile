@@ -47,10 +47,10 @@ format: $(DEV_STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format .
 
 bench: $(DEV_STAMP)  ## run every benchmark (minutes each; numbers go in the README)
-	$(PY) benchmarks/engine.py
-	$(PY) benchmarks/probes.py
-	bash scripts/with-redis.sh $(PY) benchmarks/storage.py
-	$(PY) benchmarks/improve.py
+	$(PY) -m benchmarks.engine
+	$(PY) -m benchmarks.probes
+	bash scripts/with-redis.sh $(PY) -m benchmarks.storage
+	$(PY) -m benchmarks.improve
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

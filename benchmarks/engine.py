@@ -1,6 +1,6 @@
 """Engine benchmark on the default model: batching, capture overhead, prefill-only cost.
 
-    python benchmarks/engine.py [--repeats 3]
+    python -m benchmarks.engine [--repeats 3]
 
 Prints medians measured in this one run, and the ratios the foundation issue targets:
 batched generation >= 4x a per-prompt loop (batch 32); hidden-state capture during

@@ -1,6 +1,6 @@
 """The default improvement session on the default model, measured.
 
-    python benchmarks/improve.py [--preset default] [--set key=value ...]
+    python -m benchmarks.improve [--preset default] [--set key=value ...]
 
 Runs one session (arithmetic by default) to the monitor's stop and prints: wall time;
 test accuracy and hallucination rate of the initial and the final model (the initial one
