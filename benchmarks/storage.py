@@ -1,12 +1,22 @@
-"""Storage benchmark: checkpoint put/get latency, event append throughput, read latency.
+"""Storage benchmark: checkpoint put/get latency, event append throughput, read latency;
+resume time after a kill; the store's share of a session's wall time.
 
-    python benchmarks/storage.py [--redis-url redis://127.0.0.1:6379/0] [--checkpoints 300]
+    python -m benchmarks.storage [--redis-url redis://127.0.0.1:6379/0] [--checkpoints 300]
+        [--no-sessions]
 
 Runs against a SQLite file in a temp folder and, when a Redis URL is given (default:
 $AUTODIDACT_TEST_REDIS_URL), against that Redis; `bash scripts/with-redis.sh
-.venv/bin/python benchmarks/storage.py` starts a throwaway one. Checkpoints look like a
+.venv/bin/python -m benchmarks.storage` starts a throwaway one. Checkpoints look like a
 session's state a few cycles in (history, decisions, plans, versions). Everything written
-is deleted afterwards. Prints one markdown table.
+is deleted afterwards (Redis: the benchmark's own keys). Prints markdown tables.
+
+Sessions (skipped with --no-sessions) are the tiny session of the tests (random 2-layer
+Llama, tests/session_worker.py): one is `kill -9`ed as optimize starts and resumed, first
+with the CLI in a new process (interpreter, imports and model load included; killed again
+at its first node_start), then in this process (engine already built: checkpoint read,
+graph build, scheduling), each time to the first node_start the resume emits. Another
+runs whole with the checkpointer and event log timed; their sum over the session's wall
+time is the store's share.
 """
 
 from __future__ import annotations
@@ -179,6 +189,168 @@ def cleanup_redis_events(store: Store, session_id: str) -> None:
         client.delete(f"{prefix}:{{{session_id}}}:events", f"{prefix}:{{{session_id}}}:keys")
 
 
+# --------------------------------------------------------------------------- sessions
+
+DEFAULT_SESSION_NODES = 2 + 4 * 5 + 1  # probe, baseline, 4 cycles of 5 nodes, finalize
+DEFAULT_SESSION_S = 12 * 60  # the default preset's wall budget
+
+
+def forget_session(store: Store, session_id: str) -> None:
+    """Delete a benchmark session's checkpoints, events and registry row (Redis only)."""
+    client = getattr(store.events, "client", None)
+    if client is not None:
+        store.checkpointer.delete_thread(session_id)
+        cleanup_redis_events(store, session_id)
+        client.hdel(f"{store.events.prefix}:sessions", session_id)  # type: ignore[attr-defined]
+
+
+def resume_in_process(store: Store, session_id: str) -> float:
+    """Seconds from `Session.run(resume=True)` to its first node_start (engine already
+    built); the session then runs to its end."""
+    from graph.policy import SessionPolicy
+    from graph.session import Session
+    from tests.test_graph import coin_flip_task
+    from tests.tiny_models import tiny_engine
+
+    saved = Path(store.root) / "sessions" / session_id / "policy.json"
+    policy = SessionPolicy.model_validate_json(saved.read_text())
+    session = Session(session_id, policy, store, coin_flip_task(), tiny_engine())
+    starts: list[float] = []
+
+    def note_node_start(event: Event) -> None:
+        if event.kind == "node_start":
+            starts.append(time.perf_counter())
+
+    started = time.perf_counter()
+    state = session.run(resume=True, on_event=note_node_start)
+    if state.get("status") != "finished" or not starts:
+        raise RuntimeError(f"the resumed session {session_id} did not finish")
+    return starts[0] - started
+
+
+def first_node_start(path: Path, worker: Any, timeout_s: float = 120) -> Event:
+    """The first node_start a worker wrote with --events-out."""
+    from tests.session_worker import read_events
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = [e for e in read_events(path) if e.kind == "node_start"]
+        if found:
+            return found[0]
+        if worker.proc.poll() is not None:
+            raise RuntimeError(f"resume ended without a node_start:\n{worker.output()}")
+        time.sleep(0.02)
+    raise RuntimeError("no node_start from the resume")
+
+
+def bench_resume(url: str, root: Path) -> dict[str, float]:
+    """Kill a tiny session as optimize starts; resume it with the CLI in a new process
+    and kill that too at its first node_start; then resume it in this process to the end."""
+    from tests.session_worker import launch, wait_for_key
+
+    session_id = f"bench-resume-{uuid.uuid4().hex[:8]}"
+    first = launch(url, root, session_id)
+    with open_store(url, root) as store:
+        try:
+            wait_for_key(store.events, session_id, "c1/optimize/0", first)
+            first.kill()
+            events_out = root / f"{session_id}.resumed.jsonl"
+            started = time.time()
+            second = launch(url, root, session_id, resume=True, events_out=events_out)
+            cli = first_node_start(events_out, second).ts - started
+            second.kill()
+            return {"resume_cli": cli, "resume_in_process": resume_in_process(store, session_id)}
+        finally:
+            forget_session(store, session_id)
+
+
+class StoreTimer:
+    """Wraps an object's methods in place; sums the seconds spent in them (any thread)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def wrap(self, target: Any, names: tuple[str, ...]) -> None:
+        for name in names:
+            setattr(target, name, self._timed(getattr(target, name)))
+
+    def _timed(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds += time.perf_counter() - started
+                    self.calls += 1
+
+        return timed_call
+
+
+def warm_up(root: Path) -> None:
+    """One unmeasured tiny session: lazy imports and first-call costs (TRL, sklearn)
+    would otherwise land in the first measured session's wall time."""
+    from tests.test_graph import run_tiny_session
+
+    folder = root / "warm-up"
+    with open_store(default_store_url(folder), folder) as store:
+        run_tiny_session(store, "warm-up")
+
+
+def bench_share(url: str, root: Path) -> dict[str, float]:
+    """A whole tiny session with the checkpointer and event log timed."""
+    from graph.session import Session
+    from tests.test_graph import coin_flip_task, tiny_policy
+    from tests.tiny_models import tiny_engine
+
+    session_id = f"bench-share-{uuid.uuid4().hex[:8]}"
+    with open_store(url, root) as store:
+        timer = StoreTimer()
+        timer.wrap(store.checkpointer, ("put", "put_writes", "get_tuple", "list"))
+        timer.wrap(store.events, ("append", "read", "put_session", "get_session"))
+        session = Session(session_id, tiny_policy(), store, coin_flip_task(), tiny_engine())
+        events: list[Event] = []
+        try:
+            started = time.perf_counter()
+            session.run(on_event=events.append)
+            wall = time.perf_counter() - started
+        finally:
+            forget_session(store, session_id)
+    nodes = sum(e.kind == "node_start" for e in events)
+    per_node = timer.seconds / nodes
+    return {
+        "store_s": timer.seconds,
+        "calls": timer.calls,
+        "wall_s": wall,
+        "nodes": nodes,
+        "share": timer.seconds / wall,
+        "per_node_ms": per_node * 1e3,
+        "default_share": per_node * DEFAULT_SESSION_NODES / DEFAULT_SESSION_S,
+    }
+
+
+def print_session_table(results: dict[str, dict[str, Any]]) -> None:
+    print(
+        "\ntiny session (tests/session_worker.py); resume: kill -9 as c1 optimize starts, "
+        "time to the resume's first node_start. Projected share: the same store time per "
+        f"node for a default session ({DEFAULT_SESSION_NODES} nodes, "
+        f"{DEFAULT_SESSION_S // 60} min budget)\n"
+    )
+    print(
+        "| backend | resume, CLI (new process) | resume, in process | store time / session "
+        "(calls) | session wall | store share | store per node | projected share, default |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['resume_cli']:.2f} s | {r['resume_in_process'] * 1e3:.0f} ms "
+            f"| {r['store_s'] * 1e3:.0f} ms ({r['calls']}) | {r['wall_s']:.1f} s "
+            f"| {r['share']:.2%} | {r['per_node_ms']:.1f} ms | {r['default_share']:.3%} |"
+        )
+
+
 def run_backend(url: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
     session_id = f"bench-{uuid.uuid4().hex[:8]}"
     with open_store(url, root) as store:
@@ -220,16 +392,28 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=300)
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--poll-s", type=float, default=0.5)
+    parser.add_argument(
+        "--no-sessions", action="store_true", help="skip the tiny-session measurements"
+    )
     args = parser.parse_args()
 
     results: dict[str, dict[str, Any]] = {}
+    sessions: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        results["sqlite (file, WAL)"] = run_backend(default_store_url(tmp), Path(tmp), args)
+        urls = {"sqlite (file, WAL)": default_store_url(tmp)}
         if args.redis_url:
-            results["redis"] = run_backend(args.redis_url, Path(tmp), args)
+            urls["redis"] = args.redis_url
         else:
             print("no --redis-url (or AUTODIDACT_TEST_REDIS_URL): Redis skipped")
+        if not args.no_sessions:
+            warm_up(Path(tmp))
+        for name, url in urls.items():
+            results[name] = run_backend(url, Path(tmp), args)
+            if not args.no_sessions:
+                sessions[name] = bench_resume(url, Path(tmp)) | bench_share(url, Path(tmp))
     print_table(results, args)
+    if sessions:
+        print_session_table(sessions)
 
 
 if __name__ == "__main__":

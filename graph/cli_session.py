@@ -187,30 +187,55 @@ def _run_session(
 
     root.mkdir(parents=True, exist_ok=True)
     with open_store(url, root) as opened:
+        check_checkpoint(opened, session_id, root, resume=resume)
         engine = load_engine(policy.model)
         session = Session(session_id, policy, opened, suite, engine)
         verb = "resuming" if resume else "session"
         console.print(
-            f"{verb} [bold]{session_id}[/]: {suite.name} on {engine.name}; store {opened.url}; files in {session.folder}"
+            f"{verb} [bold]{session_id}[/]: {suite.name} on {engine.name}; store {opened.display_url}; files in {session.folder}"
         )
+        hint = resume_hint(session_id, opened.display_url, root)
         try:
             with console_view() as view:
                 state = session.run(resume=resume, on_event=view)
         except KeyboardInterrupt:
-            err_console.print(
-                f"interrupted: `autodidact resume {session_id}` continues from the last completed step"
-            )
+            err_console.print(f"interrupted: {hint} continues from the last completed step")
             raise typer.Exit(130) from None
         except Exception as error:
             from storage import StoreError
 
             if isinstance(error, StoreError) or "redis" in type(error).__module__:
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 raise fail(
-                    f"{error}; the checkpoint is intact: `autodidact resume {session_id}` once the store is back"
+                    f"lost the store {opened.display_url} ({reason.rstrip('.')}); the last "
+                    f"completed step is checkpointed there: once it is back, {hint}"
                 ) from None
             raise
     print_cycle_table(dict(state))
     console.print(f"session files: {session.folder}")
+
+
+def resume_hint(session_id: str, display_url: str, root: Path) -> str:
+    """The command that resumes the session: its store and root spelled out, since
+    `resume` alone would look in the default SQLite store under ./runs."""
+    return f"`autodidact resume {session_id} --store {display_url} --root {root}`"
+
+
+def check_checkpoint(store: Any, session_id: str, root: Path, *, resume: bool) -> None:
+    """Before any model loads: `resume` needs the session's checkpoint in this store, and
+    `run` must not start over on top of an existing one."""
+    saved = store.checkpointer.get_tuple({"configurable": {"thread_id": session_id}})
+    if resume and saved is None:
+        raise fail(
+            f"no checkpoint of session {session_id!r} in {store.display_url}: pass the "
+            "--store it ran with (`autodidact sessions --store URL` lists a store's sessions)"
+        )
+    if not resume and saved is not None:
+        raise fail(
+            f"session {session_id!r} already exists in {store.display_url}: "
+            f"{resume_hint(session_id, store.display_url, root)} continues it, "
+            "or pick another --session-id"
+        )
 
 
 def resume(

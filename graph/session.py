@@ -3,6 +3,7 @@ and any live consumer (the CLI's progress bars and decision lines)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -89,15 +90,23 @@ class Session:
         )
         self._record_session("running", graph)
         try:
+            # durability="sync": a node starts only once the previous one's checkpoint is
+            # written, so after a kill -9 no completed node runs again.
             for mode, chunk in graph.stream(
-                inputs, self.config, context=self.policy, stream_mode=["custom", "updates"]
+                inputs,
+                self.config,
+                context=self.policy,
+                stream_mode=["custom", "updates"],
+                durability="sync",
             ):
                 if mode == "custom":
                     self._publish(chunk, on_event)
                 else:
                     self._record_session("running", graph)
         except BaseException:
-            self._record_session("interrupted", graph)
+            # best effort: with the store gone this fails too, and must not hide why
+            with contextlib.suppress(Exception):
+                self._record_session("interrupted", graph)
             raise
         state: SessionState = graph.get_state(self.config).values  # type: ignore[assignment]
         self._record_session(

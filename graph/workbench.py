@@ -5,6 +5,7 @@ bulky things the state only names."""
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,8 +59,13 @@ class Workbench:
         return copy.deepcopy(engine.model), engine.tokenizer  # type: ignore[attr-defined]
 
     def version_dir(self, name: str) -> Path:
+        """Where the new version `name` is to be written. A folder already there is an
+        orphan: a run killed after writing it and before its node was checkpointed, so no
+        checkpoint names it. It is removed; the re-run node (same seed, same data) writes
+        it again."""
         path = self.root / "versions"
         path.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(path / name, ignore_errors=True)
         return path / name
 
     def save_attempts(self, cycle: int, attempts: Sequence[Attempt]) -> str:

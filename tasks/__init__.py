@@ -29,6 +29,12 @@ def _capitals(**options: Any) -> Task:
     return build_capitals_task(**options)
 
 
+def _facts(**options: Any) -> Task:
+    from tasks.facts import build_facts_task
+
+    return build_facts_task(**options)
+
+
 def _jsonl(path: str | None = None, **options: Any) -> Task:
     from tasks.jsonl import load_jsonl_task
 
@@ -51,6 +57,11 @@ TASKS: dict[str, TaskInfo] = {
             "arithmetic", "seeded integer problems (digits, operators configurable)", _arithmetic
         ),
         TaskInfo("capitals", "country -> capital, about 250 items (countryinfo)", _capitals),
+        TaskInfo(
+            "facts",
+            "country facts: capital, continent, demonym, language, currency (countryinfo)",
+            _facts,
+        ),
         TaskInfo("jsonl", "your file: question, answer|answers, optional group (--path)", _jsonl),
         TaskInfo(
             "shapes", "synthetic images, POPE-style yes/no questions (vision models)", _shapes

@@ -1,0 +1,1031 @@
+"""Probe benchmark on the default model: pre-generation probe vs post-generation baselines.
+
+    python benchmarks/probes.py [--tasks capitals,arithmetic] [--arith-n 320] [--k 5]
+                                [--seed 0] [--split-seeds 5] [--quick]
+
+Prints markdown tables:
+1. per task: labels; the chosen probe (the default `autodidact probe sweep`: both feature
+   kinds, every layer, logistic regression, chosen on validation) and each baseline (mean
+   token logprob, mean token entropy, self-consistency over K samples) on the TEST split:
+   AUROC with bootstrap 95% CI, AUPRC, wall time per item (interleaved in this run); the
+   probe's cost as a separate prefill pass and captured inside generation; the issue's
+   target ratio (probe AUROC - 0.5) / (best post-generation AUROC - 0.5).
+2. per task: probe variants, each chosen on validation only and scored once on test
+   (seed --seed), plus the mean test AUROC over --split-seeds grouped splits.
+3. capitals: a probe trained on more country facts (`facts` task: continent, demonym,
+   language, currency code of the train countries only) and tested on the capitals test.
+
+Greedy answers, features and samples are cached under runs/bench-probes-cache/ (keyed by
+model fingerprint, items and token budget), so re-running only re-fits and re-times.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and this file (probes.py)
+# would shadow the `probes` package there: drop that entry.
+if __name__ == "__main__" and str(Path(__file__).resolve().parent) in sys.path:
+    sys.path.remove(str(Path(__file__).resolve().parent))
+
+import argparse
+import hashlib
+import math
+import re
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from engines import load_model
+from engines.base import Engine
+from engines.hf import HFEngine, _split_states
+from engines.hooks import PrefillCapture
+from probes.artifact import Probe
+from probes.features import FeatureSet
+from probes.fit import EstimatorConfig, SweepRow, choose
+from probes.labels import Label, summarize_labels, usable
+from probes.metrics import RiskMetrics, auroc
+from probes.runtime import RiskScorer
+from probes.split import grouped_split
+from probes.sweep import EvalReport, ProbeData, collect, evaluate, sample_consistency, sweep
+from tasks import get_task
+from tasks.base import Item, Task
+from tasks.verifiers import final_number, normalize
+
+DEFAULT_CACHE = Path("runs/bench-probes-cache")
+# Layer groups tried as concatenated features (the model has 30 decoder layers; 0 = embeddings).
+CONCAT_GROUPS: tuple[tuple[int, ...], ...] = (
+    (10, 20, 30),
+    (15, 20, 25, 30),
+    (24, 26, 28, 30),
+    (0, 10, 20, 30),
+    (0, 5, 10, 15, 20, 25, 30),
+)
+LOGREG_GRID = tuple(EstimatorConfig("logreg", C=c) for c in (0.001, 0.01, 0.1, 1.0))
+MLP_GRID = (EstimatorConfig("mlp"), EstimatorConfig("mlp", alpha=10.0))
+MLP_LAYERS = (0, 5, 10, 15, 20, 25, 30)
+DEFAULT_ESTIMATOR = EstimatorConfig()
+SC_TEMPERATURE = 0.7
+SC_BATCH = 8  # prompts per sampling batch, as `sample_consistency` runs it
+FACT_ATTRIBUTES = ("continent", "demonym", "language", "currency")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def progress(label: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        log(f"  {label}: {done}/{total}")
+
+    return report
+
+
+# ---------------------------------------------------------------- data and cache
+
+
+def items_key(items: Sequence[Item]) -> str:
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(f"{item.id}\x00{item.prompt}\x00{'|'.join(item.answers)}\n".encode())
+    return digest.hexdigest()[:10]
+
+
+def save_atomic(data: ProbeData, folder: Path) -> None:
+    """Write next to the folder, then swap, so an interrupted save leaves the old cache."""
+    staging = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    data.save(staging)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+
+
+def relabel(data: ProbeData, task: Task, items: Sequence[Item]) -> ProbeData:
+    """Re-check the cached answers with the task's current verifier (finish reasons kept)."""
+    by_id = {item.id: item for item in items}
+    labels = [
+        Label(
+            lab.item_id,
+            int(not task.verify(lab.answer, by_id[lab.item_id])),
+            lab.finish_reason,
+            lab.answer,
+        )
+        for lab in data.labels
+    ]
+    return replace(data, labels=labels)
+
+
+def cached_collect(
+    engine: Engine, task: Task, items: Sequence[Item], cache: Path, label: str
+) -> tuple[ProbeData, Path]:
+    folder = (
+        cache
+        / f"{label}-{len(items)}items-{task.max_new_tokens}tok-{engine.fingerprint}-{items_key(items)}"
+    )
+    if (folder / "data.json").is_file():
+        log(f"{label}: cached greedy answers and features in {folder}")
+        data = ProbeData.load(folder)
+        if data.item_ids != [item.id for item in items]:
+            raise RuntimeError(f"{folder}: cached items differ; delete the folder")
+        return relabel(data, task, items), folder
+    log(
+        f"{label}: greedy answers with prefill capture, {len(items)} items, {task.max_new_tokens} new tokens"
+    )
+    started = time.perf_counter()
+    data = collect(engine, task, items, progress_cb=progress(label))
+    log(f"{label}: collected in {time.perf_counter() - started:.0f} s")
+    save_atomic(data, folder)
+    return data, folder
+
+
+def ensure_samples(
+    engine: Engine, data: ProbeData, rows: Sequence[int], k: int, seed: int, folder: Path
+) -> ProbeData:
+    """K samples for every row in `rows` (cached with the data)."""
+    missing = [r for r in rows if len(data.consistency.get(data.item_ids[r]) or []) != k]
+    if not missing:
+        return data
+    log(f"{data.task}: self-consistency, {len(missing)} items x {k} samples")
+    data = sample_consistency(
+        engine,
+        data,
+        k=k,
+        temperature=SC_TEMPERATURE,
+        rows=missing,
+        batch_size=SC_BATCH,
+        seed=seed,
+        progress_cb=progress(f"{data.task} samples"),
+    )
+    save_atomic(data, folder)
+    return data
+
+
+def merge(parts: Sequence[ProbeData], name: str) -> ProbeData:
+    """Rows of several ProbeData (same model and template) as one."""
+    first = parts[0].features
+    for part in parts[1:]:
+        if (part.features.fingerprint, part.features.template_hash) != (
+            first.fingerprint,
+            first.template_hash,
+        ):
+            raise ValueError("cannot merge features of different models or templates")
+    features = FeatureSet(
+        [i for p in parts for i in p.item_ids],
+        {kind: np.concatenate([p.features.arrays[kind] for p in parts]) for kind in first.kinds},
+        first.fingerprint,
+        first.template_hash,
+        first.model_name,
+    )
+    return ProbeData(
+        task=name,
+        max_new_tokens=max(p.max_new_tokens for p in parts),
+        item_ids=list(features.item_ids),
+        groups=[g for p in parts for g in p.groups],
+        prompts=[q for p in parts for q in p.prompts],
+        features=features,
+        labels=[lab for p in parts for lab in p.labels],
+        mean_logprob=np.concatenate([p.mean_logprob for p in parts]),
+        mean_entropy=np.concatenate([p.mean_entropy for p in parts]),
+    )
+
+
+def subset(data: ProbeData, rows: Sequence[int]) -> ProbeData:
+    index = np.asarray(rows, dtype=np.int64)
+    return ProbeData(
+        task=data.task,
+        max_new_tokens=data.max_new_tokens,
+        item_ids=[data.item_ids[i] for i in index],
+        groups=[data.groups[i] for i in index],
+        prompts=[data.prompts[i] for i in index],
+        features=data.features.subset(index),
+        labels=[data.labels[i] for i in index],
+        mean_logprob=data.mean_logprob[index],
+        mean_entropy=data.mean_entropy[index],
+    )
+
+
+# ---------------------------------------------------------------- answer extraction for SC
+
+_STOP = {
+    "the",
+    "it",
+    "its",
+    "this",
+    "that",
+    "i",
+    "capital",
+    "city",
+    "a",
+    "an",
+    "in",
+    "of",
+    "yes",
+    "no",
+}
+
+
+def capitals_key(answer: str) -> str:
+    """The answer's capitalized words (sorted, normalized), so "The capital of Peru is Lima."
+    and "Lima is the capital of Peru." agree; falls back to the whole normalized text."""
+    words = {normalize(w) for w in re.findall(r"\b[A-Z][\w'-]*", answer)} - _STOP
+    return " ".join(sorted(w for w in words if w)) or normalize(answer)
+
+
+def number_key(answer: str) -> str:
+    value = final_number(answer)
+    return normalize(answer) if value is None else f"{value:g}"
+
+
+ANSWER_KEYS: dict[str, Callable[[str], str]] = {"capitals": capitals_key, "arithmetic": number_key}
+
+
+# ---------------------------------------------------------------- timing
+
+
+@dataclass
+class Timing:
+    prompts: int
+    sc_prompts: int
+    repeats: int
+    greedy: float  # s per item: greedy answer, no capture (what logprob / entropy need)
+    greedy_probe: float  # s per item: greedy answer with capture and risk_fn
+    prefill: float  # s per item: separate prefill pass + probe scoring
+    self_consistency: float  # s per item: K samples
+    end_to_end: float  # median over repeats of greedy_probe / greedy - 1 (noisy)
+    end_to_end_range: tuple[float, float]
+    capture_us: float  # µs per item: the capture hooks' own work in one generation
+    score_us: float  # µs per item: RiskScorer on captured states
+
+    @property
+    def in_generation(self) -> float:
+        """s per item the probe adds to a generation: the capture hooks' work (prefill
+        slices and means at every layer, the early-returning calls at every decoding step,
+        stacking) and the scoring, each measured directly."""
+        return (self.capture_us + self.score_us) * 1e-6
+
+
+def capture_work_us(engine: HFEngine, prompts: Sequence[str], steps: int, loops: int = 20) -> float:
+    """µs per item of what `capture_prefill` adds to a generation of `steps` tokens, run on
+    tensors of the real shapes: one `record` per layer on the (B, T, H) prefill states, one
+    early-returning `record` per layer per decoding step, then stacking and splitting."""
+    mask = engine._encode(list(prompts))["attention_mask"]  # (B, T)
+    batch, length = mask.shape
+    width = int(engine.model.config.hidden_size)
+    points = engine.num_layers + 1
+    prefill = torch.randn(batch, length, width)  # (B, T, H)
+    step = torch.randn(batch, 1, width)  # (B, 1, H)
+    times = []
+    for _ in range(loops):
+        started = time.perf_counter()
+        capture = PrefillCapture(mask, [None] * points, [None] * points)
+        hooks = [lambda h, i=i, c=capture: c.record(i, h) for i in range(points)]
+        for hook in hooks:
+            hook(prefill)
+        for _ in range(steps):
+            for hook in hooks:
+                hook(step)
+        _split_states(*capture.stacked())
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) / batch * 1e6
+
+
+def time_methods(
+    engine: HFEngine,
+    prompts: Sequence[str],
+    budget: int,
+    scorer: RiskScorer,
+    k: int,
+    repeats: int,
+    sc_prompts: int,
+    seed: int,
+) -> Timing:
+    """Interleaved wall times (order reversed every other repeat) of every method on the
+    same prompts, so the load of other processes falls on all of them alike."""
+    prompts = list(prompts)
+    sc_list = prompts[:sc_prompts]
+    engine.generate(prompts, max_new_tokens=4, capture=True)  # warm-up
+
+    def greedy() -> object:
+        return engine.generate(prompts, max_new_tokens=budget, capture=False)
+
+    def greedy_probe() -> object:
+        engine.risk_fn = scorer
+        try:
+            return engine.generate(prompts, max_new_tokens=budget, capture=True)
+        finally:
+            engine.risk_fn = None
+
+    def prefill() -> object:
+        return [scorer(states) for states in engine.hidden_states(prompts)]
+
+    def sampled() -> object:
+        return [
+            engine.generate(
+                sc_list[s : s + SC_BATCH],
+                n=k,
+                temperature=SC_TEMPERATURE,
+                max_new_tokens=budget,
+                seed=seed,
+                capture=False,
+            )
+            for s in range(0, len(sc_list), SC_BATCH)
+        ]
+
+    fns = {"greedy": greedy, "greedy_probe": greedy_probe, "prefill": prefill, "sampled": sampled}
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
+    for repeat in range(repeats):
+        order = list(fns) if repeat % 2 == 0 else list(reversed(fns))
+        for name in order:
+            started = time.perf_counter()
+            fns[name]()
+            seconds[name].append(time.perf_counter() - started)
+        log(
+            f"  timing repeat {repeat + 1}/{repeats}: "
+            + ", ".join(f"{n} {s[-1]:.1f}s" for n, s in seconds.items())
+        )
+    ratios = [p / g - 1 for p, g in zip(seconds["greedy_probe"], seconds["greedy"], strict=True)]
+    generations = engine.generate(prompts[:8], max_new_tokens=1, capture=True)
+    states = [g.states for g in generations if g.states is not None]
+    loops = 50
+    started = time.perf_counter()
+    for _ in range(loops):
+        for state in states:
+            scorer(state)
+    score_us = (time.perf_counter() - started) / (loops * len(states)) * 1e6
+    per_item = {n: statistics.median(s) for n, s in seconds.items()}
+    return Timing(
+        prompts=len(prompts),
+        sc_prompts=len(sc_list),
+        repeats=repeats,
+        greedy=per_item["greedy"] / len(prompts),
+        greedy_probe=per_item["greedy_probe"] / len(prompts),
+        prefill=per_item["prefill"] / len(prompts),
+        self_consistency=per_item["sampled"] / len(sc_list),
+        end_to_end=statistics.median(ratios),
+        end_to_end_range=(min(ratios), max(ratios)),
+        capture_us=capture_work_us(engine, prompts, budget),
+        score_us=score_us,
+    )
+
+
+# ---------------------------------------------------------------- sweeps and variants
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    keep: Callable[[SweepRow], bool]
+
+
+def _single(row: SweepRow) -> bool:
+    return len(row.spec.layers) == 1
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant(
+        "default sweep: both kinds, single layers, logreg C=0.01",
+        lambda r: _single(r) and r.estimator == DEFAULT_ESTIMATOR,
+    ),
+    Variant(
+        "query token only, single layers",
+        lambda r: _single(r) and r.spec.kind == "query_token" and r.estimator == DEFAULT_ESTIMATOR,
+    ),
+    Variant(
+        "prompt mean only, single layers",
+        lambda r: _single(r) and r.spec.kind == "prompt_mean" and r.estimator == DEFAULT_ESTIMATOR,
+    ),
+    Variant(
+        "several layers concatenated (both kinds)",
+        lambda r: not _single(r) and r.estimator == DEFAULT_ESTIMATOR,
+    ),
+    Variant("single or concatenated (both kinds)", lambda r: r.estimator == DEFAULT_ESTIMATOR),
+    Variant(
+        "logreg C in {0.001, 0.01, 0.1, 1}, single layers",
+        lambda r: _single(r) and r.estimator.name == "logreg",
+    ),
+    Variant(
+        "MLP (64 hidden, alpha 1 or 10), single layers 0, 5, .., 30",
+        lambda r: _single(r) and r.estimator.name == "mlp",
+    ),
+    Variant(
+        "bag of embeddings: layer-0 prompt mean",
+        lambda r: (
+            r.spec.layers == (0,)
+            and r.spec.kind == "prompt_mean"
+            and r.estimator == DEFAULT_ESTIMATOR
+        ),
+    ),
+    Variant("all of the above, chosen on validation", lambda r: True),
+)
+
+
+def grid_sweep(data: ProbeData, seed: int, *, mlp: bool, quick: bool) -> list[SweepRow]:
+    """Validation AUROC of every candidate: single layers x logreg grid, [every 5th layer x
+    MLPs (a few s per fit on this CPU),] concatenated groups x logreg grid. Test labels are
+    not read."""
+    layers = list(range(0, data.features.num_layers, 3 if quick else 1))
+    if 0 not in layers:
+        layers.insert(0, 0)
+    rows = sweep(data, layers=layers, estimators=LOGREG_GRID, seed=seed, n_boot=10).rows
+    if mlp:
+        rows += sweep(data, layers=MLP_LAYERS, estimators=MLP_GRID, seed=seed, n_boot=10).rows
+    rows += sweep(
+        data, layers=[], concat=CONCAT_GROUPS, estimators=LOGREG_GRID, seed=seed, n_boot=10
+    ).rows
+    return rows
+
+
+def refit(data: ProbeData, row: SweepRow, seed: int) -> Probe:
+    """The chosen candidate fitted on train and calibrated on validation (as `sweep` does)."""
+    spec = row.spec
+    single = len(spec.layers) == 1
+    result = sweep(
+        data,
+        kinds=[spec.kind],
+        layers=list(spec.layers) if single else [],
+        concat=() if single else [spec.layers],
+        estimators=[row.estimator],
+        seed=seed,
+        n_boot=10,
+    )
+    return result.probe
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    candidates: int
+    chosen: SweepRow
+    report: EvalReport  # on --seed
+    seed_aurocs: list[float]  # probe test AUROC per split seed
+
+
+def run_variants(
+    train_data: ProbeData,
+    test_data: ProbeData,
+    seeds: Sequence[int],
+    variants: Sequence[Variant],
+    *,
+    mlp: bool,
+    quick: bool,
+    n_boot: int,
+) -> tuple[list[VariantResult], dict[str, list[float]]]:
+    """Each variant chosen on validation per split seed; its test AUROC per seed. Also the
+    baselines' test AUROC per seed (on the same test rows)."""
+    results: dict[str, VariantResult] = {}
+    baselines: dict[str, list[float]] = {"mean_logprob": [], "mean_entropy": []}
+    for number, seed in enumerate(seeds):
+        started = time.perf_counter()
+        rows = grid_sweep(train_data, seed, mlp=mlp, quick=quick)
+        for variant in variants:
+            kept = [r for r in rows if variant.keep(r)]
+            if not kept:
+                continue
+            chosen = choose(kept)
+            probe = refit(train_data, chosen, seed)
+            report = evaluate(probe, test_data, n_boot=n_boot if number == 0 else 10, seed=seed)
+            if number == 0:
+                results[variant.name] = VariantResult(variant.name, len(kept), chosen, report, [])
+            if variant.name in results:
+                results[variant.name].seed_aurocs.append(report.methods["probe"].auroc)
+            if variant is variants[0]:
+                for name in baselines:
+                    baselines[name].append(report.methods[name].auroc)
+        log(f"  split seed {seed}: {len(rows)} candidates in {time.perf_counter() - started:.0f} s")
+    return list(results.values()), baselines
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_auroc(m: RiskMetrics) -> str:
+    low, high = m.auroc_ci
+    return f"{m.auroc:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def fmt_seconds(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s:.2f} s"
+
+
+def mean_sd(values: Sequence[float], spec: str = ".3f") -> str:
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:{spec}}"
+    return f"{statistics.mean(values):{spec}} ± {statistics.stdev(values):{spec}}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ratio_ci(
+    y: np.ndarray, probe: np.ndarray, best: np.ndarray, n_boot: int, seed: int
+) -> tuple[float, float]:
+    """Paired bootstrap 95% CI of (AUROC(probe) - 0.5) / (AUROC(best) - 0.5)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        draw = rng.integers(0, len(y), len(y))
+        a, b = auroc(y[draw], probe[draw]), auroc(y[draw], best[draw])
+        if not (math.isnan(a) or math.isnan(b)) and b > 0.5:
+            values.append((a - 0.5) / (b - 0.5))
+    if not values:
+        return (math.nan, math.nan)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+# ---------------------------------------------------------------- per task
+
+
+def build_items(name: str, args: argparse.Namespace) -> tuple[Task, list[Item]]:
+    if name == "arithmetic":
+        task = get_task("arithmetic", n=args.arith_n, digits=args.digits)
+    else:
+        task = get_task(name)
+    items = list(task.items)
+    if args.quick:
+        items = items[:: max(1, len(items) // 90)][:90]
+    return task, items
+
+
+def label_rows(name: str, data: ProbeData, seed: int) -> list[list[object]]:
+    split = grouped_split(data.groups, seed=seed)
+    keep = usable(data.labels)
+    s = summarize_labels(data.labels)
+    sizes = "/".join(
+        str(int(keep[part].sum())) for part in (split.train, split.validation, split.test)
+    )
+    return [
+        [
+            name,
+            s.n,
+            f"{s.wrong} ({s.wrong / s.n:.0%})",
+            f"{s.truncated} ({s.truncated_wrong} wrong)",
+            s.included,
+            sizes,
+        ]
+    ]
+
+
+def task_section(
+    engine: HFEngine, name: str, args: argparse.Namespace, cache: Path
+) -> tuple[ProbeData, list[str], list[VariantResult]]:
+    out: list[str] = [f"## Task `{name}`", ""]
+    task, items = build_items(name, args)
+    label = name if name != "arithmetic" else f"arithmetic-d{args.digits}"
+    data, folder = cached_collect(engine, task, items, cache, label)
+    split = grouped_split(data.groups, seed=args.seed)
+    data = ensure_samples(engine, data, split.test.tolist(), args.k, args.seed, folder)
+
+    out += [
+        f"Labels ({task.description}; {data.max_new_tokens} new tokens; truncated answers excluded; "
+        f"split by group, seed {args.seed}):",
+        "",
+    ]
+    out += [
+        table(
+            ["task", "items", "wrong", "truncated", "used", "train/val/test used"],
+            label_rows(name, data, args.seed),
+        ),
+        "",
+    ]
+
+    # 1. the default sweep's probe vs the baselines, on test
+    log(f"{name}: default sweep")
+    result = sweep(data, seed=args.seed, n_boot=args.n_boot)
+    probe = result.probe
+    report = evaluate(probe, data, n_boot=args.n_boot, seed=args.seed)
+    extracted = evaluate(
+        probe, data, normalize=ANSWER_KEYS.get(name, normalize), n_boot=args.n_boot, seed=args.seed
+    )
+    log(f"{name}: interleaved timing")
+    test_prompts = [data.prompts[i] for i in split.test]
+    timing = time_methods(
+        engine,
+        test_prompts[: args.time_prompts],
+        data.max_new_tokens,
+        RiskScorer(probe),
+        args.k,
+        args.time_repeats,
+        min(SC_BATCH, args.time_prompts),
+        args.seed,
+    )
+    methods = report.methods
+    scores = dict(report.scores)
+    if "self_consistency" in extracted.methods:
+        methods = {**methods, "self_consistency_answer": extracted.methods["self_consistency"]}
+        scores["self_consistency_answer"] = extracted.scores["self_consistency"]
+    g = timing.greedy
+    rows = [
+        [
+            f"probe `{probe.spec.name}` ({result.chosen.estimator.label}, val {result.chosen.val_auroc:.3f}), separate prefill pass",
+            "prompt only",
+            fmt_auroc(methods["probe"]),
+            f"{methods['probe'].auprc:.3f}",
+            fmt_seconds(timing.prefill),
+            f"{timing.prefill / g:.1%}",
+        ],
+        [
+            "same probe, captured inside greedy generation",
+            "prompt only",
+            "same",
+            "same",
+            fmt_seconds(timing.in_generation),
+            f"{timing.in_generation / g:.2%}",
+        ],
+        [
+            "mean token logprob",
+            "greedy answer",
+            fmt_auroc(methods["mean_logprob"]),
+            f"{methods['mean_logprob'].auprc:.3f}",
+            fmt_seconds(g),
+            "100%",
+        ],
+        [
+            "mean token entropy",
+            "greedy answer",
+            fmt_auroc(methods["mean_entropy"]),
+            f"{methods['mean_entropy'].auprc:.3f}",
+            fmt_seconds(g),
+            "100%",
+        ],
+    ]
+    sc_cost = timing.self_consistency
+    if "self_consistency" in methods:
+        rows.append(
+            [
+                f"self-consistency disagreement, K={args.k} (T={SC_TEMPERATURE}), normalized text",
+                f"{args.k} samples",
+                fmt_auroc(methods["self_consistency"]),
+                f"{methods['self_consistency'].auprc:.3f}",
+                fmt_seconds(sc_cost),
+                f"{sc_cost / g:.0%}",
+            ]
+        )
+    if "self_consistency_answer" in methods:
+        key = (
+            "capitalized words"
+            if name == "capitals"
+            else "final number"
+            if name == "arithmetic"
+            else "normalized text"
+        )
+        rows.append(
+            [
+                f"self-consistency disagreement, K={args.k}, answers compared by {key}",
+                f"{args.k} samples",
+                fmt_auroc(methods["self_consistency_answer"]),
+                f"{methods['self_consistency_answer'].auprc:.3f}",
+                fmt_seconds(sc_cost),
+                f"{sc_cost / g:.0%}",
+            ]
+        )
+    out += [
+        f"Test split: {report.n_test} items ({report.labels.wrong} wrong of {report.labels.n}; "
+        f"{report.labels.truncated} truncated, excluded). Costs measured interleaved in this run: "
+        f"greedy and probe on {timing.prompts} test prompts (one batch), K samples on {timing.sc_prompts}, "
+        f"median of {timing.repeats} repeats.",
+        "",
+    ]
+    out += [
+        table(
+            [
+                "method",
+                "needs",
+                "test AUROC [95% CI]",
+                "AUPRC",
+                "wall time / item",
+                "cost vs greedy answer",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    post = {n: m for n, m in methods.items() if n != "probe"}
+    best = max(post, key=lambda n: post[n].auroc)
+    ratio = (methods["probe"].auroc - 0.5) / (post[best].auroc - 0.5)
+    low, high = ratio_ci(report.y, scores["probe"], scores[best], args.n_boot, args.seed)
+    out += [
+        f"- Target ratio (probe AUROC - 0.5) / (best post-generation AUROC - 0.5), best = `{best}`: "
+        f"**{ratio:.0%}** (paired bootstrap 95% CI {low:.0%} to {high:.0%}; target >= 90%).",
+        f"- Probe cost vs the cheapest generation-based baseline (one greedy answer, {fmt_seconds(g)}/item): "
+        f"separate prefill pass **{timing.prefill / g:.1%}**; captured inside generation **{timing.in_generation / g:.2%}** "
+        f"(measured directly: capture hooks {timing.capture_us:.0f} µs/item at {data.max_new_tokens} decoding steps, "
+        f"scoring {timing.score_us:.0f} µs/item). Target <= 5%. End-to-end check, generate with capture + risk_fn vs "
+        f"without, median of per-repeat ratios: {timing.end_to_end:+.1%} (range {timing.end_to_end_range[0]:+.1%} "
+        f"to {timing.end_to_end_range[1]:+.1%}; shared-CPU noise, not resolvable below a few %).",
+        "",
+    ]
+
+    # 2. variants
+    log(f"{name}: variants over {args.split_seeds} split seeds")
+    seeds = [args.seed + i for i in range(args.split_seeds)]
+    variants, base = run_variants(
+        data, data, seeds, VARIANTS, mlp=True, quick=args.quick, n_boot=args.n_boot
+    )
+    out += [
+        f"Variants (each chosen on validation only; test scored once per split seed; seed {args.seed} with CI, "
+        f"then the mean ± sd of test AUROC over split seeds {seeds[0]}..{seeds[-1]}):",
+        "",
+    ]
+    vrows = []
+    for v in variants:
+        m = v.report.methods["probe"]
+        vrows.append(
+            [
+                v.variant,
+                v.candidates,
+                f"`{v.chosen.spec.name}`",
+                v.chosen.estimator.label,
+                f"{v.chosen.val_auroc:.3f}",
+                fmt_auroc(m),
+                f"{m.auprc:.3f}",
+                mean_sd(v.seed_aurocs),
+            ]
+        )
+    for bname in base:
+        vrows.append(
+            [
+                f"baseline: {bname.replace('_', ' ')} (post-generation)",
+                "-",
+                "-",
+                "-",
+                "-",
+                fmt_auroc(report.methods[bname]),
+                f"{report.methods[bname].auprc:.3f}",
+                mean_sd(base[bname]),
+            ]
+        )
+    out += [
+        table(
+            [
+                "variant",
+                "candidates",
+                "chosen feature",
+                "estimator",
+                "val AUROC",
+                f"test AUROC seed {args.seed} [95% CI]",
+                "AUPRC",
+                "test AUROC over seeds",
+            ],
+            vrows,
+        ),
+        "",
+    ]
+    best_post = [max(a, b) for a, b in zip(base["mean_logprob"], base["mean_entropy"], strict=True)]
+    ratios = [
+        [
+            v.variant,
+            mean_sd(
+                [(p - 0.5) / (b - 0.5) for p, b in zip(v.seed_aurocs, best_post, strict=True)],
+                ".0%",
+            ),
+            " ".join(
+                f"{(p - 0.5) / (b - 0.5):.0%}"
+                for p, b in zip(v.seed_aurocs, best_post, strict=True)
+            ),
+        ]
+        for v in variants
+        if v.variant.startswith(("default", "all of"))
+    ]
+    out += [
+        f"Target ratio per split seed vs the better of logprob / entropy on that seed's test split "
+        f"(self-consistency was sampled for seed {args.seed} only):",
+        "",
+    ]
+    out += [table(["probe", "ratio, mean ± sd over seeds", "per seed"], ratios), ""]
+    return data, out, variants
+
+
+def facts_section(
+    engine: Engine,
+    capitals: ProbeData,
+    capitals_variants: Sequence[VariantResult],
+    args: argparse.Namespace,
+    cache: Path,
+) -> list[str]:
+    out = ["## Probe trained on more country facts, tested on capitals", ""]
+    facts = get_task("facts", attributes=list(FACT_ATTRIBUTES))
+    capital_groups = set(capitals.groups)
+    items = [item for item in facts.items if item.group in capital_groups]
+    if args.quick:
+        items = [item for item in items if item.group in set(capitals.groups)][::3]
+    fdata, _ = cached_collect(engine, facts, items, cache, "facts")
+    attr = [item.meta["attribute"] for item in items]
+    rows = []
+    for attribute in FACT_ATTRIBUTES:
+        labs = [lab for lab, a in zip(fdata.labels, attr, strict=True) if a == attribute]
+        s = summarize_labels(labs)
+        rows.append(
+            [attribute, s.n, f"{s.wrong} ({s.wrong / max(s.n, 1):.0%})", s.truncated, s.included]
+        )
+    s = summarize_labels(capitals.labels)
+    rows.append(
+        [
+            "capital (the capitals task)",
+            s.n,
+            f"{s.wrong} ({s.wrong / s.n:.0%})",
+            s.truncated,
+            s.included,
+        ]
+    )
+    out += [
+        "Facts labels (every country of the capitals task; only train-split countries are fitted on):",
+        "",
+    ]
+    out += [table(["attribute", "items", "wrong", "truncated", "used"], rows), ""]
+
+    seeds = [args.seed + i for i in range(args.split_seeds)]
+    setups: dict[str, Callable[[int], ProbeData]] = {}
+
+    def training_data(seed: int, with_capitals: bool) -> ProbeData:
+        """Capitals rows (all splits: only train is fitted, validation chooses, test unread)
+        plus the facts of train-split countries; the other countries' facts are dropped."""
+        train_groups = {capitals.groups[i] for i in grouped_split(capitals.groups, seed=seed).train}
+        keep_facts = [i for i, g in enumerate(fdata.groups) if g in train_groups]
+        split_c = grouped_split(capitals.groups, seed=seed)
+        keep_caps = (
+            sorted(split_c.train.tolist() + split_c.validation.tolist())
+            if with_capitals
+            else split_c.validation.tolist()
+        )
+        merged = merge([subset(capitals, keep_caps), subset(fdata, keep_facts)], "capitals+facts")
+        m_split = grouped_split(merged.groups, seed=seed)
+        test_groups = {capitals.groups[i] for i in split_c.test}
+        val_groups = {capitals.groups[i] for i in split_c.validation}
+        fitted = {merged.groups[i] for i in m_split.train}
+        assert not fitted & test_groups, "a capitals test country is in the training facts"
+        assert not fitted & val_groups, "a capitals validation country is in the training facts"
+        assert {merged.groups[i] for i in m_split.validation} <= val_groups
+        assert len(m_split.test) == 0
+        return merged
+
+    setups["capitals + facts (train countries)"] = lambda s: training_data(s, True)
+    setups["facts only (train countries); capitals validation chooses"] = lambda s: training_data(
+        s, False
+    )
+    facts_variants = (VARIANTS[0], VARIANTS[4], VARIANTS[5])
+    names = {v.name for v in facts_variants}
+    split0 = grouped_split(capitals.groups, seed=args.seed)
+    vrows = [
+        [
+            "capitals only (as in the variants table)",
+            int(usable(capitals.labels)[split0.train].sum()),
+            r.variant,
+            f"`{r.chosen.spec.name}`",
+            r.chosen.estimator.label,
+            f"{r.chosen.val_auroc:.3f}",
+            fmt_auroc(r.report.methods["probe"]),
+            mean_sd(r.seed_aurocs),
+        ]
+        for r in capitals_variants
+        if r.variant in names
+    ]
+    for title, build in setups.items():
+        log(f"facts: {title}")
+        per_seed: dict[str, VariantResult] = {}
+        for number, seed in enumerate(seeds):
+            train = build(seed)
+            if number == 0:
+                fitted = int(
+                    usable(train.labels)[grouped_split(train.groups, seed=seed).train].sum()
+                )
+            results, _ = run_variants(
+                train,
+                capitals,
+                [seed],
+                facts_variants,
+                mlp=False,
+                quick=args.quick,
+                n_boot=args.n_boot if number == 0 else 10,
+            )
+            for r in results:
+                if r.variant in per_seed:
+                    per_seed[r.variant].seed_aurocs += r.seed_aurocs
+                else:
+                    per_seed[r.variant] = r
+        for r in per_seed.values():
+            m = r.report.methods["probe"]
+            vrows.append(
+                [
+                    title,
+                    fitted,
+                    r.variant,
+                    f"`{r.chosen.spec.name}`",
+                    r.chosen.estimator.label,
+                    f"{r.chosen.val_auroc:.3f}",
+                    fmt_auroc(m),
+                    mean_sd(r.seed_aurocs),
+                ]
+            )
+    out += [
+        "Tested on the capitals test split. Validation (the choice of feature and estimator) = capitals "
+        "questions of validation countries only; fitted rows = train-split countries only (asserted per seed):",
+        "",
+    ]
+    out += [
+        table(
+            [
+                "training data",
+                f"fitted rows (seed {args.seed})",
+                "candidate set",
+                "chosen feature",
+                "estimator",
+                "val AUROC (capitals)",
+                f"test AUROC seed {args.seed} [95% CI]",
+                "test AUROC over seeds",
+            ],
+            vrows,
+        ),
+        "",
+    ]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", default="capitals,arithmetic")
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--arith-n", type=int, default=320)
+    parser.add_argument("--digits", type=int, default=2)
+    parser.add_argument("--k", type=int, default=5, help="samples for self-consistency")
+    parser.add_argument("--seed", type=int, default=0, help="split seed of the main tables")
+    parser.add_argument(
+        "--split-seeds",
+        type=int,
+        default=None,
+        help="split seeds averaged in the variant tables (default 5, quick 2)",
+    )
+    parser.add_argument(
+        "--time-prompts",
+        type=int,
+        default=None,
+        help="prompts per timing batch (default 32, quick 8)",
+    )
+    parser.add_argument(
+        "--time-repeats",
+        type=int,
+        default=None,
+        help="interleaved timing repeats (default 3, quick 1)",
+    )
+    parser.add_argument(
+        "--n-boot", type=int, default=None, help="bootstrap resamples (default 1000, quick 200)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: the engine's)"
+    )
+    parser.add_argument("--no-facts", action="store_true", help="skip the facts-trained probe")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="~90 items per task, fewer layers/seeds/repeats: a smoke run",
+    )
+    args = parser.parse_args()
+    args.split_seeds = args.split_seeds or (2 if args.quick else 5)
+    args.time_prompts = args.time_prompts or (8 if args.quick else 32)
+    args.time_repeats = args.time_repeats or (1 if args.quick else 3)
+    args.n_boot = args.n_boot or (200 if args.quick else 1000)
+    cache = args.cache / ("quick" if args.quick else "full")
+
+    started = time.perf_counter()
+    engine = load_model(args.model)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [n.strip() for n in args.tasks.split(",") if n.strip()]
+    print(f"# Probe benchmark: `{engine.name}` (fingerprint {engine.fingerprint})\n")
+    print(
+        f"torch threads {torch.get_num_threads()}; K={args.k}; seed {args.seed}; split seeds {args.split_seeds}; "
+        f"{'quick' if args.quick else 'full'} run\n"
+    )
+    sections: dict[str, tuple[ProbeData, list[VariantResult]]] = {}
+    for name in names:
+        data, lines, variants = task_section(engine, name, args, cache)
+        print("\n".join(lines), flush=True)
+        sections[name] = (data, variants)
+    if "capitals" in sections and not args.no_facts:
+        lines = facts_section(engine, *sections["capitals"], args, cache)
+        print("\n".join(lines), flush=True)
+    print(
+        f"Wall time {time.perf_counter() - started:.0f} s (greedy answers, features and samples cached in {cache})."
+    )
+
+
+if __name__ == "__main__":
+    main()

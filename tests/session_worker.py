@@ -1,0 +1,292 @@
+"""Run or resume one tiny session through the CLI's own code path, in a process of its own
+(so a test can `kill -9` it, or kill the Redis under it).
+
+    python tests/session_worker.py --store URL --root DIR --session ID [--resume]
+        [--events-out FILE] [--set key=value ...] [--die-after-version]
+        [--slow-checkpoints SECONDS]
+
+It is `autodidact run --policy FILE` / `autodidact resume ID` with two stand-ins: the tiny
+random Llama of tests/tiny_models.py for the policy's model (seeded, so every process
+builds the same one) and the coin-flip task of tests/test_graph.py for its task, with the
+tiny policy of that test. Everything else is the CLI's: opening the store, the session,
+the console view, one-line errors and exit codes.
+
+--events-out FILE: every event the session emits in this process (progress included) is
+appended there as one JSON line, flushed at once: what this process did, beside what the
+log kept. --die-after-version: SIGKILL this process right after the first trained model
+version is renamed into place, before its node is checkpointed. --slow-checkpoints S:
+every checkpoint put waits S seconds first, so a node that started before the previous
+checkpoint was written would show (and a session lasts long enough to follow).
+
+Tests start it with `launch(...)` and watch the store with `wait_for_key(...)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if sys.path[0] == str(REPO / "tests"):  # run as a script: the repo root, not tests/
+    sys.path[0] = str(REPO)
+
+
+TIMEOUT_S = 120.0  # one tiny session, imports included, on a busy 2-core machine
+
+
+# ---------------------------------------------------------------- the test side
+
+
+@dataclass
+class Worker:
+    """A worker process; its stdout and stderr go to files beside its session."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def wait(self, timeout: float = TIMEOUT_S) -> int:
+        """The exit code (negative: the signal); a worker past `timeout` is killed."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL (`kill -9`) and reap."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(TIMEOUT_S)
+
+    @property
+    def stdout(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def output(self) -> str:
+        return f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def launch(
+    store: str,
+    root: Path,
+    session: str,
+    *,
+    resume: bool = False,
+    events_out: Path | None = None,
+    sets: Sequence[str] = (),
+    die_after_version: bool = False,
+    slow_checkpoints: float = 0.0,
+) -> Worker:
+    """Start a worker running (or resuming) `session`; returns at once."""
+    command = [sys.executable, str(Path(__file__).resolve())]
+    command += ["--store", store, "--root", str(root), "--session", session]
+    command += ["--resume"] if resume else []
+    command += ["--events-out", str(events_out)] if events_out else []
+    command += [arg for s in sets for arg in ("--set", s)]
+    command += ["--die-after-version"] if die_after_version else []
+    command += ["--slow-checkpoints", str(slow_checkpoints)] if slow_checkpoints else []
+    logs = root / "worker-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stem = f"{session}.{'resume' if resume else 'run'}.{time.monotonic_ns()}"
+    out, err = logs / f"{stem}.out", logs / f"{stem}.err"
+    env = {**os.environ, "COLUMNS": "200", "TOKENIZERS_PARALLELISM": "false"}
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=REPO)
+    return Worker(proc, out, err)
+
+
+def wait_for_key(
+    events: Any, session: str, key: str, worker: Worker, timeout: float = TIMEOUT_S
+) -> None:
+    """Poll the event log until `key` is in it; AssertionError if the worker ends first
+    (or, killed, when `timeout` passes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.key == key for e in events.read(session)):
+            return
+        if worker.proc.poll() is not None:
+            raise AssertionError(
+                f"worker ended ({worker.proc.returncode}) before {key}:\n{worker.output()}"
+            )
+        time.sleep(0.02)
+    worker.kill()
+    raise AssertionError(f"no event {key} within {timeout} s:\n{worker.output()}")
+
+
+def read_events(path: Path) -> list[Any]:
+    """The events a worker wrote with --events-out, progress left out."""
+    from storage import Event
+
+    if not path.exists():
+        return []
+    events = [Event.model_validate_json(line) for line in path.read_text().splitlines() if line]
+    return [e for e in events if e.kind != "progress"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finished session decided and produced, free of times and session ids."""
+
+    keys: list[str]  # event keys, in log order
+    decisions: list[tuple[str, str, bool]]  # (action, reason, promote)
+    history: list[dict[str, Any]]  # CycleMetrics, wall time left out
+    hashes: dict[str, str]  # datasets (manifest sha256) and weight files (sha256), by path
+    status: str | None  # in the sessions registry
+
+
+def checkpoint_values(store: Any, session: str) -> dict[str, Any]:
+    """Channel values of the session's latest checkpoint ({} when there is none)."""
+    saved = store.checkpointer.get_tuple({"configurable": {"thread_id": session}})
+    return dict(saved.checkpoint["channel_values"]) if saved else {}
+
+
+def outcome(store: Any, session: str) -> Outcome:
+    import hashlib
+
+    from storage import ArtifactStore
+
+    values = checkpoint_values(store, session)
+    folder = Path(store.root) / "sessions" / session
+    hashes = {a.name: a.sha256 for a in ArtifactStore(folder).entries() if a.kind == "jsonl"}
+    for weights in sorted(folder.glob("**/*.safetensors")):
+        hashes[weights.relative_to(folder).as_posix()] = hashlib.sha256(
+            weights.read_bytes()
+        ).hexdigest()
+    info = store.events.get_session(session)
+    return Outcome(
+        keys=[e.key for e in store.events.read(session)],
+        decisions=[(d["action"], d["reason"], d["promote"]) for d in values.get("decisions", [])],
+        history=[{k: v for k, v in h.items() if k != "seconds"} for h in values.get("history", [])],
+        hashes=hashes,
+        status=info.status if info else None,
+    )
+
+
+# ---------------------------------------------------------------- the worker side
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", required=True, help="store URL (sqlite:///... or redis://...)")
+    parser.add_argument("--root", required=True, type=Path, help="sessions folder")
+    parser.add_argument("--session", required=True, help="session id")
+    parser.add_argument("--resume", action="store_true", help="resume instead of run")
+    parser.add_argument("--events-out", type=Path, help="append emitted events here (JSONL)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="key=value")
+    parser.add_argument("--die-after-version", action="store_true")
+    parser.add_argument(
+        "--slow-checkpoints", type=float, default=0.0, help="seconds each checkpoint put waits"
+    )
+    return parser.parse_args(argv)
+
+
+def cli_args(args: argparse.Namespace) -> list[str]:
+    """The `autodidact` command line this worker stands for."""
+    from tests.test_graph import tiny_policy
+
+    where = ["--store", args.store, "--root", str(args.root)]
+    if args.resume:
+        return ["resume", args.session, *where]
+    sets = dict(s.split("=", 1) for s in args.sets)
+    policy_file = args.root / f"{args.session}.policy.yaml"
+    args.root.mkdir(parents=True, exist_ok=True)
+    policy_file.write_text(json.dumps(tiny_policy(**sets).model_dump(mode="json")))
+    return ["run", "--policy", str(policy_file), "--session-id", args.session, *where]
+
+
+def install_stand_ins(args: argparse.Namespace) -> None:
+    """The tiny engine and task in place of the policy's, the event tap, the kill."""
+    import graph.cli
+    import graph.cli_session
+    from tests.test_graph import coin_flip_task
+    from tests.tiny_models import tiny_engine
+
+    graph.cli.load_engine = lambda model: tiny_engine()
+    graph.cli_session.load_policy_task = lambda policy: coin_flip_task()
+    if args.events_out is not None:
+        graph.cli_session.console_view = tapped_view(
+            graph.cli_session.console_view, args.events_out
+        )
+    if args.die_after_version:
+        die_after_first_version()
+    if args.slow_checkpoints:
+        slow_checkpoints(args.slow_checkpoints)
+
+
+def tapped_view(console_view: Any, out: Path) -> Any:
+    """`console_view`, with every event also appended to `out` as a JSON line."""
+
+    @contextmanager
+    def view() -> Iterator[Any]:
+        with console_view() as shown, out.open("a") as handle:
+
+            def tap(event: Any) -> None:
+                handle.write(event.model_dump_json() + "\n")
+                handle.flush()
+                shown(event)
+
+            yield tap
+
+    return view
+
+
+def die_after_first_version() -> None:
+    import agents.optimize
+
+    save = agents.optimize._save_version
+
+    def save_then_die(*args: Any, **kwargs: Any) -> None:
+        save(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    agents.optimize._save_version = save_then_die
+
+
+def slow_checkpoints(seconds: float) -> None:
+    """Every checkpoint put waits `seconds` first: a slow store, or a kill that lands
+    while a checkpoint is still being written."""
+    import storage.store
+
+    def slowed(make_saver: Any) -> Any:
+        def make(*args: Any, **kwargs: Any) -> Any:
+            saver = make_saver(*args, **kwargs)
+            put = saver.put
+
+            def slow_put(*put_args: Any, **put_kwargs: Any) -> Any:
+                time.sleep(seconds)
+                return put(*put_args, **put_kwargs)
+
+            saver.put = slow_put
+            return saver
+
+        return make
+
+    storage.store.sqlite_saver = slowed(storage.store.sqlite_saver)
+    storage.store.redis_saver = slowed(storage.store.redis_saver)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = cli_args(args)
+    install_stand_ins(args)
+    from graph.cli import app
+
+    app(command, prog_name="autodidact")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Crash-resume: a tiny session `kill -9`ed during optimize, then `autodidact resume`d in a
+new process, ends exactly like an uninterrupted run of the same seed, with every event
+logged once and no completed node done again. Both backends.
+
+The sessions run in subprocesses (tests/session_worker.py: the CLI with the tiny engine);
+the test watches the store they write to and kills them."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import empty_checkpoint
+from typer.testing import CliRunner
+
+from storage import Event, Store, open_store
+from tests.session_worker import (
+    Outcome,
+    checkpoint_values,
+    launch,
+    outcome,
+    read_events,
+    wait_for_key,
+)
+from tests.test_graph import run_tiny_session
+
+BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.integration)]
+DONE_BEFORE_OPTIMIZE = {(0, "probe"), (0, "baseline"), (1, "acquire"), (1, "select")}
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/autodidact.db"
+    return str(request.getfixturevalue("redis_url"))  # sessions get unique ids
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+    """An uninterrupted run of the same tiny session, same seed (in this process: the
+    worker's stand-ins are the same engine, task and policy)."""
+    root = tmp_path_factory.mktemp("reference")
+    with open_store(f"sqlite:///{root}/autodidact.db", root) as store:
+        run_tiny_session(store, "reference")
+        return outcome(store, "reference")
+
+
+def assert_same_session(resumed: Outcome, reference: Outcome) -> None:
+    assert resumed.status == "finished"
+    assert len(resumed.keys) == len(set(resumed.keys)), "an event was logged twice"
+    assert set(resumed.keys) == set(reference.keys), "events missing or extra"
+    assert resumed.decisions == reference.decisions
+    assert resumed.history == reference.history
+    assert resumed.hashes == reference.hashes, "datasets or model weights differ"
+
+
+def assert_checkpoint_is_select(store: Store, session: str) -> None:
+    """The last checkpoint is the one after select: data chosen, no v1 trained."""
+    values = checkpoint_values(store, session)
+    assert values["cycle"] == 1 and values["data"]["sft"] > 0
+    assert "v1" not in values["versions"]
+
+
+def assert_log_well_formed(events: list[Event]) -> None:
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert len({e.key for e in events}) == len(events)
+
+
+def test_kill_9_during_optimize_then_resume_matches_an_uninterrupted_run(
+    store_url: str, tmp_path: Path, reference: Outcome
+) -> None:
+    session = f"crash-{uuid.uuid4().hex[:8]}"
+    # slow checkpoint writes: optimize must not start before select's checkpoint is written
+    first = launch(store_url, tmp_path, session, slow_checkpoints=0.3)
+    with open_store(store_url, tmp_path) as store:
+        wait_for_key(store.events, session, "c1/optimize/0", first)
+        first.kill()
+        before = store.events.read(session)
+
+        assert first.proc.returncode == -9
+        assert ("optimize", "node_end") not in {(e.node, e.kind) for e in before}, (
+            "the kill must land inside optimize"
+        )
+        assert_checkpoint_is_select(store, session)
+
+        second = launch(
+            store_url, tmp_path, session, resume=True, events_out=tmp_path / "resumed.jsonl"
+        )
+        assert second.wait() == 0, second.output()
+        after = store.events.read(session)
+        assert_same_session(outcome(store, session), reference)
+
+    emitted = read_events(tmp_path / "resumed.jsonl")
+    assert emitted[0].key == "c1/optimize/0", "resume starts at the interrupted node"
+    redone = {(e.cycle, e.node) for e in emitted} & DONE_BEFORE_OPTIMIZE
+    assert not redone, f"completed nodes ran again: {redone}"
+    assert_log_well_formed(after)
+    assert after[: len(before)] == before, "what the killed run logged is kept as it was"
+    resumed_from = min(e.ts for e in emitted)
+    assert all(e.ts >= resumed_from for e in after[len(before) :]), (
+        "every later entry comes from the resumed process"
+    )
+    assert {e.key for e in after[len(before) :]} <= {e.key for e in emitted}
+
+
+def test_kill_between_writing_a_version_and_checkpointing_it(
+    tmp_path: Path, reference: Outcome
+) -> None:
+    """The worst moment: versions/v1 renamed into place, its node not yet checkpointed.
+    The resumed optimize must train v1 again, not stop on the orphaned folder."""
+    url, session = f"sqlite:///{tmp_path}/autodidact.db", "orphan"
+    first = launch(url, tmp_path, session, die_after_version=True)
+    assert first.wait() == -9, first.output()
+    version = tmp_path / "sessions" / session / "versions" / "v1"
+    assert (version / "merged").is_dir(), "the kill came after the version was written"
+    with open_store(url, tmp_path) as store:
+        assert_checkpoint_is_select(store, session)
+        second = launch(url, tmp_path, session, resume=True)
+        assert second.wait() == 0, second.output()
+        assert_same_session(outcome(store, session), reference)
+        assert_log_well_formed(store.events.read(session))
+
+
+def no_model(_model: str) -> None:
+    raise AssertionError("the model must not load")
+
+
+def test_resume_of_a_session_the_store_does_not_hold_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """E.g. `resume` without the --store the session ran with: exit 2 before any model
+    loads, not an empty run recorded as interrupted."""
+    import graph.cli
+    from tests.test_graph import tiny_policy
+
+    monkeypatch.setattr(graph.cli, "load_engine", no_model)
+    folder = tmp_path / "sessions" / "elsewhere"
+    folder.mkdir(parents=True)
+    (folder / "policy.json").write_text(tiny_policy().model_dump_json())
+    result = CliRunner().invoke(graph.cli.app, ["resume", "elsewhere", "--root", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "no checkpoint" in result.output and "--store" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_run_over_an_existing_session_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --session-id` of a checkpointed session would restart it on top of its own
+    history: refused, pointing at `resume`."""
+    import graph.cli
+
+    monkeypatch.setattr(graph.cli, "load_engine", no_model)
+    url = f"sqlite:///{tmp_path}/autodidact.db"
+    with open_store(url, tmp_path) as store:
+        config: RunnableConfig = {"configurable": {"thread_id": "taken", "checkpoint_ns": ""}}
+        store.checkpointer.put(config, empty_checkpoint(), {"source": "input", "step": -1}, {})
+    args = ["run", "--preset", "quick", "--session-id", "taken", "--store", url]
+    result = CliRunner().invoke(graph.cli.app, [*args, "--root", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "already exists" in result.output and "autodidact resume taken" in result.output
+    assert len(result.output.strip().splitlines()) == 1
