@@ -112,10 +112,14 @@ class HFEngine:
         decoder = self.model.get_decoder()
         for start in range(0, len(prompts), self.batch_size):
             batch = self._encode(prompts[start : start + self.batch_size])
-            with capture_prefill(self.model, batch["attention_mask"]) as capture:
+            mask = batch["attention_mask"]
+            # positions count real tokens only, as `generate` does under left padding
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with capture_prefill(self.model, mask) as capture:
                 decoder(
                     input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
+                    attention_mask=mask,
+                    position_ids=positions,
                     use_cache=False,
                 )
             states += _split_states(*capture.stacked())

@@ -51,6 +51,7 @@ class Nodes:
         policy = runtime.context
         emit = self._emitter(runtime, "probe", state.get("cycle", 0))
         engine = self.bench.engine(state)
+        refits = state.get("probe_refits", 0) + (1 if state.get("history") else 0)
         fitted = probing.fit_session_probe(
             self.bench,
             engine,
@@ -59,15 +60,21 @@ class Nodes:
             max_new_tokens=policy.probe.max_new_tokens or policy.evaluate.max_new_tokens,
             target_precision=policy.refine.target_precision,
             seed=policy.seed,
+            index=refits,
             emit=emit,
         )
-        emit.end(f"probe: {fitted.description}", val_auroc=fitted.val_auroc)
-        refits = state.get("probe_refits", 0) + (1 if state.get("history") else 0)
+        emit.end(
+            f"probe: {fitted.description}",
+            val_auroc=fitted.val_auroc,
+            held_out_auroc=fitted.held_out_auroc,
+        )
         update = {
             "probe": fitted.name,
             "probe_fingerprint": engine.fingerprint,
             "probe_val_auroc": fitted.val_auroc,
             "probe_val_ece": fitted.val_ece,
+            "probe_fit_auroc": fitted.held_out_auroc,
+            "probe_fit_ece": fitted.held_out_ece,
             "probe_refits": refits,
             "thresholds": {"low": fitted.thresholds.low, "high": fitted.thresholds.high},
         }
@@ -262,8 +269,8 @@ class Nodes:
             best_version=state["best_version"],
             elapsed_minutes=(time.time() - state["started_at"]) / 60,
             retrains_so_far=state.get("retrains", 0),
-            probe_baseline_auroc=state.get("probe_val_auroc"),
-            probe_baseline_ece=state.get("probe_val_ece"),
+            probe_baseline_auroc=state.get("probe_fit_auroc"),
+            probe_baseline_ece=state.get("probe_fit_ece"),
             probe_refits_so_far=state.get("probe_refits", 0),
             last_cycle_minutes=(time.time() - state.get("cycle_started_at", time.time())) / 60,
             trained=trained,

@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
+
 from agents.refine import Thresholds, choose_thresholds
 from engines.base import Engine
 from graph.events import Emitter
 from graph.workbench import Workbench
 from probes.artifact import Probe, load_probe
 from probes.labels import label_array, usable
+from probes.metrics import auroc as auroc_of
+from probes.metrics import expected_calibration_error
 from probes.runtime import RiskScorer
 from probes.split import grouped_split
 from probes.sweep import collect, sweep
@@ -23,8 +28,10 @@ from tasks.base import Item, Task
 @dataclass(frozen=True)
 class FittedProbe:
     name: str | None  # artifact name; None when no probe could be fitted
-    val_auroc: float | None
+    val_auroc: float | None  # of the chosen candidate, on the split it was chosen on
     val_ece: float | None
+    held_out_auroc: float | None  # on the probe's own test rows: the honest number at fit
+    held_out_ece: float | None
     description: str
     thresholds: Thresholds
 
@@ -38,6 +45,7 @@ def fit_session_probe(
     max_new_tokens: int,
     target_precision: float,
     seed: int,
+    index: int,
     emit: Emitter,
 ) -> FittedProbe:
     """Greedy answers on `items` (train split), a layer x feature sweep chosen on the
@@ -57,22 +65,22 @@ def fit_session_probe(
         result = sweep(data, seed=probe_seed, n_boot=200)
     except ValueError as error:  # e.g. every answer right (or wrong): nothing to learn
         emit("error", f"no probe fitted: {error}")
-        return FittedProbe(None, None, None, f"none ({error})", Thresholds())
-    index = (
-        len(list((bench.root / "probes").glob("probe-*")))
-        if (bench.root / "probes").exists()
-        else 0
-    )
+        return FittedProbe(None, None, None, None, None, f"none ({error})", Thresholds())
     name = f"probes/probe-{index}"
     folder = result.probe.save(bench.root / name)
     bench.artifacts.add_dir(name, Path(folder), kind="probe")
     split = grouped_split(data.groups, seed=probe_seed).restrict(usable(data.labels))
-    risks = RiskScorer(result.probe).score(
-        data.features.matrix(result.probe.spec)[split.validation]
+    scorer, matrix, y = (
+        RiskScorer(result.probe),
+        data.features.matrix(result.probe.spec),
+        label_array(data.labels),
     )
-    wrong = label_array(data.labels)[split.validation]
+    risks = scorer.score(matrix[split.validation])
     thresholds = choose_thresholds(
-        list(map(float, risks)), [not bool(w) for w in wrong], target_precision
+        list(map(float, risks)), [not bool(w) for w in y[split.validation]], target_precision
+    )
+    held_out_auroc, held_out_ece = _held_out_metrics(
+        y[split.test], scorer.score(matrix[split.test])
     )
     auroc = result.validation.auroc
     emit(
@@ -82,8 +90,32 @@ def fit_session_probe(
         feature=result.chosen.spec.name,
         val_auroc=auroc,
     )
-    description = f"{result.chosen.spec.name}, validation AUROC {auroc:.3f}"
-    return FittedProbe(name, auroc, result.validation.ece, description, thresholds)
+    description = f"{result.chosen.spec.name}, validation AUROC {auroc:.3f}" + (
+        f", held-out AUROC {held_out_auroc:.3f} (n={len(split.test)})"
+        if held_out_auroc is not None
+        else ""
+    )
+    return FittedProbe(
+        name,
+        auroc,
+        result.validation.ece,
+        held_out_auroc,
+        held_out_ece,
+        description,
+        thresholds,
+    )
+
+
+def _held_out_metrics(
+    wrong: NDArray[np.int64], risk: NDArray[np.float64]
+) -> tuple[float | None, float | None]:
+    """AUROC and ECE on rows the sweep never read: the baseline the monitor compares the
+    probe's later AUROC on fresh labels with. The validation AUROC is the best of many
+    candidates on a small split, so it overstates what the probe does on new data. None
+    when the rows hold one class only."""
+    if len(np.unique(wrong)) < 2:
+        return None, None
+    return auroc_of(wrong, risk), expected_calibration_error(wrong, risk)
 
 
 @lru_cache(maxsize=8)

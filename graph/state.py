@@ -40,6 +40,8 @@ class SessionState(TypedDict, total=False):
     probe_fingerprint: str | None  # the model the probe was fitted on
     probe_val_auroc: float | None  # the probe's AUROC on its own validation split
     probe_val_ece: float | None
+    probe_fit_auroc: float | None  # on the probe's own held-out rows: the drift baseline
+    probe_fit_ece: float | None
     probe_refits: int
     thresholds: dict[str, float]  # refine thresholds chosen on the probe's validation split
     attempts: str | None  # artifact name of this cycle's samples

@@ -12,14 +12,13 @@ questions share its group, so an image never spans two splits.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
 from tasks.base import Item, Task, TaskError
-from tasks.verifiers import normalize
+from tasks.verifiers import pope_match
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -43,34 +42,6 @@ class Shape:
     @property
     def name(self) -> str:
         return f"{self.colour} {self.kind}"
-
-
-def yes_or_no(answer: str) -> str | None:
-    """The first standalone "yes" or "no" of an answer (POPE's reading), else None.
-
-    >>> yes_or_no("Yes, there is a red circle.")
-    'yes'
-    >>> yes_or_no("There is no red circle in the image.")
-    'no'
-    >>> yes_or_no("Nothing red; I cannot tell.") is None
-    True
-    """
-    match = re.search(r"\b(yes|no)\b", normalize(answer))
-    return match.group(1) if match else None
-
-
-def pope_match(answer: str, references: Sequence[str]) -> bool:
-    """The answer's yes/no (see `yes_or_no`) equals the reference's.
-
-    >>> pope_match("No.", ["no"])
-    True
-    >>> pope_match("Yes there is", ["no"])
-    False
-    >>> pope_match("I am not sure", ["no"])
-    False
-    """
-    said = yes_or_no(answer)
-    return said is not None and any(said == yes_or_no(ref) for ref in references)
 
 
 def draw_shapes(shapes: Sequence[Shape], size: int) -> Image.Image:

@@ -102,9 +102,38 @@ def yes_no_match(answer: str, references: Sequence[str]) -> bool:
     return bool(words) and any(words[0] == normalize(ref) for ref in references)
 
 
+def yes_or_no(answer: str) -> str | None:
+    """The first standalone "yes" or "no" of an answer (POPE's reading), else None.
+
+    >>> yes_or_no("Yes, there is a red circle.")
+    'yes'
+    >>> yes_or_no("There is no red circle in the image.")
+    'no'
+    >>> yes_or_no("Nothing red; I cannot tell.") is None
+    True
+    """
+    match = re.search(r"\b(yes|no)\b", normalize(answer))
+    return match.group(1) if match else None
+
+
+def pope_match(answer: str, references: Sequence[str]) -> bool:
+    """The answer's yes/no (see `yes_or_no`) equals the reference's.
+
+    >>> pope_match("No.", ["no"])
+    True
+    >>> pope_match("Yes there is", ["no"])
+    False
+    >>> pope_match("I am not sure", ["no"])
+    False
+    """
+    said = yes_or_no(answer)
+    return said is not None and any(said == yes_or_no(ref) for ref in references)
+
+
 VERIFIERS: dict[str, Callable[[str, Sequence[str]], bool]] = {
     "exact": exact_match,
     "alias": alias_match,
     "numeric": numeric_match,
     "yes_no": yes_no_match,
+    "pope": pope_match,
 }

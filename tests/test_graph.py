@@ -70,7 +70,8 @@ def test_two_cycle_session_completes_and_records_everything(store) -> None:  # t
     cycles = [h["cycle"] for h in state["history"]]
     assert cycles[0] == 0 and max(cycles) >= 1
     assert state["decisions"], "the monitor decided at least once"
-    assert state["probe"] is not None, "a probe was fitted on train-split answers"
+    assert state["probe"] == "probes/probe-0", "a probe was fitted on train-split answers"
+    assert "probe_fit_auroc" in state, "the drift baseline comes from the probe's held-out rows"
     assert all(h["mean_risk"] is not None for h in state["history"]), (
         "every evaluation carries risk"
     )
@@ -83,3 +84,13 @@ def test_two_cycle_session_completes_and_records_everything(store) -> None:  # t
     assert all(e.kind != "progress" for e in logged)
     info = store.events.get_session("s1")
     assert info is not None and info.status == "finished"
+
+
+def test_held_out_metrics_need_both_classes() -> None:
+    import numpy as np
+
+    from graph.probing import _held_out_metrics
+
+    assert _held_out_metrics(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9])) == (None, None)
+    auroc, ece = _held_out_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]))
+    assert auroc == 1.0 and ece is not None and 0.0 <= ece <= 1.0
