@@ -272,14 +272,18 @@ def sessions(
         rows = opened.events.list_sessions()
         url = opened.url
     if as_json:
-        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        print(
+            json.dumps(
+                [{**r.model_dump(mode="json"), "status": r.shown_status} for r in rows], indent=2
+            )
+        )
         return
     table = Table(
         "session", "status", "task", "model", "cycles", "best dev acc", title=f"sessions in {url}"
     )
     for r in rows:
         best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.1%}"
-        table.add_row(r.session_id, r.status, r.task, r.model, str(r.cycles), best)
+        table.add_row(r.session_id, r.shown_status, r.task, r.model, str(r.cycles), best)
     console.print(table)
 
 
@@ -304,7 +308,7 @@ def trace(
 
             def finished() -> bool:
                 current = opened.events.get_session(session_id)
-                return current is None or current.status != "running"
+                return current is None or current.shown_status != "running"
 
             for event in opened.events.follow(session_id, stop=finished):
                 _print_event(event, as_json)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -138,5 +139,6 @@ class Session:
                 cycles=max((h.get("cycle", 0) for h in history), default=0),
                 best_accuracy=max((h.get("accuracy", 0.0) for h in history), default=None),
                 pid=os.getpid(),
+                host=socket.gethostname(),
             )
         )

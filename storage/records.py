@@ -4,6 +4,8 @@ They are a file format: changing a field means bumping `schema_version`."""
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -92,6 +94,26 @@ class SessionInfo(BaseModel):
         default=None, description="Best held-out accuracy so far, if any was measured."
     )
     pid: int | None = Field(default=None, description="Process id that last ran the session.")
+    host: str | None = Field(default=None, description="Host name of that process.")
+
+    def process_gone(self) -> bool:
+        """A "running" session whose process no longer exists on this host: killed
+        (SIGKILL, power loss) before it could record how it ended. Sessions run elsewhere
+        cannot be checked from here and count as alive."""
+        if self.status != "running" or self.pid is None or self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # exists, owned by another user
+            return False
+        return False
+
+    @property
+    def shown_status(self) -> str:
+        """The status for people: a killed "running" session reads "interrupted"."""
+        return "interrupted" if self.process_gone() else self.status
 
     @field_validator("store_url")
     @classmethod

@@ -238,3 +238,22 @@ def test_redis_keys_are_namespaced_by_session() -> None:
     log = RedisEventLog(redis.Redis())  # no connection is made until a command runs
     assert log._key("abc", "events") == "autodidact:{abc}:events"
     assert log._key("abc", "keys") == "autodidact:{abc}:keys"
+
+
+def test_a_killed_running_session_reads_interrupted() -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    gone_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone_pid.wait()  # reaped: its pid names no process now
+    here = socket.gethostname()
+    killed = session_info("a", 1.0, status="running", pid=gone_pid.pid, host=here)
+    alive = session_info("b", 1.0, status="running", pid=os.getpid(), host=here)
+    elsewhere = session_info("c", 1.0, status="running", pid=gone_pid.pid, host=here + "-other")
+    finished = session_info("d", 1.0, status="finished", pid=gone_pid.pid, host=here)
+    assert killed.shown_status == "interrupted"
+    assert alive.shown_status == "running"
+    assert elsewhere.shown_status == "running", "another host's process cannot be checked"
+    assert finished.shown_status == "finished"
