@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import nullcontext
 from functools import cached_property
 from pathlib import Path
 
@@ -18,7 +18,8 @@ from transformers import (
 )
 
 from engines.base import Generation, ProgressFn, PromptStates, Sample
-from engines.hooks import capture_prefill, decoder_layers, track_token_stats
+from engines.decoding import DecodedRow, Sampling, decode, prefill
+from engines.hooks import capture_prefill, decoder_layers
 from engines.loading import resolve_model
 
 
@@ -141,12 +142,13 @@ class HFEngine:
         capture: bool = True,
         on_progress: ProgressFn | None = None,
     ) -> list[Generation]:
+        sampling = Sampling(temperature, top_p, max_new_tokens)
         generations: list[Generation] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(prompts[start : start + self.batch_size])
-            torch.manual_seed(seed + start)
+            generator = torch.Generator(self.model.device).manual_seed(seed + start)
             generations += self._generate_batch(
-                chunk, n, temperature, top_p, max_new_tokens, list(stop or []), capture
+                chunk, n, sampling, list(stop or []), capture, generator
             )
             if on_progress:
                 on_progress(len(generations), len(prompts))
@@ -156,76 +158,59 @@ class HFEngine:
         self,
         prompts: list[str],
         n: int,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
+        sampling: Sampling,
         stop: list[str],
         capture: bool,
+        generator: torch.Generator,
     ) -> list[Generation]:
         batch = self._encode(prompts)
-        greedy = temperature <= 0.0
-        copies = 1 if greedy else n  # greedy samples are identical: decode once, copy
-        sampling = (
-            {"do_sample": False}
-            if greedy
-            else {"do_sample": True, "temperature": temperature, "top_p": top_p}
+        mask = batch["attention_mask"]
+        copies = 1 if sampling.greedy else n  # greedy samples are identical: decode once, copy
+        with capture_prefill(self.model, mask) if capture else nullcontext() as prefill_capture:
+            logits, cache = prefill(self.model, batch["input_ids"], mask)
+        rows = decode(
+            self.model,
+            logits,
+            cache,
+            mask,
+            copies=copies,
+            sampling=sampling,
+            end_ids=_eos_ids(self.model, self.tokenizer),
+            generator=generator,
+            is_stopped=self._stop_check(stop) if stop else None,
         )
-        prefill_mask = batch["attention_mask"].repeat_interleave(copies, 0)  # (B*copies, T)
-        prompt_len = batch["input_ids"].shape[1]
-        with ExitStack() as hooks:
-            stats = hooks.enter_context(track_token_stats(self.model))
-            prefill = (
-                hooks.enter_context(capture_prefill(self.model, prefill_mask)) if capture else None
-            )
-            sequences = self.model.generate(
-                **batch,
-                **sampling,
-                num_return_sequences=copies,
-                max_new_tokens=max_new_tokens,
-                stop_strings=stop or None,
-                tokenizer=self.tokenizer if stop else None,
-                pad_token_id=self.tokenizer.pad_token_id,
-                top_k=None,
-            )
-        completions = sequences[:, prompt_len:]  # (B*copies, steps)
-        logprobs, entropies = stats.finish(completions[:, -1])
-        samples = [
-            self._sample(completions[i], logprobs[i], entropies[i], stop)
-            for i in range(len(completions))
-        ]
+        samples = [self._sample(row, stop) for row in rows]
         states: list[PromptStates | None] = [None] * len(prompts)
-        if prefill is not None:
-            query, mean = prefill.stacked()
-            states = list(_split_states(query[::copies], mean[::copies]))
+        if prefill_capture is not None:
+            states = list(_split_states(*prefill_capture.stacked()))
         generations = []
         for i, prompt in enumerate(prompts):
             drawn = samples[i * copies : (i + 1) * copies]
-            generation = Generation(prompt, drawn * n if greedy else drawn, states[i])
+            generation = Generation(prompt, drawn * n if sampling.greedy else drawn, states[i])
             if self.risk_fn is not None and generation.states is not None:
                 generation.risk = float(self.risk_fn(generation.states))
             generations.append(generation)
         return generations
 
-    def _sample(
-        self, ids: torch.Tensor, logprobs: torch.Tensor, entropies: torch.Tensor, stop: list[str]
-    ) -> Sample:
-        eos_ids = _eos_ids(self.model, self.tokenizer)
-        token_ids = ids.tolist()
-        length, finish = len(token_ids), "length"
-        for position, token in enumerate(token_ids):
-            if token in eos_ids:
-                length, finish = position + 1, "stop"
-                break
-        text = str(self.tokenizer.decode(token_ids[:length], skip_special_tokens=True))
+    def _stop_check(self, stop: list[str]) -> Callable[[list[int]], bool]:
+        def stopped(token_ids: list[int]) -> bool:
+            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+            return any(marker in text for marker in stop)
+
+        return stopped
+
+    def _sample(self, row: DecodedRow, stop: list[str]) -> Sample:
+        text = str(self.tokenizer.decode(row.token_ids, skip_special_tokens=True))
+        finish = "stop" if row.stopped else "length"
         for marker in stop:
             cut = text.find(marker)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
         return Sample(
             text=text.strip(),
-            token_ids=token_ids[:length],
-            logprobs=logprobs[:length].tolist(),
-            entropies=entropies[:length].tolist(),
+            token_ids=row.token_ids,
+            logprobs=row.logprobs,
+            entropies=row.entropies,
             finish_reason=finish,  # type: ignore[arg-type]
         )
 

@@ -1,4 +1,4 @@
-"""Forward hooks that read a generation's own prefill and its per-token distributions.
+"""Forward hooks that read a generation's own prefill: every layer's hidden states.
 
 Every hook is registered inside a context manager that removes it in `finally`.
 """
@@ -74,51 +74,6 @@ def capture_prefill(
     handles += [layer.register_forward_hook(hook_for(i + 1)) for i, layer in enumerate(layers)]
     try:
         yield capture
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@dataclass
-class TokenStats:
-    """Per-step log p(chosen token) and entropy under the raw (untempered) distribution.
-
-    The logits hook keeps only the latest step's log-softmax (B, V); the token chosen from
-    it is read when it is embedded at the next step, or from the final sequences."""
-
-    logprobs: list[torch.Tensor] = field(default_factory=list)  # steps x (B,)
-    entropies: list[torch.Tensor] = field(default_factory=list)  # steps x (B,)
-    pending: torch.Tensor | None = None  # (B, V) log-softmax awaiting its chosen token
-
-    def on_logits(self, logits: torch.Tensor) -> None:
-        logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)  # (B, V)
-        self.entropies.append(-(logp.exp() * logp).sum(-1).cpu())
-        self.pending = logp
-
-    def on_token(self, token_ids: torch.Tensor) -> None:
-        if self.pending is None or token_ids.shape[1] != 1:
-            return  # the prefill, not a decoding step
-        self.logprobs.append(self.pending.gather(1, token_ids).squeeze(1).cpu())
-        self.pending = None
-
-    def finish(self, last_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, steps) logprobs and entropies, given the last sampled token (B,)."""
-        if self.pending is not None:
-            self.on_token(last_tokens.unsqueeze(1))
-        return torch.stack(self.logprobs, 1), torch.stack(self.entropies, 1)
-
-
-@contextmanager
-def track_token_stats(model: PreTrainedModel) -> Iterator[TokenStats]:
-    stats = TokenStats()
-    head = model.get_output_embeddings()
-    embed = model.get_input_embeddings()
-    handles = [
-        head.register_forward_hook(lambda _m, _a, out: stats.on_logits(out)),
-        embed.register_forward_pre_hook(lambda _m, args: stats.on_token(args[0])),
-    ]
-    try:
-        yield stats
     finally:
         for handle in handles:
             handle.remove()

@@ -103,3 +103,59 @@ def test_no_capture_leaves_states_empty(engine) -> None:  # type: ignore[no-unty
 def test_fingerprint_changes_with_weights() -> None:
     assert tiny_engine(seed=0).fingerprint == tiny_engine(seed=0).fingerprint
     assert tiny_engine(seed=0).fingerprint != tiny_engine(seed=1).fingerprint
+
+
+def _engine_ending_early():  # type: ignore[no-untyped-def]
+    """A tiny engine whose end token is one its greedy answers produce early: rows of a
+    batch end at different steps, so the decoder drops rows mid-batch."""
+    engine = tiny_engine(seed=1)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a random-init model says its EOS at once: spread its logits
+        engine.model.lm_head.weight.normal_(0.0, 1.0)
+    first = engine.generate(PROMPTS, max_new_tokens=12)
+    token = first[0].samples[0].token_ids[1]
+    engine.model.generation_config.eos_token_id = token
+    return engine, token
+
+
+def test_greedy_decoding_equals_transformers_generate_when_rows_end_early() -> None:
+    engine, end = _engine_ending_early()
+    ours = engine.generate(PROMPTS, max_new_tokens=12)
+    assert {len(g.samples[0].token_ids) for g in ours} != {12}, "some row ended early"
+    batch = engine._encode(PROMPTS)
+    with torch.inference_mode():
+        reference = engine.model.generate(
+            **batch,
+            do_sample=False,
+            max_new_tokens=12,
+            eos_token_id=[end, engine.tokenizer.eos_token_id],
+            pad_token_id=engine.tokenizer.pad_token_id,
+        )[:, batch["input_ids"].shape[1] :]
+    for generation, row in zip(ours, reference.tolist(), strict=True):
+        sample = generation.samples[0]
+        assert sample.token_ids == row[: len(sample.token_ids)]
+        assert sample.finish_reason == ("stop" if sample.token_ids[-1] == end else "length")
+
+
+def test_sampled_rows_that_end_early_keep_exact_logprobs() -> None:
+    engine, _ = _engine_ending_early()
+    generations = engine.generate(PROMPTS, n=4, temperature=1.0, max_new_tokens=10, seed=5)
+    lengths = {len(s.token_ids) for g in generations for s in g.samples}
+    assert len(lengths) > 1, "rows ended at different steps"
+    for prompt, generation in zip(PROMPTS, generations, strict=True):
+        start = engine._encode([prompt])["input_ids"][0]
+        for sample in generation.samples:
+            ids = torch.cat([start, torch.tensor(sample.token_ids)]).unsqueeze(0)
+            with torch.inference_mode():
+                logp = torch.log_softmax(engine.model(ids).logits[0].float(), -1)
+            expected = [logp[len(start) - 1 + i, t].item() for i, t in enumerate(sample.token_ids)]
+            assert sample.logprobs == pytest.approx(expected, abs=1e-4)
+
+
+def test_decoding_doctests() -> None:
+    import doctest
+
+    import engines.decoding
+
+    result = doctest.testmod(engines.decoding)
+    assert result.attempted > 0 and result.failed == 0
