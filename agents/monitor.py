@@ -38,6 +38,7 @@ class Assessment:
     data_ok: bool
     elapsed_minutes: float
     last_cycle_minutes: float | None
+    finalize_minutes: float  # what scoring the test split at the end is expected to take
     retrains_so_far: int
     probe_refits_so_far: int
     probe_auroc: float | None  # fresh labels, latest version
@@ -64,6 +65,7 @@ class Assessment:
             "train_examples": float(c.train_examples) if c else None,
             "elapsed_minutes": round(self.elapsed_minutes, 2),
             "max_wall_minutes": policy.max_wall_minutes,
+            "finalize_minutes": round(self.finalize_minutes, 2),
             "retrains_so_far": float(self.retrains_so_far),
             "probe_auroc": self.probe_auroc,
             "probe_baseline_auroc": self.probe_baseline_auroc,
@@ -106,6 +108,22 @@ def risk_signal_note(auroc: float | None, trust: float) -> str:
     return f"probe AUROC {auroc:.2f} on fresh labels: risk signal weighted {risk_weight(auroc):.2f}"
 
 
+def finalize_minutes(history: Sequence[CycleMetrics], n_test: int) -> float:
+    """Expected minutes to score the test split at the end, for the initial and the final
+    model: their dev evaluations' times, scaled by test size over dev size (0 when no
+    evaluation was timed).
+
+    >>> m = lambda s: CycleMetrics(cycle=0, version="v", accuracy=0, hallucination_rate=0,
+    ...                            n_dev=100, eval_seconds=s)
+    >>> finalize_minutes([m(60.0), m(40.0), m(30.0)], n_test=50)
+    0.75
+    """
+    first, latest = history[0], history[-1]
+    if first.eval_seconds is None or latest.eval_seconds is None or not latest.n_dev:
+        return 0.0
+    return (first.eval_seconds + latest.eval_seconds) / 60 * n_test / latest.n_dev
+
+
 def gains(history: Sequence[CycleMetrics]) -> list[float]:
     """Each evaluation's accuracy gain over the best before it (the first has none).
 
@@ -132,11 +150,14 @@ def assess(
     probe_baseline_ece: float | None = None,
     probe_refits_so_far: int = 0,
     last_cycle_minutes: float | None = None,
+    finalize_minutes: float = 0.0,
     trained: bool = True,
     cycle: int | None = None,
 ) -> Assessment:
     """Facts from the history. `trained=False`: this cycle made no new version (too little
-    data), so the last entry is not a candidate and the cycle counts as one without gain."""
+    data), so the last entry is not a candidate and the cycle counts as one without gain.
+    `finalize_minutes`: the time the test split will take at the end, held back from the
+    wall budget so that the whole session, not just its cycles, fits in it."""
     if not history:
         raise ValueError("the monitor needs at least the initial model's evaluation")
     candidate = history[-1] if trained and len(history) > 1 else None
@@ -157,6 +178,7 @@ def assess(
         data_ok=candidate is not None and candidate.train_examples >= policy.retrain_min_examples,
         elapsed_minutes=elapsed_minutes,
         last_cycle_minutes=last_cycle_minutes,
+        finalize_minutes=finalize_minutes,
         retrains_so_far=retrains_so_far,
         probe_refits_so_far=probe_refits_so_far,
         probe_auroc=latest.probe_auroc,
@@ -212,14 +234,18 @@ def budget_rule(a: Assessment, p: MonitorPolicy) -> tuple[Action, str] | None:
     reason = None
     if a.cycle >= p.max_cycles:
         reason = f"cycle budget spent ({a.cycle} of {p.max_cycles} cycles)"
-    elif a.elapsed_minutes >= p.max_wall_minutes:
-        reason = f"wall budget spent ({a.elapsed_minutes:.1f} of {p.max_wall_minutes:g} min)"
+    elif a.elapsed_minutes + a.finalize_minutes >= p.max_wall_minutes:
+        reason = (
+            f"wall budget spent ({a.elapsed_minutes:.1f} min + ~{a.finalize_minutes:.1f} min "
+            f"for the test split >= {p.max_wall_minutes:g} min)"
+        )
     elif p.project_wall_budget and a.last_cycle_minutes is not None:
-        projected = a.elapsed_minutes + a.last_cycle_minutes
+        projected = a.elapsed_minutes + a.last_cycle_minutes + a.finalize_minutes
         if projected > p.max_wall_minutes:
             reason = (
                 f"another cycle would overrun the wall budget ({a.elapsed_minutes:.1f} min + "
-                f"~{a.last_cycle_minutes:.1f} min/cycle > {p.max_wall_minutes:g} min)"
+                f"~{a.last_cycle_minutes:.1f} min/cycle + ~{a.finalize_minutes:.1f} min for "
+                f"the test split > {p.max_wall_minutes:g} min)"
             )
     if reason is None:
         return None
@@ -354,6 +380,7 @@ def decide(
     probe_baseline_ece: float | None = None,
     probe_refits_so_far: int = 0,
     last_cycle_minutes: float | None = None,
+    finalize_minutes: float = 0.0,
     trained: bool = True,
     cycle: int | None = None,
 ) -> Decision:
@@ -368,6 +395,7 @@ def decide(
         probe_baseline_ece=probe_baseline_ece,
         probe_refits_so_far=probe_refits_so_far,
         last_cycle_minutes=last_cycle_minutes,
+        finalize_minutes=finalize_minutes,
         trained=trained,
         cycle=cycle,
     )

@@ -49,6 +49,9 @@ class CycleMetrics(_Record):
     n_dev: int = Field(default=0, ge=0)
     train_examples: int = Field(default=0, ge=0, description="examples this version was trained on")
     refine: str = "none"
+    eval_seconds: float | None = Field(
+        default=None, description="wall time of this evaluation on dev"
+    )
     seconds: float | None = Field(
         default=None, description="wall time of the cycle that made this version"
     )

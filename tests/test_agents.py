@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 import agents.acquire
+import agents.monitor
 import agents.optimize
 import agents.refine
 import agents.selection
@@ -27,7 +28,7 @@ from tests.tiny_models import tiny_engine
 
 
 @pytest.mark.parametrize(
-    "module", [agents.acquire, agents.optimize, agents.refine, agents.selection]
+    "module", [agents.acquire, agents.monitor, agents.optimize, agents.refine, agents.selection]
 )
 def test_doctests(module) -> None:  # type: ignore[no-untyped-def]
     result = doctest.testmod(module)

@@ -140,6 +140,20 @@ CASES = [
         signals={"elapsed_minutes": 10.0, "last_cycle_minutes": 3.0},
     ),
     Case(
+        "the test split's time is held back from the wall budget -> stop",
+        [m(0, 0.1), m(1, 0.3)],
+        "stop",
+        "for the test split",
+        signals={"elapsed_minutes": 7.0, "last_cycle_minutes": 3.0, "finalize_minutes": 2.5},
+    ),
+    Case(
+        "the same cycle fits without the test split's time -> loop",
+        [m(0, 0.1), m(1, 0.3)],
+        "loop",
+        "gained",
+        signals={"elapsed_minutes": 7.0, "last_cycle_minutes": 3.0, "finalize_minutes": 1.5},
+    ),
+    Case(
         "budget with a regressed candidate: stop, not promoted",
         [m(0, 0.5), m(1, 0.3)],
         "stop",
