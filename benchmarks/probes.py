@@ -1,7 +1,7 @@
 """Probe benchmark on the default model: pre-generation probe vs post-generation baselines.
 
-    python benchmarks/probes.py [--tasks capitals,arithmetic] [--arith-n 320] [--k 5]
-                                [--seed 0] [--split-seeds 5] [--quick]
+    python -m benchmarks.probes [--tasks capitals,arithmetic] [--arith-n 320] [--k 5]
+                                 [--seed 0] [--split-seeds 5] [--quick]
 
 Prints markdown tables:
 1. per task: labels; the chosen probe (the default `autodidact probe sweep`: both feature
@@ -265,21 +265,20 @@ class Timing:
     @property
     def in_generation(self) -> float:
         """s per item the probe adds to a generation: the capture hooks' work (prefill
-        slices and means at every layer, the early-returning calls at every decoding step,
-        stacking) and the scoring, each measured directly."""
+        slices and means at every layer, stacking) and the scoring, each measured
+        directly."""
         return (self.capture_us + self.score_us) * 1e-6
 
 
-def capture_work_us(engine: HFEngine, prompts: Sequence[str], steps: int, loops: int = 20) -> float:
-    """µs per item of what `capture_prefill` adds to a generation of `steps` tokens, run on
-    tensors of the real shapes: one `record` per layer on the (B, T, H) prefill states, one
-    early-returning `record` per layer per decoding step, then stacking and splitting."""
+def capture_work_us(engine: HFEngine, prompts: Sequence[str], loops: int = 20) -> float:
+    """µs per item of what `capture_prefill` adds to a generation, run on tensors of the
+    real shapes: one `record` per layer on the (B, T, H) prefill states, then stacking and
+    splitting (the hooks are removed before the first decoding step)."""
     mask = engine._encode(list(prompts))["attention_mask"]  # (B, T)
     batch, length = mask.shape
     width = int(engine.model.config.hidden_size)
     points = engine.num_layers + 1
     prefill = torch.randn(batch, length, width)  # (B, T, H)
-    step = torch.randn(batch, 1, width)  # (B, 1, H)
     times = []
     for _ in range(loops):
         started = time.perf_counter()
@@ -287,9 +286,6 @@ def capture_work_us(engine: HFEngine, prompts: Sequence[str], steps: int, loops:
         hooks = [lambda h, i=i, c=capture: c.record(i, h) for i in range(points)]
         for hook in hooks:
             hook(prefill)
-        for _ in range(steps):
-            for hook in hooks:
-                hook(step)
         _split_states(*capture.stacked())
         times.append(time.perf_counter() - started)
     return statistics.median(times) / batch * 1e6
@@ -369,7 +365,7 @@ def time_methods(
         self_consistency=per_item["sampled"] / len(sc_list),
         end_to_end=statistics.median(ratios),
         end_to_end_range=(min(ratios), max(ratios)),
-        capture_us=capture_work_us(engine, prompts, budget),
+        capture_us=capture_work_us(engine, prompts),
         score_us=score_us,
     )
 
