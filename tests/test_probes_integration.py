@@ -50,3 +50,42 @@ def test_capitals_sweep_on_the_default_model(tmp_path: Path) -> None:
 
     with pytest.raises(StaleProbeError, match="autodidact probe sweep"):
         load_probe(tmp_path / "probe", expected_fingerprint="another-model")
+
+
+def test_probe_commands_on_the_default_model(tmp_path: Path) -> None:
+    """`autodidact probe sweep | eval | score` end to end, as a user types them."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from graph.cli import app
+
+    runner = CliRunner()
+    out = str(tmp_path / "runs")
+    swept = runner.invoke(
+        app, ["probe", "sweep", "--task", "capitals", "--limit", "150", "--out", out]
+    )
+    assert swept.exit_code == 0, swept.output
+    assert "chosen layer." in swept.output
+    (folder,) = (tmp_path / "runs").glob("probe-capitals*")
+    assert (folder / "sweep.png").stat().st_size > 0
+    card = json.loads((folder / "probe" / "card.json").read_text())
+    assert card["metrics"]["validation"]["auroc"] > 0.6  # measured: about 0.8
+
+    evaluated = runner.invoke(
+        app,
+        ["probe", "eval", str(folder / "probe"), "--task", "capitals", "--k", "2", "--out", out],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    (report_dir,) = (tmp_path / "runs").glob("probe-eval*")
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["n_test"] > 20
+    assert (report_dir / "roc.png").stat().st_size > 0
+    methods = {row["method"] for row in report["methods"]}
+    assert methods == {"probe", "mean_logprob", "mean_entropy", "self_consistency"}
+
+    scored = runner.invoke(
+        app, ["probe", "score", str(folder / "probe"), "What is the capital of France?"]
+    )
+    assert scored.exit_code == 0, scored.output
+    assert 0.0 <= float(scored.output.strip().splitlines()[-1]) <= 1.0
