@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agents.records import Action, CycleMetrics, Decision, Evidence
 
@@ -369,34 +369,7 @@ def admissible_actions(a: Assessment, policy: MonitorPolicy) -> set[Action]:
     return allowed
 
 
-def decide(
-    history: Sequence[CycleMetrics],
-    policy: MonitorPolicy,
-    *,
-    best_version: str,
-    elapsed_minutes: float,
-    retrains_so_far: int = 0,
-    probe_baseline_auroc: float | None = None,
-    probe_baseline_ece: float | None = None,
-    probe_refits_so_far: int = 0,
-    last_cycle_minutes: float | None = None,
-    finalize_minutes: float = 0.0,
-    trained: bool = True,
-    cycle: int | None = None,
-) -> Decision:
-    """The rules' Decision for the latest evaluation (see `assess` for the arguments)."""
-    facts = assess(
-        history,
-        policy,
-        best_version=best_version,
-        elapsed_minutes=elapsed_minutes,
-        retrains_so_far=retrains_so_far,
-        probe_baseline_auroc=probe_baseline_auroc,
-        probe_baseline_ece=probe_baseline_ece,
-        probe_refits_so_far=probe_refits_so_far,
-        last_cycle_minutes=last_cycle_minutes,
-        finalize_minutes=finalize_minutes,
-        trained=trained,
-        cycle=cycle,
-    )
-    return apply_rules(facts, policy)[1]
+def decide(history: Sequence[CycleMetrics], policy: MonitorPolicy, **signals: Any) -> Decision:
+    """The rules' Decision for the latest evaluation (`signals`: the keyword arguments of
+    `assess`)."""
+    return apply_rules(assess(history, policy, **signals), policy)[1]
