@@ -720,7 +720,7 @@ def task_section(
         f"**{ratio:.0%}** (paired bootstrap 95% CI {low:.0%} to {high:.0%}; target >= 90%).",
         f"- Probe cost vs the cheapest generation-based baseline (one greedy answer, {fmt_seconds(g)}/item): "
         f"separate prefill pass **{timing.prefill / g:.1%}**; captured inside generation **{timing.in_generation / g:.2%}** "
-        f"(measured directly: capture hooks {timing.capture_us:.0f} µs/item at {data.max_new_tokens} decoding steps, "
+        f"(measured directly: capture hooks {timing.capture_us:.0f} µs/item, "
         f"scoring {timing.score_us:.0f} µs/item). Target <= 5%. End-to-end check, generate with capture + risk_fn vs "
         f"without, median of per-repeat ratios: {timing.end_to_end:+.1%} (range {timing.end_to_end_range[0]:+.1%} "
         f"to {timing.end_to_end_range[1]:+.1%}; shared-CPU noise, not resolvable below a few %).",
