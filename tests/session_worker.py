@@ -137,6 +137,9 @@ def read_events(path: Path) -> list[Any]:
     return [e for e in events if e.kind != "progress"]
 
 
+WALL_TIMES = frozenset({"seconds", "eval_seconds"})  # differ between any two runs
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a finished session decided and produced, free of times and session ids."""
@@ -170,7 +173,9 @@ def outcome(store: Any, session: str) -> Outcome:
     return Outcome(
         keys=[e.key for e in store.events.read(session)],
         decisions=[(d["action"], d["reason"], d["promote"]) for d in values.get("decisions", [])],
-        history=[{k: v for k, v in h.items() if k != "seconds"} for h in values.get("history", [])],
+        history=[
+            {k: v for k, v in h.items() if k not in WALL_TIMES} for h in values.get("history", [])
+        ],
         hashes=hashes,
         status=info.status if info else None,
     )
