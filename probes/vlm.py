@@ -295,23 +295,17 @@ FAMILIES: dict[str, Family] = {
             vision_tokens=_DECODER_VISION_TOKENS,
             pool_visual=_pool_phi4,
         ),
-        Family(
-            "idefics3",
-            decoder="text_model",
-            visual_module="connector",
-            visual="input of `connector`: the vision model's last hidden state per crop, "
-            "before pixel shuffle and projection",
-            vision_tokens=_DECODER_VISION_TOKENS,
-            pool_visual=_pool_projector_input,
-        ),
-        Family(
-            "smolvlm",
-            decoder="text_model",
-            visual_module="connector",
-            visual="input of `connector`: the vision model's last hidden state per crop, "
-            "before pixel shuffle and projection",
-            vision_tokens=_DECODER_VISION_TOKENS,
-            pool_visual=_pool_projector_input,
+        *(  # SmolVLM is the Idefics3 architecture under its own class names
+            Family(
+                name,
+                decoder="text_model",
+                visual_module="connector",
+                visual="input of `connector`: the vision model's last hidden state per crop, "
+                "before pixel shuffle and projection",
+                vision_tokens=_DECODER_VISION_TOKENS,
+                pool_visual=_pool_projector_input,
+            )
+            for name in ("idefics3", "smolvlm")
         ),
     )
 }

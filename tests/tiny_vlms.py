@@ -21,6 +21,22 @@ IMAGE = 60  # the image (placeholder) token id of every tiny model
 HIDDEN = 32  # text hidden size
 VISION_HIDDEN = 24  # vision encoder hidden size (differs from HIDDEN on purpose)
 TEXT_LAYERS = 2
+# Sizes every tiny decoder and vision encoder shares (layer counts and vocab vary).
+TEXT_SIZES = {
+    "hidden_size": HIDDEN,
+    "intermediate_size": 64,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "pad_token_id": PAD,
+}
+VISION_SIZES = {
+    "hidden_size": VISION_HIDDEN,
+    "intermediate_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 16,
+    "patch_size": 4,
+}
 
 
 @dataclass
@@ -67,24 +83,8 @@ def tiny_llava(vocab: int = VOCAB, image_token: int = IMAGE) -> TinyVLM:
     )
 
     torch.manual_seed(0)
-    vision = CLIPVisionConfig(
-        hidden_size=VISION_HIDDEN,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=16,
-        patch_size=4,
-        projection_dim=16,
-    )
-    text = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=TEXT_LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=PAD,
-    )
+    vision = CLIPVisionConfig(**VISION_SIZES, projection_dim=16)
+    text = LlamaConfig(vocab_size=vocab, num_hidden_layers=TEXT_LAYERS, **TEXT_SIZES)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -113,26 +113,15 @@ def tiny_gemma3() -> TinyVLM:
     )
 
     torch.manual_seed(0)
-    vision = SiglipVisionConfig(
-        hidden_size=VISION_HIDDEN,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=16,
-        patch_size=4,  # 4x4 patches, average-pooled to 2x2 = 4 image tokens
-    )
+    vision = SiglipVisionConfig(**VISION_SIZES)  # 4x4 patches, pooled to 2x2 = 4 image tokens
     text = Gemma3TextConfig(
         vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=64,
         num_hidden_layers=TEXT_LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **TEXT_SIZES,
         head_dim=8,
         query_pre_attn_scalar=8,
         sliding_window=8,
         layer_types=["sliding_attention", "full_attention"],
-        pad_token_id=PAD,
     )
     config = Gemma3Config(
         vision_config=vision,
@@ -174,13 +163,9 @@ def tiny_qwen2_5_vl() -> TinyVLM:
         },
         text_config={
             "vocab_size": VOCAB,
-            "hidden_size": HIDDEN,
-            "intermediate_size": 64,
             "num_hidden_layers": TEXT_LAYERS,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            **TEXT_SIZES,
             "rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]},
-            "pad_token_id": PAD,
             "bos_token_id": 1,
             "eos_token_id": 2,
         },
@@ -215,23 +200,12 @@ def _idefics3_like(family: str, vocab: int = VOCAB, image_token: int = IMAGE) ->
     )
 
     torch.manual_seed(0)
-    vision = {
-        "hidden_size": VISION_HIDDEN,
-        "intermediate_size": 48,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "image_size": 16,
-        "patch_size": 4,  # 16 patches per crop, pixel-shuffled by 2: 4 tokens per crop
-    }
+    vision = VISION_SIZES  # 16 patches per crop, pixel-shuffled by 2: 4 tokens per crop
     text = {
         "model_type": "llama",
         "vocab_size": vocab,
-        "hidden_size": HIDDEN,
-        "intermediate_size": 64,
         "num_hidden_layers": TEXT_LAYERS,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "pad_token_id": PAD,
+        **TEXT_SIZES,
     }
     config_cls, model_cls = (
         (Idefics3Config, Idefics3ForConditionalGeneration)
@@ -294,13 +268,9 @@ def tiny_mllama() -> TinyVLM:
         },
         text_config={
             "vocab_size": VOCAB,
-            "hidden_size": HIDDEN,
-            "intermediate_size": 64,
             "num_hidden_layers": MLLAMA_LAYERS,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            **TEXT_SIZES,
             "cross_attention_layers": list(MLLAMA_CROSS_LAYERS),
-            "pad_token_id": PAD,
             "bos_token_id": 1,
             "eos_token_id": 2,
         },
@@ -345,19 +315,12 @@ def tiny_phi4_multimodal() -> TinyVLM:
     crop, patch = 16, 4  # 4x4 patches per crop, average-pooled to 2x2 tokens
     config = Phi4MultimodalConfig(
         vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=64,
         num_hidden_layers=TEXT_LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=PAD,
+        **TEXT_SIZES,
         bos_token_id=1,
         eos_token_id=2,
         vision_config={
-            "hidden_size": VISION_HIDDEN,
-            "intermediate_size": 48,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
+            **VISION_SIZES,
             "image_size": crop,
             "crop_size": crop,
             "patch_size": patch,
