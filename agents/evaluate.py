@@ -150,7 +150,7 @@ def probe_on_fresh_labels(
 ) -> tuple[float | None, float | None, float | None]:
     """(mean risk, AUROC, ECE) of the attached probe against the greedy answers' labels;
     answers cut off at the token budget are left out (their label is not a hallucination)."""
-    from probes.metrics import auroc, expected_calibration_error
+    from probes.metrics import auroc_and_ece
 
     scored = [r for r in results if r.risk is not None]
     if not scored:
@@ -159,6 +159,4 @@ def probe_on_fresh_labels(
     finished = [r for r in scored if r.finish_reason == "stop"]
     labels = [int(not r.correct) for r in finished]
     risks = [r.risk or 0.0 for r in finished]
-    if len(set(labels)) < 2:
-        return mean_risk, None, None
-    return mean_risk, auroc(labels, risks), expected_calibration_error(labels, risks)
+    return mean_risk, *auroc_and_ece(labels, risks)

@@ -75,15 +75,24 @@ def _forward_kwargs(model: PreTrainedModel) -> dict[str, int]:
     return {"logits_to_keep": 1} if accepts else {}
 
 
+def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) position ids of left-padded prompts: real tokens count from 0, as `generate`
+    numbers them.
+
+    >>> prompt_positions(torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])).tolist()
+    [[0, 0, 0, 1], [0, 1, 2, 3]]
+    """
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def prefill(
     model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> tuple[torch.Tensor, DynamicCache]:
     """One forward pass over left-padded prompts: (B, V) next-token logits and the cache."""
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # real tokens count from 0
     output = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        position_ids=positions,
+        position_ids=prompt_positions(attention_mask),
         past_key_values=DynamicCache(config=model.config),
         use_cache=True,
         **_forward_kwargs(model),
@@ -114,9 +123,10 @@ def decode(
     end = torch.tensor(sorted(end_ids), dtype=torch.long, device=logits.device)
     extra = _forward_kwargs(model)
     for step in range(sampling.max_new_tokens):
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (A, V)
+        logits = logits.float()
+        logp = torch.log_softmax(logits, dim=-1)  # (A, V)
         entropy = -(logp.exp() * logp).sum(-1)  # (A,)
-        chosen = choose_tokens(logits.float(), sampling, generator)  # (A,)
+        chosen = choose_tokens(logits, sampling, generator)  # (A,)
         chosen_logp = logp.gather(1, chosen.unsqueeze(1)).squeeze(1)
         ended = torch.isin(chosen, end).tolist()
         for slot, (row_index, token, lp, h) in enumerate(

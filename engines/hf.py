@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from engines.base import Generation, ProgressFn, PromptStates, Sample
-from engines.decoding import DecodedRow, Sampling, decode, prefill
+from engines.decoding import DecodedRow, Sampling, decode, prefill, prompt_positions
 from engines.hooks import capture_prefill, decoder_layers
 from engines.loading import resolve_model
 
@@ -114,13 +114,11 @@ class HFEngine:
         for start in range(0, len(prompts), self.batch_size):
             batch = self._encode(prompts[start : start + self.batch_size])
             mask = batch["attention_mask"]
-            # positions count real tokens only, as `generate` does under left padding
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
             with capture_prefill(self.model, mask) as capture:
                 decoder(
                     input_ids=batch["input_ids"],
                     attention_mask=mask,
-                    position_ids=positions,
+                    position_ids=prompt_positions(mask),
                     use_cache=False,
                 )
             states += _split_states(*capture.stacked())

@@ -8,17 +8,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-from numpy.typing import NDArray
-
 from agents.refine import Thresholds, choose_thresholds
 from engines.base import Engine
 from graph.events import Emitter
 from graph.workbench import Workbench
 from probes.artifact import Probe, load_probe
 from probes.labels import label_array, usable
-from probes.metrics import auroc as auroc_of
-from probes.metrics import expected_calibration_error
+from probes.metrics import auroc_and_ece
 from probes.runtime import RiskScorer
 from probes.split import grouped_split
 from probes.sweep import collect, sweep
@@ -79,9 +75,9 @@ def fit_session_probe(
     thresholds = choose_thresholds(
         list(map(float, risks)), [not bool(w) for w in y[split.validation]], target_precision
     )
-    held_out_auroc, held_out_ece = _held_out_metrics(
-        y[split.test], scorer.score(matrix[split.test])
-    )
+    # the monitor's drift baseline: rows the sweep never read (the validation AUROC is the
+    # best of many candidates on a small split, so it overstates the probe on new data)
+    held_out_auroc, held_out_ece = auroc_and_ece(y[split.test], scorer.score(matrix[split.test]))
     auroc = result.validation.auroc
     emit(
         "artifact",
@@ -104,18 +100,6 @@ def fit_session_probe(
         description,
         thresholds,
     )
-
-
-def _held_out_metrics(
-    wrong: NDArray[np.int64], risk: NDArray[np.float64]
-) -> tuple[float | None, float | None]:
-    """AUROC and ECE on rows the sweep never read: the baseline the monitor compares the
-    probe's later AUROC on fresh labels with. The validation AUROC is the best of many
-    candidates on a small split, so it overstates what the probe does on new data. None
-    when the rows hold one class only."""
-    if len(np.unique(wrong)) < 2:
-        return None, None
-    return auroc_of(wrong, risk), expected_calibration_error(wrong, risk)
 
 
 @lru_cache(maxsize=8)

@@ -12,13 +12,13 @@ from graph.events import Emitter
 from graph.policy import SessionPolicy
 from graph.state import SessionState
 from graph.workbench import Workbench
-from tasks.base import Task
+from tasks.base import Item, Task
 
 
 def final_report(
     bench: Workbench, state: SessionState, task: Task, policy: SessionPolicy, emit: Emitter
 ) -> dict[str, Any]:
-    test = task.split("test", seed=policy.seed)[: policy.evaluate.test_limit]
+    test = test_items(task, policy)
     final_version = state["best_version"]
     scores: dict[str, dict[str, Any]] = {}
     for role, version in (("initial", "v0"), ("final", final_version)):
@@ -62,6 +62,11 @@ def final_report(
         "stop_reason": decisions[-1]["reason"] if decisions else "no decision",
         "wall_seconds": round(time.time() - state["started_at"], 1),
     }
+
+
+def test_items(task: Task, policy: SessionPolicy) -> list[Item]:
+    """The test items the session scores at the end (the monitor budgets for them)."""
+    return task.split("test", seed=policy.seed)[: policy.evaluate.test_limit]
 
 
 def cycle_row(metrics: dict[str, Any], decisions: list[dict[str, Any]]) -> dict[str, Any]:

@@ -91,6 +91,22 @@ def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) 
     return round(float(total / labels.size), 12)
 
 
+def auroc_and_ece(y: ArrayLike, risk: ArrayLike) -> tuple[float | None, float | None]:
+    """AUROC and ECE of risks against labels (1 = wrong); (None, None) when the labels hold
+    one class only. The session compares the probe's numbers at fit and on fresh labels
+    with this one function.
+
+    >>> auroc_and_ece([1, 1, 1], [0.2, 0.5, 0.9])
+    (None, None)
+    >>> auroc_and_ece([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
+    (1.0, 0.15)
+    """
+    labels, risks = _as_arrays(y, risk)
+    if len(np.unique(labels)) < 2:
+        return None, None
+    return auroc(labels, risks), expected_calibration_error(labels, risks)
+
+
 def cumulative_errors(y: ArrayLike, risk: ArrayLike) -> FloatArray:
     """Errors among the k lowest-risk items, k = 1..N; within tied risks, the expected count
     over the tie's random orders (errors spread evenly across the tie).

@@ -89,8 +89,8 @@ def test_two_cycle_session_completes_and_records_everything(store) -> None:  # t
 def test_held_out_metrics_need_both_classes() -> None:
     import numpy as np
 
-    from graph.probing import _held_out_metrics
+    from probes.metrics import auroc_and_ece
 
-    assert _held_out_metrics(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9])) == (None, None)
-    auroc, ece = _held_out_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]))
+    assert auroc_and_ece(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9])) == (None, None)
+    auroc, ece = auroc_and_ece(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]))
     assert auroc == 1.0 and ece is not None and 0.0 <= ece <= 1.0
