@@ -1,1 +1,1 @@
-"""The improvement session's wiring: state, policy, graph, CLI."""
+"""The improvement session's wiring: state, policy, graph, session runner."""

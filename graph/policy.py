@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from engines.loading import DEFAULT_MODEL
+
 POLICY_SCHEMA_VERSION = 1
 RefineStrategy = Literal["none", "self_consistency", "abstain", "best_of_n", "risk_adaptive"]
 SelectStrategy = Literal["correct_only", "risk_weighted", "self_judge"]
@@ -376,7 +378,7 @@ class SessionPolicy(_Component):
     )
     task_path: str | None = Field(default=None, description="JSONL file of a 'jsonl' task.")
     model: str = Field(
-        default="smollm2-135m-instruct", description="Model name, local folder or cached hub id."
+        default=DEFAULT_MODEL, description="Model name, local folder or cached hub id."
     )
     seed: int = Field(default=0, ge=0, description="Seed for splits, sampling and training.")
     store: str | None = Field(

@@ -7,8 +7,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tasks.verifiers import ANSWER_KEYS, AnswerKey, text_key
-
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[Split, ...] = ("train", "dev", "test")
 Verifier = Callable[[str, Sequence[str]], bool]
@@ -41,11 +39,6 @@ class Task:
 
     def verify(self, answer: str, item: Item) -> bool:
         return self.verifier(answer, item.answers)
-
-    def answer_key(self, answer: str, item: Item) -> AnswerKey:
-        """What two answers to `item` must share to count as one vote (self-consistency):
-        the verifier's reading of them (`ANSWER_KEYS`), else their normalized text."""
-        return ANSWER_KEYS.get(self.verifier_name, text_key)(answer, item.answers)
 
     def split(
         self, name: Split, *, seed: int = 0, fractions: Sequence[float] = (0.6, 0.2, 0.2)

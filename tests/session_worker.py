@@ -213,23 +213,24 @@ def cli_args(args: argparse.Namespace) -> list[str]:
     return ["run", "--policy", str(policy_file), "--session-id", args.session, *where]
 
 
-def install_stand_ins(args: argparse.Namespace) -> None:
-    """The tiny engine and task in place of the policy's, the event tap, the kill."""
-    import graph.cli
-    import graph.cli_session
+def stand_in_app(args: argparse.Namespace) -> Any:
+    """The CLI's app with the tiny engine and task in place of the policy's, the event
+    tap, the kill and the slow checkpoints."""
+    from cli.app import make_app
+    from cli.common import Loaders
+    from cli.view import console_view
     from tests.test_graph import coin_flip_task
     from tests.tiny_models import tiny_engine
 
-    graph.cli.load_engine = lambda model: tiny_engine()
-    graph.cli_session.load_policy_task = lambda policy: coin_flip_task()
-    if args.events_out is not None:
-        graph.cli_session.console_view = tapped_view(
-            graph.cli_session.console_view, args.events_out
-        )
+    loaders = Loaders(
+        load_engine=lambda model: tiny_engine(), load_task=lambda name, path: coin_flip_task()
+    )
+    view = console_view if args.events_out is None else tapped_view(console_view, args.events_out)
     if args.die_after_version:
         die_after_first_version()
     if args.slow_checkpoints:
         slow_checkpoints(args.slow_checkpoints)
+    return make_app(loaders, view=view)
 
 
 def tapped_view(console_view: Any, out: Path) -> Any:
@@ -287,10 +288,7 @@ def slow_checkpoints(seconds: float) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     command = cli_args(args)
-    install_stand_ins(args)
-    from graph.cli import app
-
-    app(command, prog_name="autodidact")
+    stand_in_app(args)(command, prog_name="autodidact")
 
 
 if __name__ == "__main__":

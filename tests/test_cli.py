@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from graph.cli import app
+from cli.app import make_app
 
 runner = CliRunner()
+app = make_app()
 
 
 def test_help_lists_the_commands() -> None:

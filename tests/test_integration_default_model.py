@@ -43,7 +43,7 @@ def test_eval_cli_end_to_end(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "graph.cli",
+            "cli",
             "eval",
             "--task",
             "capitals",

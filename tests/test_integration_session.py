@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 def autodidact(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "graph.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -58,9 +58,9 @@ def test_probe_commands_on_the_default_model(tmp_path: Path) -> None:
 
     from typer.testing import CliRunner
 
-    from graph.cli import app
+    from cli.app import make_app
 
-    runner = CliRunner()
+    runner, app = CliRunner(), make_app()
     out = str(tmp_path / "runs")
     swept = runner.invoke(
         app, ["probe", "sweep", "--task", "capitals", "--limit", "150", "--out", out]

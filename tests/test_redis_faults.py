@@ -22,7 +22,8 @@ import redis
 from langchain_core.runnables import RunnableConfig
 from typer.testing import CliRunner
 
-import graph.cli
+from cli.app import make_app
+from cli.common import Loaders
 from storage import open_store
 from tests.session_worker import checkpoint_values, launch, outcome, wait_for_key
 
@@ -93,16 +94,17 @@ def no_model(_model: str) -> None:
 
 @pytest.mark.parametrize("command", ["run", "sessions", "trace"])
 def test_unreachable_redis_at_start_is_one_line_naming_url_and_fix(
-    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    command: str, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(graph.cli, "load_engine", no_model)
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     args = {
         "run": ["run", "--preset", "quick", "--set", "monitor.max_cycles=1"],
         "sessions": ["sessions"],
         "trace": ["trace", "some-session"],
     }[command]
-    result = runner.invoke(graph.cli.app, [*args, "--store", url, "--root", str(tmp_path)])
+    result = runner.invoke(
+        make_app(Loaders(load_engine=no_model)), [*args, "--store", url, "--root", str(tmp_path)]
+    )
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output

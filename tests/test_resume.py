@@ -15,6 +15,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 from typer.testing import CliRunner
 
+from cli.app import make_app
+from cli.common import Loaders
 from storage import Event, Store, open_store
 from tests.session_worker import (
     Outcome,
@@ -127,38 +129,33 @@ def no_model(_model: str) -> None:
     raise AssertionError("the model must not load")
 
 
-def test_resume_of_a_session_the_store_does_not_hold_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_resume_of_a_session_the_store_does_not_hold_is_one_line(tmp_path: Path) -> None:
     """E.g. `resume` without the --store the session ran with: exit 2 before any model
     loads, not an empty run recorded as interrupted."""
-    import graph.cli
     from tests.test_graph import tiny_policy
 
-    monkeypatch.setattr(graph.cli, "load_engine", no_model)
     folder = tmp_path / "sessions" / "elsewhere"
     folder.mkdir(parents=True)
     (folder / "policy.json").write_text(tiny_policy().model_dump_json())
-    result = CliRunner().invoke(graph.cli.app, ["resume", "elsewhere", "--root", str(tmp_path)])
+    result = CliRunner().invoke(
+        make_app(Loaders(load_engine=no_model)), ["resume", "elsewhere", "--root", str(tmp_path)]
+    )
     assert result.exit_code == 2, result.output
     assert "no checkpoint" in result.output and "--store" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_run_over_an_existing_session_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_run_over_an_existing_session_is_one_line(tmp_path: Path) -> None:
     """`run --session-id` of a checkpointed session would restart it on top of its own
     history: refused, pointing at `resume`."""
-    import graph.cli
-
-    monkeypatch.setattr(graph.cli, "load_engine", no_model)
     url = f"sqlite:///{tmp_path}/autodidact.db"
     with open_store(url, tmp_path) as store:
         config: RunnableConfig = {"configurable": {"thread_id": "taken", "checkpoint_ns": ""}}
         store.checkpointer.put(config, empty_checkpoint(), {"source": "input", "step": -1}, {})
     args = ["run", "--preset", "quick", "--session-id", "taken", "--store", url]
-    result = CliRunner().invoke(graph.cli.app, [*args, "--root", str(tmp_path)])
+    result = CliRunner().invoke(
+        make_app(Loaders(load_engine=no_model)), [*args, "--root", str(tmp_path)]
+    )
     assert result.exit_code == 2, result.output
     assert "already exists" in result.output and "autodidact resume taken" in result.output
     assert len(result.output.strip().splitlines()) == 1

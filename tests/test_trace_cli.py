@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from graph.cli import app
+from cli.app import make_app
 from storage import Event, open_store
 from tests.session_worker import REPO, TIMEOUT_S, launch
 
 runner = CliRunner()
+app = make_app()
 NODES = ("probe", "baseline", "acquire", "select", "optimize", "evaluate", "monitor", "finalize")
 
 
@@ -53,7 +54,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Traced:
     worker = launch(f"sqlite:///{root}/autodidact.db", root, session, slow_checkpoints=0.2)
     wait_until_registered(root, session, worker)
     follower = subprocess.Popen(
-        [sys.executable, "-m", "graph.cli", "trace", session, "--follow", "--json", "--root", root],
+        [sys.executable, "-m", "cli", "trace", session, "--follow", "--json", "--root", root],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

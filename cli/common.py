@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: one console, one-line errors with exit code 2, progress bars."""
+"""Shared CLI plumbing: one console, one-line errors with exit code 2, progress bars, the
+loaders commands receive, and the options several commands take."""
 
 from __future__ import annotations
 
@@ -9,17 +10,83 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+if TYPE_CHECKING:
+    from engines.base import Engine
+    from tasks.base import Task
+
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 P = ParamSpec("P")
 R = TypeVar("R")
+
+DEFAULT_ROOT = Path("runs")
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Model name, local folder or cached hub id.")
+]
+TaskOption = Annotated[
+    str, typer.Option("--task", "-t", help="Task suite name (see `autodidact tasks list`).")
+]
+PathOption = Annotated[Path | None, typer.Option("--path", help="JSONL file for --task jsonl.")]
+OutOption = Annotated[Path, typer.Option("--out", help="Folder under which results are written.")]
+RootOption = Annotated[
+    Path, typer.Option("--root", help="Folder for sessions, the SQLite store and runs.")
+]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="sqlite:///PATH (default: ROOT/autodidact.db) or redis://[:PASSWORD@]HOST:PORT/DB.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+PolicyFileOption = Annotated[Path | None, typer.Option("--policy", help="Policy YAML file.")]
+PresetOption = Annotated[
+    str | None, typer.Option("--preset", help="Policy preset: quick or default.")
+]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Policy override key=value (repeatable).")
+]
+
+
+def load_task(name: str, path: Path | None) -> Task:
+    """A built-in task suite, or `jsonl` read from `path` (skipped rows reported)."""
+    from tasks import get_task
+    from tasks.jsonl import load_jsonl_task
+
+    if name == "jsonl":
+        if path is None:
+            raise fail("task jsonl needs a file: pass --path FILE.jsonl")
+        task, problems = load_jsonl_task(path)
+        for problem in problems:
+            console.print(f"[yellow]skipped[/] {path}:{problem}", highlight=False)
+        return task
+    return get_task(name)
+
+
+def load_engine(model: str) -> Engine:
+    """The model's engine, with a spinner while it loads."""
+    from engines import load_model
+
+    with console.status(f"loading {model}"):
+        return load_model(model)
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """How commands load models and tasks: `make_app` hands these to every command
+    group; tests pass stand-ins (a tiny engine, a tiny task)."""
+
+    load_engine: Callable[[str], Engine] = load_engine
+    load_task: Callable[[str, Path | None], Task] = load_task
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -76,16 +143,21 @@ def quiet_libraries() -> None:
         pass
 
 
-@contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar; yields an `on_progress(done, total)` callback."""
+def new_progress() -> Progress:
+    """Progress bars on stderr, gone when done: description, bar, done/total, elapsed."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    return Progress(*columns, console=err_console, transient=True)
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar; yields an `on_progress(done, total)` callback."""
+    with new_progress() as progress:
         task_id = progress.add_task(description, total=total)
 
         def update(done: int, new_total: int) -> None:

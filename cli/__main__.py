@@ -1,0 +1,5 @@
+"""`python -m cli ...`: the `autodidact` command."""
+
+from cli.app import main
+
+main()

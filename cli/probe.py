@@ -1,0 +1,182 @@
+"""`autodidact probe sweep | eval | score`: hallucination-risk probes from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.common import (
+    DEFAULT_ROOT,
+    Loaders,
+    ModelOption,
+    OutOption,
+    PathOption,
+    TaskOption,
+    cli_command,
+    console,
+    new_output_dir,
+    positive,
+    progress_bar,
+)
+from engines.loading import DEFAULT_MODEL
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+class ProbeCommands:
+    """`probe sweep | eval | score`, loading models and tasks through `loaders`."""
+
+    def __init__(self, loaders: Loaders) -> None:
+        self.loaders = loaders
+
+    def sweep(
+        self,
+        task: TaskOption = "capitals",
+        model: ModelOption = DEFAULT_MODEL,
+        path: PathOption = None,
+        limit: Annotated[int | None, typer.Option(help="Use only the first N items.")] = None,
+        max_new_tokens: Annotated[
+            int | None, typer.Option(help="Answer budget (default: the task's).")
+        ] = None,
+        seed: Annotated[
+            int, typer.Option(help="Seed of the grouped train/validation/test split.")
+        ] = 0,
+        out: OutOption = DEFAULT_ROOT,
+    ) -> None:
+        """Validation AUROC per layer and feature kind (table + PNG); the chosen probe saved."""
+        from probes.sweep import collect, plot_sweep, sweep
+
+        positive(limit, "--limit")
+        suite = self.loaders.load_task(task, path)
+        items = list(suite.items)[:limit] if limit else list(suite.items)
+        engine = self.loaders.load_engine(model)
+        with progress_bar(f"greedy answers on {suite.name}", len(items)) as on_progress:
+            data = collect(
+                engine, suite, items, max_new_tokens=max_new_tokens, progress_cb=on_progress
+            )
+        result = sweep(data, seed=seed)
+        folder = new_output_dir(out, f"probe-{suite.name.replace(':', '-')}")
+        data.save(folder / "data")
+        result.probe.save(folder / "probe")
+        plot_sweep(result, folder / "sweep.png")
+        (folder / "sweep.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+        table = Table(
+            "feature", "estimator", "val AUROC", "chosen", title=f"probe sweep on {suite.name}"
+        )
+        for row in result.table():
+            table.add_row(
+                str(row.get("feature")),
+                str(row.get("estimator")),
+                _fmt(row.get("val_auroc")),
+                "*" if row["chosen"] else "",
+            )
+        console.print(table)
+        labels = result.labels
+        console.print(
+            f"chosen {result.chosen.spec.name}: validation AUROC {result.validation.auroc:.3f} "
+            f"(95% CI {result.validation.auroc_ci[0]:.2f}-{result.validation.auroc_ci[1]:.2f}); "
+            f"labels {vars(labels)}",
+            highlight=False,
+        )
+        console.print(f"probe: {folder / 'probe'}\nplot: {folder / 'sweep.png'}")
+
+    def eval(
+        self,
+        probe: Annotated[Path, typer.Argument(help="Probe folder (from `probe sweep`).")],
+        task: TaskOption = "capitals",
+        model: ModelOption = DEFAULT_MODEL,
+        path: PathOption = None,
+        k: Annotated[
+            int, typer.Option(help="Samples for the self-consistency baseline (0: skip it).")
+        ] = 5,
+        out: OutOption = DEFAULT_ROOT,
+    ) -> None:
+        """Test-split metrics with 95% CIs, the baselines beside them, and a ROC curve PNG."""
+        from probes.artifact import load_probe
+        from probes.sweep import collect, evaluate, held_out_items, plot_roc, sample_consistency
+
+        suite = self.loaders.load_task(task, path)
+        engine = self.loaders.load_engine(model)
+        fitted = load_probe(probe, expected_fingerprint=engine.fingerprint)
+        items = held_out_items(suite, fitted)
+        if not items:
+            raise typer.BadParameter(f"task {suite.name!r} has no items in the probe's test split")
+        with progress_bar("greedy answers (test split)", len(items)) as on_progress:
+            data = collect(
+                engine,
+                suite,
+                items,
+                max_new_tokens=fitted.card.max_new_tokens,
+                progress_cb=on_progress,
+            )
+        if k > 0:
+            with progress_bar(f"self-consistency, {k} samples", len(items)) as on_progress:
+                data = sample_consistency(engine, data, k=k, progress_cb=on_progress)
+        report = evaluate(fitted, data)
+        folder = new_output_dir(out, "probe-eval")
+        plot_roc(report, folder / "roc.png")
+        (folder / "report.json").write_text(json.dumps(report.to_json(), indent=2, default=str))
+        print_report_table(report)
+        console.print(f"report: {folder / 'report.json'}\nROC: {folder / 'roc.png'}")
+
+    def score(
+        self,
+        probe: Annotated[Path, typer.Argument(help="Probe folder.")],
+        question: Annotated[
+            str, typer.Argument(help="The question to score (nothing is generated).")
+        ],
+        model: ModelOption = DEFAULT_MODEL,
+    ) -> None:
+        """The hallucination risk of a question, from one prefill, before any token."""
+        from probes.artifact import load_probe
+        from probes.sweep import score_prompts
+
+        engine = self.loaders.load_engine(model)
+        (risk,) = score_prompts(engine, load_probe(probe), [question])
+        console.print(f"{risk:.3f}")
+
+
+def print_report_table(report: Any) -> None:
+    """`probe eval`'s table: the probe and each baseline, one row each."""
+    table = Table(
+        "method",
+        "AUROC",
+        "95% CI",
+        "AUPRC",
+        "AURC",
+        "acc@50%",
+        "acc@80%",
+        "ECE",
+        "s/item",
+        title=f"test split, n={report.n_test}",
+    )
+    for row in report.table():
+        ci: tuple[float, float] = row["auroc_ci"]
+        table.add_row(
+            str(row["method"]),
+            _fmt(row["auroc"]),
+            f"{ci[0]:.2f}-{ci[1]:.2f}",
+            _fmt(row["auprc"]),
+            _fmt(row["aurc"]),
+            _fmt(row["accuracy_at_50"]),
+            _fmt(row["accuracy_at_80"]),
+            _fmt(row["ece"]) if row["ece"] is not None else "-",
+            _fmt(row["cost_s_per_item"]),
+        )
+    console.print(table)
+
+
+def probe_app(loaders: Loaders) -> typer.Typer:
+    app = typer.Typer(
+        help="Fit, evaluate and apply hallucination-risk probes.", no_args_is_help=True
+    )
+    commands = ProbeCommands(loaders)
+    for name, fn in (("sweep", commands.sweep), ("eval", commands.eval), ("score", commands.score)):
+        app.command(name)(cli_command(fn))
+    return app

@@ -1,0 +1,296 @@
+"""`autodidact run | resume | sessions | trace | answer`: sessions from the command line.
+The console output is one consumer of the graph's event stream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from agents.refine import Thresholds
+from cli.common import (
+    DEFAULT_ROOT,
+    JsonOption,
+    Loaders,
+    ModelOption,
+    PathOption,
+    PolicyFileOption,
+    PresetOption,
+    RootOption,
+    SetOption,
+    StoreOption,
+    cli_command,
+    console,
+    err_console,
+    fail,
+)
+from cli.view import EventView, console_view, print_cycle_table, print_event
+from engines.loading import DEFAULT_MODEL
+
+TaskOverride = Annotated[
+    str | None, typer.Option("--task", "-t", help="Task suite (overrides the policy's).")
+]
+ModelOverride = Annotated[
+    str | None, typer.Option("--model", "-m", help="Model (overrides the policy's).")
+]
+
+
+def store_url(store: str | None, root: Path) -> str:
+    from storage import default_store_url
+
+    return store or default_store_url(root)
+
+
+def resume_hint(session_id: str, display_url: str, root: Path) -> str:
+    """The command that resumes the session: its store and root spelled out, since
+    `resume` alone would look in the default SQLite store under ./runs."""
+    return f"`autodidact resume {session_id} --store {display_url} --root {root}`"
+
+
+def check_checkpoint(store: Any, session_id: str, root: Path, *, resume: bool) -> None:
+    """Before any model loads: `resume` needs the session's checkpoint in this store, and
+    `run` must not start over on top of an existing one."""
+    saved = store.checkpointer.get_tuple({"configurable": {"thread_id": session_id}})
+    if resume and saved is None:
+        raise fail(
+            f"no checkpoint of session {session_id!r} in {store.display_url}: pass the "
+            "--store it ran with (`autodidact sessions --store URL` lists a store's sessions)"
+        )
+    if not resume and saved is not None:
+        raise fail(
+            f"session {session_id!r} already exists in {store.display_url}: "
+            f"{resume_hint(session_id, store.display_url, root)} continues it, "
+            "or pick another --session-id"
+        )
+
+
+class SessionCommands:
+    """`run`, `resume` and `answer`: models and tasks come from `loaders`, a running
+    session's events go to the consumer `view` opens."""
+
+    def __init__(self, loaders: Loaders, view: EventView = console_view) -> None:
+        self.loaders = loaders
+        self.view = view
+
+    def run(
+        self,
+        task: TaskOverride = None,
+        path: PathOption = None,
+        model: ModelOverride = None,
+        policy_file: PolicyFileOption = None,
+        preset: PresetOption = None,
+        sets: SetOption = None,
+        store: StoreOption = None,
+        root: RootOption = DEFAULT_ROOT,
+        session_id: Annotated[
+            str | None, typer.Option("--session-id", help="Name the session (default: generated).")
+        ] = None,
+    ) -> None:
+        """Run an autonomous improvement session to the monitor's stop."""
+        from graph.policy import resolve_policy
+        from graph.session import new_session_id
+
+        overrides = list(sets or [])
+        overrides += [f"task={task}"] if task else []
+        overrides += [f"task_path={path}"] if path else []
+        overrides += [f"model={model}"] if model else []
+        policy = resolve_policy(preset, policy_file, overrides)
+        suite = self.load_policy_task(policy)
+        session = session_id or new_session_id(suite.name)
+        url = store_url(store or policy.store, root)
+        self._run_session(policy, suite, session, url, root, resume=False)
+
+    def resume(
+        self,
+        session_id: Annotated[str, typer.Argument(help="The session to continue.")],
+        store: StoreOption = None,
+        root: RootOption = DEFAULT_ROOT,
+    ) -> None:
+        """Continue a session from its last completed step (after a crash, kill or Ctrl-C)."""
+        from graph.policy import SessionPolicy
+
+        saved = root / "sessions" / session_id / "policy.json"
+        if not saved.is_file():
+            raise fail(
+                f"no session {session_id!r} under {root}/sessions: see `autodidact sessions --root {root}`"
+            )
+        policy = SessionPolicy.model_validate(json.loads(saved.read_text()))
+        self._run_session(
+            policy,
+            self.load_policy_task(policy),
+            session_id,
+            store_url(store or policy.store, root),
+            root,
+            resume=True,
+        )
+
+    def load_policy_task(self, policy: Any) -> Any:
+        if policy.task == "jsonl" and not policy.task_path:
+            raise fail(
+                "task jsonl needs a file: pass --path FILE.jsonl (or task_path in the policy)"
+            )
+        suite = self.loaders.load_task(
+            policy.task, Path(policy.task_path) if policy.task_path else None
+        )
+        if not suite.split("train", seed=policy.seed):
+            raise fail(
+                f"task {suite.name!r} has no train items: add rows (or groups) so the train split is not empty"
+            )
+        return suite
+
+    def _run_session(
+        self, policy: Any, suite: Any, session_id: str, url: str, root: Path, *, resume: bool
+    ) -> None:
+        from graph.session import Session
+        from storage import open_store
+
+        root.mkdir(parents=True, exist_ok=True)
+        with open_store(url, root) as opened:
+            check_checkpoint(opened, session_id, root, resume=resume)
+            engine = self.loaders.load_engine(policy.model)
+            session = Session(session_id, policy, opened, suite, engine)
+            verb = "resuming" if resume else "session"
+            console.print(
+                f"{verb} [bold]{session_id}[/]: {suite.name} on {engine.name}; store {opened.display_url}; files in {session.folder}"
+            )
+            hint = resume_hint(session_id, opened.display_url, root)
+            try:
+                with self.view() as view:
+                    state = session.run(resume=resume, on_event=view)
+            except KeyboardInterrupt:
+                err_console.print(f"interrupted: {hint} continues from the last completed step")
+                raise typer.Exit(130) from None
+            except Exception as error:
+                from storage import StoreError
+
+                if isinstance(error, StoreError) or "redis" in type(error).__module__:
+                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                    raise fail(
+                        f"lost the store {opened.display_url} ({reason.rstrip('.')}); the last "
+                        f"completed step is checkpointed there: once it is back, {hint}"
+                    ) from None
+                raise
+        print_cycle_table(dict(state))
+        console.print(f"session files: {session.folder}")
+
+    def answer(
+        self,
+        question: Annotated[str, typer.Argument(help="The question.")],
+        model: ModelOption = DEFAULT_MODEL,
+        probe: Annotated[
+            Path | None,
+            typer.Option("--probe", help="Probe folder (from `probe sweep` or a session)."),
+        ] = None,
+        refine: Annotated[
+            str,
+            typer.Option(
+                "--refine", help="none, self_consistency, abstain, best_of_n, risk_adaptive."
+            ),
+        ] = "risk_adaptive",
+        low: Annotated[
+            float, typer.Option(help="risk_adaptive: answer greedily at or below this risk.")
+        ] = Thresholds().low,
+        high: Annotated[
+            float, typer.Option(help="Abstain (or use the fallback) above this risk.")
+        ] = Thresholds().high,
+        k: Annotated[int, typer.Option(help="Samples for self-consistency / best-of-N.")] = 5,
+        max_new_tokens: Annotated[int, typer.Option(help="Token budget.")] = 96,
+    ) -> None:
+        """Answer a question with inference refinement; prints the risk and the route taken."""
+        from agents.refine import STRATEGIES, refine_answers
+
+        if refine not in STRATEGIES:
+            raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {refine!r})")
+        if not 0 <= low <= high <= 1:
+            raise fail(f"need 0 <= --low <= --high <= 1 (got {low}, {high})")
+        engine = self.loaders.load_engine(model)
+        if probe is not None:
+            from probes.artifact import load_probe
+            from probes.runtime import RiskScorer
+
+            engine.risk_fn = RiskScorer(load_probe(probe, expected_fingerprint=engine.fingerprint))
+        elif refine in ("abstain", "risk_adaptive"):
+            err_console.print("[yellow]no --probe: no risk to route on, answering greedily[/]")
+        (result,) = refine_answers(
+            engine,
+            [question],
+            strategy=refine,  # type: ignore[arg-type]
+            thresholds=Thresholds(low, high),
+            k=k,
+            temperature=0.7,
+            max_new_tokens=max_new_tokens,
+            numeric=False,
+        )
+        risk = "-" if result.risk is None else f"{result.risk:.3f}"
+        console.print(f"[dim]risk {risk}; route {result.route}[/]")
+        console.print(result.text, highlight=False)
+
+
+def sessions(
+    store: StoreOption = None, root: RootOption = DEFAULT_ROOT, as_json: JsonOption = False
+) -> None:
+    """The sessions in a store: status, cycles, best dev accuracy."""
+    from storage import open_store
+
+    with open_store(store_url(store, root), root) as opened:
+        rows = opened.events.list_sessions()
+        url = opened.url
+    if as_json:
+        print(
+            json.dumps(
+                [{**r.model_dump(mode="json"), "status": r.shown_status} for r in rows], indent=2
+            )
+        )
+        return
+    table = Table(
+        "session", "status", "task", "model", "cycles", "best dev acc", title=f"sessions in {url}"
+    )
+    for r in rows:
+        best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.1%}"
+        table.add_row(r.session_id, r.shown_status, r.task, r.model, str(r.cycles), best)
+    console.print(table)
+
+
+def trace(
+    session_id: Annotated[str, typer.Argument(help="The session to inspect.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events until it ends.")
+    ] = False,
+    store: StoreOption = None,
+    root: RootOption = DEFAULT_ROOT,
+    as_json: JsonOption = False,
+) -> None:
+    """A session's timeline: each node with its duration, every decision with its reason
+    and evidence, key metrics. --follow prints a running session live."""
+    from storage import open_store
+
+    with open_store(store_url(store, root), root) as opened:
+        info = opened.events.get_session(session_id)
+        if info is None:
+            raise fail(f"no session {session_id!r} in {opened.url}: see `autodidact sessions`")
+        if follow:
+
+            def finished() -> bool:
+                current = opened.events.get_session(session_id)
+                return current is None or current.shown_status != "running"
+
+            for event in opened.events.follow(session_id, stop=finished):
+                print_event(event, as_json)
+            return
+        for event in opened.events.read(session_id):
+            print_event(event, as_json)
+
+
+def register(app: typer.Typer, loaders: Loaders, view: EventView = console_view) -> None:
+    commands = SessionCommands(loaders, view)
+    for name, fn in (
+        ("run", commands.run),
+        ("resume", commands.resume),
+        ("sessions", sessions),
+        ("trace", trace),
+        ("answer", commands.answer),
+    ):
+        app.command(name)(cli_command(fn))

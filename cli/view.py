@@ -1,0 +1,129 @@
+"""What session commands print: the live console view of a session's event stream, the
+cycle table at its end, and `trace`'s event lines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from rich.progress import Progress
+from rich.table import Table
+
+from cli.common import console, new_progress
+
+EventView = Callable[[], AbstractContextManager[Callable[[Any], None]]]
+"""Opens the consumer a running session's events go to (`console_view`; tests tap it)."""
+
+
+class ConsoleView:
+    """Progress bars for progress events, one line per decision, metric and action."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, event: Any) -> None:
+        if event.kind == "progress":
+            self._bar(event)
+            return
+        if event.kind == "node_start":
+            self._close_bars()
+        prefix = f"[dim]c{event.cycle} {event.node:<9}[/]"
+        if event.kind == "decision":
+            console.print(f"{prefix} [bold magenta]decision[/] {event.message}", highlight=False)
+        elif event.kind == "metric":
+            console.print(f"{prefix} [green]{event.message}[/]", highlight=False)
+        elif event.kind == "error":
+            console.print(f"{prefix} [red]{event.message}[/]", highlight=False)
+        elif (
+            event.kind == "action"
+            and event.data.get("stage")
+            and event.data.get("source") == "rules"
+        ):
+            return  # a plan the policy's rules made: in the trace, not worth a console line
+        elif event.kind in ("action", "artifact", "session") or (
+            event.kind == "node_end" and not event.message.endswith(" done")
+        ):
+            console.print(f"{prefix} {event.message}", highlight=False)
+
+    def _bar(self, event: Any) -> None:
+        label = f"c{event.cycle} {event.node}: {event.message}"
+        total, done = event.data.get("total") or 1, event.data.get("done") or 0
+        if label not in self.bars:
+            self.bars[label] = self.progress.add_task(label, total=total)
+        self.progress.update(self.bars[label], completed=done, total=total)
+
+    def _close_bars(self) -> None:
+        for task_id in self.bars.values():
+            self.progress.remove_task(task_id)
+        self.bars.clear()
+
+
+@contextmanager
+def console_view() -> Iterator[ConsoleView]:
+    with new_progress() as progress:
+        yield ConsoleView(progress)
+
+
+def print_cycle_table(state: dict[str, Any]) -> None:
+    final = state.get("final") or {}
+    table = Table(
+        "cycle",
+        "version",
+        "dev acc",
+        "halluc.",
+        "mean risk",
+        "probe AUROC",
+        "decision",
+        title="cycles",
+    )
+    for row in final.get("cycles", []):
+        table.add_row(
+            str(row["cycle"]),
+            row["version"],
+            f"{row['accuracy']:.1%}",
+            f"{row['hallucination_rate']:.1%}",
+            _num(row.get("mean_risk")),
+            _num(row.get("probe_auroc")),
+            row.get("decision") or "",
+        )
+    console.print(table)
+    if final:
+        initial, last = final["initial"], final["final"]
+        console.print(
+            f"test accuracy: initial {initial['version']} {initial['test_accuracy']:.1%} -> "
+            f"final {last['version']} {last['test_accuracy']:.1%} (n={last['n_test']}); "
+            f"stopped: {final['stop_reason']}; {final['wall_seconds']:.0f} s",
+            highlight=False,
+        )
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_event(event: Any, as_json: bool) -> None:
+    """One line of `trace`: the event's number, cycle, node, kind and message."""
+    if as_json:
+        print(event.model_dump_json())
+        return
+    if event.kind == "node_start":
+        return
+    data = event.data
+    extra = ""
+    if event.kind == "node_end" and "seconds" in data:
+        extra = f" [dim]({data['seconds']:.1f} s)[/]"
+    if event.kind == "decision":
+        evidence = ", ".join(f"{k}={_short(v)}" for k, v in (data.get("evidence") or {}).items())
+        extra = f"\n      [dim]evidence: {evidence}[/]" if evidence else ""
+    style = {"decision": "bold magenta", "metric": "green", "error": "red"}.get(event.kind, "")
+    message = f"[{style}]{event.message}[/]" if style else event.message
+    console.print(
+        f"#{event.seq:<4} c{event.cycle} {event.node or '-':<9} {event.kind:<9} {message}{extra}",
+        highlight=False,
+    )
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
