@@ -4,6 +4,7 @@ The console output is one consumer of the graph's event stream."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,15 +40,24 @@ ModelOverride = Annotated[
 
 
 def store_url(store: str | None, root: Path) -> str:
+    """The store to open: `store`, or the SQLite file under `root`; a `***` password (as a
+    saved policy or a printed hint keeps it) is taken from the environment."""
     from storage import default_store_url
+    from storage.urls import restore_password
 
-    return store or default_store_url(root)
+    return restore_password(store or default_store_url(root), os.environ)
 
 
 def resume_hint(session_id: str, display_url: str, root: Path) -> str:
     """The command that resumes the session: its store and root spelled out, since
-    `resume` alone would look in the default SQLite store under ./runs."""
-    return f"`autodidact resume {session_id} --store {display_url} --root {root}`"
+    `resume` alone would look in the default SQLite store under ./runs. The password
+    stays masked: the hint names the variable that supplies it."""
+    from storage.urls import PASSWORD_ENV, has_masked_password
+
+    hint = f"`autodidact resume {session_id} --store {display_url} --root {root}`"
+    if has_masked_password(display_url):
+        hint += f" (with {PASSWORD_ENV} set to the store's password)"
+    return hint
 
 
 def check_checkpoint(store: Any, session_id: str, root: Path, *, resume: bool) -> None:
@@ -237,7 +247,7 @@ def sessions(
 
     with open_store(store_url(store, root), root) as opened:
         rows = opened.events.list_sessions()
-        url = opened.url
+        url = opened.display_url
     if as_json:
         print(
             json.dumps(
@@ -270,7 +280,9 @@ def trace(
     with open_store(store_url(store, root), root) as opened:
         info = opened.events.get_session(session_id)
         if info is None:
-            raise fail(f"no session {session_id!r} in {opened.url}: see `autodidact sessions`")
+            raise fail(
+                f"no session {session_id!r} in {opened.display_url}: see `autodidact sessions`"
+            )
         if follow:
 
             def finished() -> bool:

@@ -18,7 +18,7 @@ from graph.build import build_graph
 from graph.policy import SessionPolicy
 from graph.state import SessionState
 from graph.workbench import EngineLoader, load_engine_from
-from storage import ArtifactStore, Event, SessionInfo, Store
+from storage import ArtifactStore, Event, SessionInfo, Store, mask_password
 from tasks.base import Task
 
 EventSink = Callable[[Event], None]
@@ -83,9 +83,9 @@ class Session:
         graph = self.graph()
         if not resume:
             self.folder.mkdir(parents=True, exist_ok=True)
-            ArtifactStore(self.folder).write_json(
-                "policy.json", self.policy.model_dump(mode="json")
-            )
+            saved = self.policy.model_dump(mode="json")
+            saved["store"] = saved["store"] and mask_password(saved["store"])  # no secret on disk
+            ArtifactStore(self.folder).write_json("policy.json", saved)
         inputs = (
             None if resume else initial_state(self.session_id, self.policy, self.engine, self.task)
         )

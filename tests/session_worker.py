@@ -213,24 +213,30 @@ def cli_args(args: argparse.Namespace) -> list[str]:
     return ["run", "--policy", str(policy_file), "--session-id", args.session, *where]
 
 
-def stand_in_app(args: argparse.Namespace) -> Any:
-    """The CLI's app with the tiny engine and task in place of the policy's, the event
-    tap, the kill and the slow checkpoints."""
-    from cli.app import make_app
+def stand_in_loaders() -> Any:
+    """The CLI's loaders with the tiny engine and the coin-flip task in place of the
+    policy's model and task."""
     from cli.common import Loaders
-    from cli.view import console_view
     from tests.test_graph import coin_flip_task
     from tests.tiny_models import tiny_engine
 
-    loaders = Loaders(
+    return Loaders(
         load_engine=lambda model: tiny_engine(), load_task=lambda name, path: coin_flip_task()
     )
+
+
+def stand_in_app(args: argparse.Namespace) -> Any:
+    """The CLI's app with the stand-in loaders, the event tap, the kill and the slow
+    checkpoints."""
+    from cli.app import make_app
+    from cli.view import console_view
+
     view = console_view if args.events_out is None else tapped_view(console_view, args.events_out)
     if args.die_after_version:
         die_after_first_version()
     if args.slow_checkpoints:
         slow_checkpoints(args.slow_checkpoints)
-    return make_app(loaders, view=view)
+    return make_app(stand_in_loaders(), view=view)
 
 
 def tapped_view(console_view: Any, out: Path) -> Any:
