@@ -6,10 +6,82 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
+from pydantic import Field, model_validator
+
+from agents.config import StageConfig
 from engines.base import Engine, ProgressFn, Sample
 from tasks.base import Item, Task
+
+
+class AcquirePolicy(StageConfig):
+    """Acquire: prompts from the task's train split (and self-instruct), K samples each."""
+
+    prompts_per_cycle: int = Field(
+        default=64,
+        ge=1,
+        description="Train-split prompts drawn per cycle; also the most a planner may ask for.",
+    )
+    samples_per_prompt: int = Field(
+        default=4, ge=1, description="Sampled candidates (K) per prompt."
+    )
+    temperature: float = Field(
+        default=0.8, ge=0.0, le=2.0, description="Sampling temperature for the K candidates."
+    )
+    top_p: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="Nucleus sampling mass for the K candidates."
+    )
+    max_new_tokens: int = Field(
+        default=96,
+        ge=1,
+        description="Token budget per sample; too small and answers are cut before they finish.",
+    )
+    synthesize_prompts: int = Field(
+        default=0,
+        ge=0,
+        description="New prompts the model writes per cycle (self-instruct); 0 turns it off.",
+    )
+    max_synthesize_prompts: int = Field(
+        default=32,
+        ge=0,
+        description="The most self-instruct prompts a planner may ask for in one cycle.",
+    )
+    min_risk: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Difficulty band, low end: prompts whose pre-generation probe risk is "
+        "below are skipped as too easy (0 keeps all).",
+    )
+    max_risk: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Difficulty band, high end: prompts whose probe risk is above are skipped as "
+        "hopeless (1 keeps all).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AcquirePolicy:
+        if self.min_risk >= self.max_risk:
+            raise ValueError(
+                f"acquire.min_risk ({self.min_risk}) must be below acquire.max_risk "
+                f"({self.max_risk}): widen the difficulty band"
+            )
+        if self.synthesize_prompts > self.max_synthesize_prompts:
+            raise ValueError(
+                f"acquire.synthesize_prompts ({self.synthesize_prompts}) exceeds "
+                f"acquire.max_synthesize_prompts ({self.max_synthesize_prompts}): raise the cap "
+                "or ask for fewer"
+            )
+        if self.temperature == 0 and self.samples_per_prompt > 1:
+            raise ValueError(
+                "acquire.temperature 0 makes the K samples identical: set acquire.temperature > 0 "
+                "or acquire.samples_per_prompt=1"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -20,6 +92,109 @@ class Attempt:
     samples: tuple[Sample, ...]
     risk: float | None  # the probe's risk from this generation's own prefill
     synthesized: bool = False
+
+    def to_row(self) -> dict[str, Any]:
+        """The attempt as one JSON-ready row (the session's `attempts.jsonl`)."""
+        item = self.item
+        return {
+            "item": {
+                "id": item.id,
+                "prompt": item.prompt,
+                "answers": list(item.answers),
+                "group": item.group,
+            },
+            "samples": [asdict(s) for s in self.samples],
+            "risk": self.risk,
+            "synthesized": self.synthesized,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Attempt:
+        raw = row["item"]
+        item = Item(raw["id"], raw["prompt"], tuple(raw["answers"]), raw["group"])
+        return cls(
+            item, tuple(Sample(**s) for s in row["samples"]), row["risk"], row["synthesized"]
+        )
+
+
+@dataclass(frozen=True)
+class CyclePrompts:
+    """The prompts one cycle samples: drawn from the train split, and written by the model."""
+
+    drawn: list[Item]
+    synthetic: list[Item]
+    notes: list[str]  # what is worth a line in the trace
+
+    @property
+    def items(self) -> list[Item]:
+        return self.drawn + self.synthetic
+
+
+def cycle_prompts(
+    engine: Engine, task: Task, plan: dict[str, Any], *, cycle: int, seed: int
+) -> CyclePrompts:
+    """This cycle's prompts per the acquire plan: a fresh draw from the train split (twice
+    what is needed, so the risk band can choose), kept within the band, plus the
+    self-instruct prompts the plan asks for (none whose group is held out)."""
+    train = task.split("train", seed=seed)
+    pool = choose_prompts(train, plan["prompts"] * 2, cycle=cycle, seed=seed)
+    drawn = within_risk_band(engine, pool, plan["min_risk"], plan["max_risk"], plan["prompts"])
+    held_out = frozenset(i.group for s in ("dev", "test") for i in task.split(s, seed=seed))
+    synthetic = synthesize_items(
+        engine, task, train, plan["synthesize"], blocked_groups=held_out, seed=seed + cycle
+    )
+    notes = (
+        [f"self-instruct: kept {len(synthetic)} of {plan['synthesize']} asked"]
+        if plan["synthesize"]
+        else []
+    )
+    return CyclePrompts(drawn, synthetic, notes)
+
+
+def sample_cycle(
+    engine: Engine,
+    prompts: CyclePrompts,
+    policy: AcquirePolicy,
+    *,
+    seed: int,
+    cycle: int,
+    on_progress: ProgressFn | None = None,
+) -> list[Attempt]:
+    """K samples of each of the cycle's prompts, with the policy's sampling settings
+    (seeded per cycle: `seed + 1000 * cycle`)."""
+    return sample_attempts(
+        engine,
+        prompts.items,
+        n=policy.samples_per_prompt,
+        temperature=policy.temperature,
+        top_p=policy.top_p,
+        max_new_tokens=policy.max_new_tokens,
+        seed=seed + 1000 * cycle,
+        synthesized=frozenset(i.id for i in prompts.synthetic),
+        on_progress=on_progress,
+    )
+
+
+def summary(attempts: Sequence[Attempt], k: int) -> tuple[str, dict[str, Any]]:
+    """A line for the trace and the numbers behind it.
+
+    >>> summary([], 4)
+    ('0 prompts x 4 samples', {'prompts': 0, 'mean_risk': None})
+    """
+    return f"{len(attempts)} prompts x {k} samples", {
+        "prompts": len(attempts),
+        "mean_risk": mean_risk(attempts),
+    }
+
+
+def mean_risk(attempts: Sequence[Attempt]) -> float | None:
+    """The mean pre-generation risk of the attempts that have one (None: no probe).
+
+    >>> mean_risk([]) is None
+    True
+    """
+    risks = [a.risk for a in attempts if a.risk is not None]
+    return sum(risks) / len(risks) if risks else None
 
 
 def choose_prompts(train: Sequence[Item], count: int, *, cycle: int, seed: int) -> list[Item]:

@@ -4,9 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
+from pydantic import Field
+
+from agents.config import StageConfig
+from agents.refine import RefinePolicy, Strategy, Thresholds, refine_answers
 from engines.base import Engine, Generation, ProgressFn
 from tasks.base import Item, Task
+
+
+class EvaluatePolicy(StageConfig):
+    """Evaluate: held-out dev each cycle (test once at the end), greedy and refined."""
+
+    dev_limit: int | None = Field(
+        default=100, ge=1, description="Dev items scored each cycle (null: the whole split)."
+    )
+    test_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Test items scored at the end for the initial and final model (null: all).",
+    )
+    max_new_tokens: int = Field(default=96, ge=1, description="Token budget per dev/test answer.")
+    refine: Strategy = Field(
+        default="none",
+        description="Inference refinement applied when evaluating (see the refine section).",
+    )
 
 
 @dataclass(frozen=True)
@@ -78,15 +101,6 @@ def greedy_eval(
 
 
 @dataclass(frozen=True)
-class RefineSettings:
-    strategy: str = "none"  # see agents.refine.STRATEGIES
-    k: int = 5
-    temperature: float = 0.7
-    low: float = 0.3
-    high: float = 0.7
-
-
-@dataclass(frozen=True)
 class Measurement:
     """One model version on held-out items: answers, summary and the probe on fresh labels."""
 
@@ -103,28 +117,31 @@ def measure(
     items: Sequence[Item],
     *,
     max_new_tokens: int,
-    refine: RefineSettings = RefineSettings(),
+    strategy: Strategy = "none",
+    refine: RefinePolicy | None = None,
+    thresholds: Thresholds | None = None,
     fallback: Callable[[str], str] | None = None,
     seed: int = 0,
     on_progress: ProgressFn | None = None,
 ) -> Measurement:
-    """Greedy answers (risk from their own prefill), refined per `refine`, then scored."""
-    from agents.refine import Thresholds, refine_answers
+    """Greedy answers (risk from their own prefill), refined by `strategy` (with the
+    refine policy's k and temperature, and `thresholds` for the risk routes), then scored."""
 
     prompts = [item.prompt for item in items]
     greedy = engine.generate(prompts, max_new_tokens=max_new_tokens, on_progress=on_progress)
     plain = [score_generation(task, item, g) for item, g in zip(items, greedy, strict=True)]
     results = plain
-    if refine.strategy != "none":
+    if strategy != "none":
+        refine = refine or RefinePolicy()
         refined = refine_answers(
             engine,
             prompts,
-            strategy=refine.strategy,  # type: ignore[arg-type]
-            thresholds=Thresholds(refine.low, refine.high),
+            strategy=strategy,
+            thresholds=thresholds or Thresholds(),
             k=refine.k,
             temperature=refine.temperature,
             max_new_tokens=max_new_tokens,
-            numeric=task.verifier_name == "numeric",
+            keys=[partial(task.answer_key, item=item) for item in items],
             seed=seed,
             fallback=fallback,
             greedy=greedy,

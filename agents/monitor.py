@@ -14,14 +14,85 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pydantic import Field
+
+from agents.config import StageConfig
 from agents.records import Action, CycleMetrics, Decision, Evidence
 
-if TYPE_CHECKING:  # agents read the policy's fields; they never import graph at run time
-    from graph.policy import MonitorPolicy
-
 HARD_RULES = frozenset({"target", "budget", "regression"})
+
+
+class MonitorPolicy(StageConfig):
+    """Monitor: the rules that decide loop | retrain | refit_probe | rollback | stop."""
+
+    target_accuracy: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Stop once dev accuracy reaches this (null: no target).",
+    )
+    min_gain: float = Field(
+        default=0.01,
+        ge=0.0,
+        description="Dev accuracy gain over the best version that counts as progress.",
+    )
+    patience: int = Field(
+        default=1, ge=1, description="Cycles in a row without min_gain before the session stops."
+    )
+    max_cycles: int = Field(default=4, ge=1, description="Most improvement cycles.")
+    max_wall_minutes: float = Field(
+        default=12.0, gt=0.0, description="Wall-time budget of the whole session."
+    )
+    project_wall_budget: bool = Field(
+        default=True,
+        description="Also stop when another cycle as long as the last would overrun "
+        "max_wall_minutes.",
+    )
+    regression_tolerance: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="A version worse on dev than the best by more than this is rolled back, "
+        "never promoted.",
+    )
+    max_retrains: int = Field(
+        default=1, ge=0, description="Most retrains (same data, adjusted settings) per session."
+    )
+    retrain_min_examples: int = Field(
+        default=16,
+        ge=1,
+        description="A cycle's data counts as good enough to retrain on with at least this "
+        "many examples.",
+    )
+    drift_threshold: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=1.0,
+        description="Probe AUROC drop on fresh labels (vs its fit) that makes it stale.",
+    )
+    calibration_drift_threshold: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=1.0,
+        description="Probe calibration error (ECE) rise on fresh labels that makes it stale.",
+    )
+    max_probe_refits: int = Field(default=1, ge=0, description="Most probe refits per session.")
+    min_probe_auroc_to_trust: float = Field(
+        default=0.6,
+        ge=0.5,
+        le=1.0,
+        description="Below this AUROC on fresh labels the probe's risk signal is discounted "
+        "as near chance.",
+    )
+    min_risk_drop: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=1.0,
+        description="A fall in mean dev risk (weighted by the probe's AUROC) that keeps a "
+        "session with flat accuracy going another cycle.",
+    )
 
 
 @dataclass(frozen=True)

@@ -10,29 +10,95 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
+from pydantic import Field, model_validator
 
+from agents.config import StageConfig
 from agents.selection import PreferencePair, SFTExample
+
+
+class OptimizePolicy(StageConfig):
+    """Optimize: LoRA SFT or DPO with TRL + peft; a new model version per run."""
+
+    method: Literal["sft", "dpo"] = Field(
+        default="sft", description="sft on selected examples, or dpo on preference pairs."
+    )
+    lora_r: int = Field(default=16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(default=32, ge=1, description="LoRA scaling alpha.")
+    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    learning_rate: float = Field(default=2e-4, gt=0.0, description="Learning rate the rules use.")
+    min_learning_rate: float = Field(
+        default=1e-5, gt=0.0, description="Lowest learning rate a planner or a retrain may use."
+    )
+    max_learning_rate: float = Field(
+        default=5e-4, gt=0.0, description="Highest learning rate a planner may use."
+    )
+    epochs: float = Field(
+        default=3.0, gt=0.0, description="Passes over the selected data the rules use."
+    )
+    max_epochs: float = Field(
+        default=5.0, gt=0.0, description="Most passes a planner or a retrain may use."
+    )
+    batch_size: int = Field(default=16, ge=1, description="Examples per optimizer step.")
+    max_steps: int = Field(
+        default=0, ge=0, description="Cap on optimizer steps per training run (0: no cap)."
+    )
+    dpo_beta: float = Field(
+        default=0.1, gt=0.0, description="DPO's beta (strength of the KL anchor)."
+    )
+    retrain_lr_factor: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="A retrain after an update that lost accuracy multiplies the learning rate by "
+        "this (never below min_learning_rate).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimizePolicy:
+        lo, lr, hi = self.min_learning_rate, self.learning_rate, self.max_learning_rate
+        if not lo <= lr <= hi:
+            raise ValueError(
+                f"optimize.learning_rate {lr:g} is outside [min_learning_rate {lo:g}, "
+                f"max_learning_rate {hi:g}]: move the rate or the bounds"
+            )
+        if self.epochs > self.max_epochs:
+            raise ValueError(
+                f"optimize.epochs ({self.epochs:g}) exceeds optimize.max_epochs "
+                f"({self.max_epochs:g}): raise max_epochs or lower epochs"
+            )
+        return self
+
 
 StepFn = Callable[[int, int, float | None], None]  # (step, total_steps, loss)
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    method: Literal["sft", "dpo"] = "sft"
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    batch_size: int = 16
-    max_steps: int = 0  # 0 = as many as the epochs need
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    dpo_beta: float = 0.1
-    seed: int = 0
+    """One training run's settings: the `OptimizePolicy` values a planner or a retrain chose
+    (defaults live there, once), plus the run's seed."""
+
+    method: Literal["sft", "dpo"]
+    learning_rate: float
+    epochs: float
+    batch_size: int
+    max_steps: int  # 0 = as many as the epochs need
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    dpo_beta: float
+    seed: int
+
+    @classmethod
+    def from_policy(cls, policy: OptimizePolicy, *, seed: int, **chosen: Any) -> TrainSettings:
+        """The policy's settings, with a planner's or a retrain's `chosen` values on top."""
+        return cls(**({key: getattr(policy, key) for key in TRAIN_KEYS} | chosen), seed=seed)
+
+
+TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name != "seed")
 
 
 @dataclass(frozen=True)
@@ -42,6 +108,15 @@ class TrainResult:
     final_loss: float | None
     seconds: float
     examples: int
+
+    def summary(self) -> dict[str, Any]:
+        """What the trace records of the run (the version folder is in the state)."""
+        return {
+            "steps": self.steps,
+            "final_loss": self.final_loss,
+            "train_seconds": self.seconds,
+            "examples": self.examples,
+        }
 
 
 def conversational_sft_rows(examples: Sequence[SFTExample]) -> list[dict[str, Any]]:
@@ -70,9 +145,10 @@ def conversational_dpo_rows(pairs: Sequence[PreferencePair]) -> list[dict[str, A
 def planned_steps(n_examples: int, settings: TrainSettings) -> int:
     """Optimizer steps the settings imply.
 
-    >>> planned_steps(40, TrainSettings(batch_size=16, epochs=2))
+    >>> policy = OptimizePolicy(batch_size=16, epochs=2)
+    >>> planned_steps(40, TrainSettings.from_policy(policy, seed=0))
     6
-    >>> planned_steps(40, TrainSettings(batch_size=16, epochs=2, max_steps=4))
+    >>> planned_steps(40, TrainSettings.from_policy(policy, seed=0, max_steps=4))
     4
     """
     per_epoch = math.ceil(n_examples / settings.batch_size)
@@ -81,6 +157,8 @@ def planned_steps(n_examples: int, settings: TrainSettings) -> int:
 
 
 def _common_args(settings: TrainSettings, output_dir: Path, total_steps: int) -> dict[str, Any]:
+    import torch
+
     on_cpu = not torch.cuda.is_available()
     return {
         "output_dir": str(output_dir),

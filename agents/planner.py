@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from agents.acquire import AcquirePolicy
 from agents.chat_model import make_chat_model
+from agents.config import StageConfig
 from agents.monitor import (
     HARD_RULES,
     Assessment,
+    MonitorPolicy,
     admissible_actions,
     apply_rules,
     assess,
     gains,
     make_decision,
 )
+from agents.optimize import TRAIN_KEYS, OptimizePolicy
 from agents.records import (
     PLAN_SCHEMAS,
     AcquirePlan,
@@ -39,10 +44,59 @@ from agents.records import (
     SelectPlan,
     Stage,
 )
+from agents.selection import SelectPolicy
 from engines.base import Engine
 
-if TYPE_CHECKING:  # agents read the policy's fields; they never import graph at run time
-    from graph.policy import OptimizePolicy, SessionPolicy
+PLANNER_SPEC = re.compile(r"^(rules|self|fake(:.*)?|[A-Za-z0-9_.-]+:\S.*)$", re.DOTALL)
+
+
+class PlannerPolicy(StageConfig):
+    """Who makes each stage's choices: the rules, or a chat model whose proposal the rules check."""
+
+    acquire: str = Field(
+        default="rules",
+        description="'rules', 'self' (the model under improvement) or 'provider:model'.",
+    )
+    select: str = Field(default="rules", description="'rules', 'self' or 'provider:model'.")
+    optimize: str = Field(default="rules", description="'rules', 'self' or 'provider:model'.")
+    monitor: str = Field(
+        default="rules",
+        description="'rules', 'self' or 'provider:model'; the rules and regression guard "
+        "have the last word.",
+    )
+    max_new_tokens: int = Field(
+        default=256, ge=16, description="Token budget of a 'self' planner's reply."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PlannerPolicy:
+        for stage in ("acquire", "select", "optimize", "monitor"):
+            spec = getattr(self, stage)
+            if not PLANNER_SPEC.match(spec):
+                raise ValueError(
+                    f"planner.{stage} {spec!r} is not a planner: use 'rules', 'self', or "
+                    "'provider:model' such as 'openai:gpt-4o-mini'"
+                )
+        return self
+
+
+class SessionPolicy(Protocol):
+    """The sections of the session policy a planner reads (`graph.policy.SessionPolicy`
+    has them; agents never import graph)."""
+
+    @property
+    def task(self) -> str: ...
+    @property
+    def acquire(self) -> AcquirePolicy: ...
+    @property
+    def select(self) -> SelectPolicy: ...
+    @property
+    def optimize(self) -> OptimizePolicy: ...
+    @property
+    def monitor(self) -> MonitorPolicy: ...
+    @property
+    def planner(self) -> PlannerPolicy: ...
+
 
 P = TypeVar("P", bound=BaseModel)
 STAGES: tuple[Stage, ...] = ("acquire", "select", "optimize", "monitor")
@@ -124,19 +178,6 @@ def check_select(
         )
         final["strategy"] = policy.select.strategy
     return final, notes
-
-
-TRAIN_KEYS = (
-    "method",
-    "learning_rate",
-    "epochs",
-    "batch_size",
-    "max_steps",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "dpo_beta",
-)
 
 
 def optimize_rules(policy: SessionPolicy) -> dict[str, Any]:

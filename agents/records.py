@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.selection import SelectStrategy
+
 RECORDS_SCHEMA_VERSION = 1
 Action = Literal["loop", "retrain", "refit_probe", "rollback", "stop"]
 ACTIONS: tuple[Action, ...] = ("loop", "retrain", "refit_probe", "rollback", "stop")
@@ -100,7 +102,7 @@ class AcquirePlan(_Plan):
 class SelectPlan(_Plan):
     """How to choose training examples from the labelled samples."""
 
-    strategy: Literal["correct_only", "risk_weighted", "self_judge"] = Field(
+    strategy: SelectStrategy = Field(
         description="correct_only, risk_weighted or self_judge"
     )
     max_per_prompt: int = Field(default=1, description="distinct correct samples kept per prompt")

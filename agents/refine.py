@@ -6,12 +6,66 @@ Routing rules and threshold choice are pure functions; `refine_answers` runs the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import Field, model_validator
+
+from agents.config import StageConfig
 from engines.base import Engine, Generation, Sample
-from tasks.verifiers import final_number, normalize
+from probes.calibration import Thresholds
+from tasks.verifiers import text_key
+
+
+class RefinePolicy(StageConfig):
+    """Refine: self-consistency, probe-gated abstention, best-of-N, risk-adaptive routing."""
+
+    k: int = Field(default=5, ge=2, description="Samples for self-consistency and best-of-N.")
+    temperature: float = Field(
+        default=0.7, gt=0.0, le=2.0, description="Sampling temperature for the k samples."
+    )
+    low_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Risk at or below which risk_adaptive answers greedily (null: chosen on "
+        "the probe's validation split for target_precision).",
+    )
+    high_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Risk above which the answer abstains or goes to fallback_model (null: "
+        "chosen on the probe's validation split).",
+    )
+    target_precision: float = Field(
+        default=0.9,
+        gt=0.0,
+        le=1.0,
+        description="Precision of answered items the thresholds are chosen for.",
+    )
+    fallback_model: str | None = Field(
+        default=None,
+        description="Chat model ('provider:model') that answers high-risk prompts in "
+        "risk_adaptive; null: abstain instead.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RefinePolicy:
+        low, high = self.low_threshold, self.high_threshold
+        if low is not None and high is not None and low >= high:
+            raise ValueError(
+                f"refine.low_threshold ({low}) must be below refine.high_threshold ({high}): "
+                "swap them or set both to null to choose them on dev"
+            )
+        if self.fallback_model is not None and ":" not in self.fallback_model:
+            raise ValueError(
+                f"refine.fallback_model {self.fallback_model!r} is not 'provider:model': "
+                "use e.g. 'openai:gpt-4o-mini', or null to abstain"
+            )
+        return self
+
 
 ABSTAIN_TEXT = "I don't know."
 Strategy = Literal["none", "self_consistency", "abstain", "best_of_n", "risk_adaptive"]
@@ -26,12 +80,6 @@ STRATEGIES: tuple[Strategy, ...] = (
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    low: float = 0.3  # risk at or below: answer greedily
-    high: float = 0.7  # risk above: abstain or route to the fallback model
-
-
-@dataclass(frozen=True)
 class Refined:
     text: str
     route: Route
@@ -43,31 +91,25 @@ class Refined:
         return self.route == "abstain"
 
 
-def answer_key(text: str, numeric: bool) -> str:
-    """What two answers must share to count as the same vote.
-
-    >>> answer_key("12 + 5 = 17.", numeric=True) == answer_key("The sum is 17", numeric=True)
-    True
-    >>> answer_key("Paris.", numeric=False)
-    'paris'
-    """
-    if numeric:
-        value = final_number(text)
-        return "" if value is None else f"{value:g}"
-    return normalize(text)
+VoteKey = Callable[[str], Hashable]
 
 
-def majority(samples: Sequence[Sample], numeric: bool) -> Sample:
-    """The first sample of the most common answer (finished samples only, when any).
+def majority(samples: Sequence[Sample], key: VoteKey = text_key) -> Sample:
+    """The first sample of the most common answer (finished samples only, when any); two
+    answers are one vote when their `key` is equal (the task's: `Task.answer_key`).
 
+    >>> from tasks.verifiers import alias_key, number_key
     >>> s = lambda t: Sample(t, [], [], [], "stop")
-    >>> majority([s("7"), s("8"), s("it is 8")], numeric=True).text
+    >>> majority([s("7"), s("8"), s("it is 8")], number_key).text
     '8'
+    >>> lima = lambda text: alias_key(text, ["Lima"])
+    >>> majority([s("Cusco."), s("Cusco."), s("Lima."), s("It is Lima"), s("Lima!")], lima).text
+    'Lima.'
     """
     finished = [s for s in samples if s.finish_reason == "stop"] or list(samples)
-    votes = Counter(answer_key(s.text, numeric) for s in finished)
+    votes = Counter(key(s.text) for s in finished)
     winner, _ = votes.most_common(1)[0]
-    return next(s for s in finished if answer_key(s.text, numeric) == winner)
+    return next(s for s in finished if key(s.text) == winner)
 
 
 def best_of_n(samples: Sequence[Sample]) -> Sample:
@@ -106,39 +148,6 @@ def route_for(
     return "fallback" if has_fallback else "abstain"
 
 
-def threshold_for_precision(
-    risks: Sequence[float], correct: Sequence[bool], target: float
-) -> float:
-    """The highest risk cut-off whose answered set (risk <= cut-off) still reaches the
-    target precision on dev; the lowest risk when none does.
-
-    >>> threshold_for_precision([0.1, 0.2, 0.8, 0.9], [True, True, False, True], 0.9)
-    0.2
-    >>> threshold_for_precision([0.1, 0.2], [True, True], 0.9)
-    0.2
-    """
-    ranked = sorted(zip(risks, correct, strict=True))
-    best, right = ranked[0][0], 0
-    for answered, (risk, ok) in enumerate(ranked, start=1):
-        right += ok
-        if right / answered >= target:
-            best = risk
-    return best
-
-
-def choose_thresholds(
-    risks: Sequence[float], correct: Sequence[bool], target_precision: float
-) -> Thresholds:
-    """low = the cut-off reaching the target precision; high = the cut-off reaching half
-    of the distance from the overall accuracy to the target (never below low)."""
-    if not risks:
-        return Thresholds()
-    low = threshold_for_precision(risks, correct, target_precision)
-    base = sum(correct) / len(correct)
-    high = threshold_for_precision(risks, correct, base + (target_precision - base) / 2)
-    return Thresholds(low=low, high=max(high, low))
-
-
 Fallback = Callable[[str], str]
 
 
@@ -151,13 +160,14 @@ def refine_answers(
     k: int,
     temperature: float,
     max_new_tokens: int,
-    numeric: bool,
+    keys: Sequence[VoteKey] | None = None,
     seed: int = 0,
     fallback: Fallback | None = None,
     greedy: Sequence[Generation] | None = None,
 ) -> list[Refined]:
-    """Answer every prompt along its route. Greedy generations (with their risk) may be
-    passed in to avoid decoding twice."""
+    """Answer every prompt along its route. `keys[i]` reads prompt i's answers for the
+    self-consistency vote (default: normalized text). Greedy generations (with their
+    risk) may be passed in to avoid decoding twice."""
     greedy = (
         list(greedy)
         if greedy is not None
@@ -179,7 +189,8 @@ def refine_answers(
     by_index = dict(zip(sampled_index, sampled, strict=True))
     answers = []
     for i, (route, generation) in enumerate(zip(routes, greedy, strict=True)):
-        answers.append(_answer(route, generation, by_index.get(i), numeric, fallback, prompts[i]))
+        key = keys[i] if keys is not None else text_key
+        answers.append(_answer(route, generation, by_index.get(i), key, fallback, prompts[i]))
     return answers
 
 
@@ -187,7 +198,7 @@ def _answer(
     route: Route,
     greedy: Generation,
     sampled: Generation | None,
-    numeric: bool,
+    key: VoteKey,
     fallback: Fallback | None,
     prompt: str,
 ) -> Refined:
@@ -197,7 +208,7 @@ def _answer(
         return Refined(fallback(prompt), route, greedy.risk)
     if sampled is not None:
         chosen = (
-            majority(sampled.samples, numeric)
+            majority(sampled.samples, key)
             if route == "self_consistency"
             else best_of_n(sampled.samples)
         )

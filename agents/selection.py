@@ -6,11 +6,46 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
 
 from agents.acquire import Attempt
+from agents.config import StageConfig
 from engines.base import Engine, Sample
 from tasks.base import Task
 from tasks.verifiers import normalize, yes_no_match
+
+SelectStrategy = Literal["correct_only", "risk_weighted", "self_judge"]
+
+
+class SelectPolicy(StageConfig):
+    """Select: verifier (or self-judge) labels -> an SFT set and preference pairs."""
+
+    strategy: SelectStrategy = Field(
+        default="correct_only",
+        description="correct_only: rejection sampling (STaR); risk_weighted: prefer solved "
+        "prompts the probe rates uncertain; self_judge: the model judges its own samples "
+        "(no verifier).",
+    )
+    max_per_prompt: int = Field(
+        default=2,
+        ge=1,
+        description="Distinct correct samples kept per prompt (at most samples_per_prompt).",
+    )
+    dedupe: bool = Field(
+        default=True, description="Drop examples whose normalized prompt and completion repeat."
+    )
+    min_examples: int = Field(
+        default=8,
+        ge=1,
+        description="Fewer selected examples than this and the cycle skips optimize.",
+    )
+    pairs: bool = Field(
+        default=True,
+        description="Build preference pairs (a correct and an incorrect sample of one prompt); "
+        "DPO needs them.",
+    )
 
 
 @dataclass(frozen=True)
@@ -148,3 +183,43 @@ def sample_accuracy(labelled: Sequence[Labelled]) -> float:
     """Share of all samples judged correct."""
     total = sum(len(lab.correct) for lab in labelled)
     return sum(sum(lab.correct) for lab in labelled) / max(total, 1)
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One cycle's training data, and how many prompts it came from."""
+
+    examples: list[SFTExample]
+    pairs: list[PreferencePair]
+    prompts: int
+    sample_accuracy: float
+
+
+def select_data(
+    task: Task,
+    attempts: Sequence[Attempt],
+    plan: dict[str, Any],
+    policy: SelectPolicy,
+    *,
+    judge: Callable[[], Engine],
+) -> Selected:
+    """Label the samples (the task's verifier, or the model judging itself: `judge()`
+    gives its engine), pick examples per the plan's strategy, dedupe, build pairs."""
+    strategy, per_prompt = plan["strategy"], plan["max_per_prompt"]
+    if strategy == "self_judge":
+        labelled = label_with_self_judge(judge(), attempts)
+    else:
+        labelled = label_with_verifier(task, attempts)
+    examples = STRATEGIES[strategy](labelled, per_prompt)
+    examples = dedupe(examples) if policy.dedupe else examples
+    pairs = preference_pairs(labelled) if policy.pairs else []
+    return Selected(examples, pairs, len(labelled), sample_accuracy(labelled))
+
+
+def usable_count(method: str, sft: int, pairs: int) -> int:
+    """Examples a training method can use: preference pairs for DPO, SFT examples else.
+
+    >>> usable_count("dpo", sft=10, pairs=3), usable_count("sft", sft=10, pairs=3)
+    (3, 10)
+    """
+    return pairs if method == "dpo" else sft

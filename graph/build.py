@@ -15,7 +15,8 @@ from engines.base import Engine
 from graph.nodes import Nodes
 from graph.policy import SessionPolicy
 from graph.state import SessionState
-from graph.workbench import EngineLoader, Workbench, load_engine_from
+from graph.versions import EngineLoader, ModelVersions, load_engine_from
+from storage import ArtifactStore
 from tasks.base import Task
 
 
@@ -25,7 +26,7 @@ def build_graph(
     store: Any,
     *,
     task: Task,
-    artifacts: Any,
+    artifacts: ArtifactStore,
     load_engine: EngineLoader = load_engine_from,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Wire probe -> baseline -> (acquire -> select -> optimize -> evaluate -> monitor)* ->
@@ -33,8 +34,9 @@ def build_graph(
 
     `policy` builds the planners (chat models named in it); the run's behaviour reads the
     policy passed as context to `invoke`/`stream`."""
-    bench = Workbench(engine, artifacts, load_engine, fallback=fallback_answerer(policy, engine))
-    nodes = Nodes(bench, task, Planner.from_policy(policy, engine))
+    versions = ModelVersions(engine, artifacts.root, load_engine)
+    planner = Planner.from_policy(policy, engine)
+    nodes = Nodes(versions, artifacts, task, planner, fallback_answerer(policy, engine))
     graph = StateGraph(SessionState, context_schema=SessionPolicy)
     graph.add_node("probe", nodes.probe)
     graph.add_node("baseline", nodes.baseline)

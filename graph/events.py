@@ -2,27 +2,17 @@
 
 Each node gets an `Emitter`; every event carries an idempotency key
 (`c{cycle}/{node}/{n}`) so a node re-run after a crash re-emits the same keys and the
-event log keeps one copy."""
+event log keeps one copy. The event's layout (`EventKind`, its schema version) is the
+store's record, `storage.records.Event`."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-EventKind = Literal[
-    "node_start",
-    "node_end",
-    "action",
-    "decision",
-    "metric",
-    "progress",
-    "artifact",
-    "error",
-    "session",
-]
-EVENT_SCHEMA_VERSION = 1
+from storage.records import EVENT_SCHEMA_VERSION, EventKind
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""The session policy: one pydantic model per component, checked before anything loads.
+"""The session policy: the stages' policy sections composed, checked before anything loads.
+
+Each section lives beside its stage in `agents/` (`AcquirePolicy` in `agents.acquire`, ...);
+this module composes them, adds the session-wide keys and cross-section checks, and
+resolves presets, YAML files and `--set` overrides.
 
 Precedence: defaults < preset < YAML file < `--set key=value` overrides (dotted keys,
 values parsed as YAML scalars). Every problem is one `PolicyError` line naming where the
@@ -11,364 +15,34 @@ The resolved `SessionPolicy` is the LangGraph graph's runtime context
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from agents.acquire import AcquirePolicy
+from agents.config import StageConfig
+from agents.evaluate import EvaluatePolicy
+from agents.monitor import MonitorPolicy
+from agents.optimize import OptimizePolicy
+from agents.planner import PlannerPolicy
+from agents.probe import ProbePolicy
+from agents.refine import RefinePolicy
+from agents.selection import SelectPolicy
 from engines.loading import DEFAULT_MODEL
+from tasks.verifiers import VERIFIERS
 
 POLICY_SCHEMA_VERSION = 1
-RefineStrategy = Literal["none", "self_consistency", "abstain", "best_of_n", "risk_adaptive"]
-SelectStrategy = Literal["correct_only", "risk_weighted", "self_judge"]
-PLANNER_SPEC = re.compile(r"^(rules|self|fake(:.*)?|[A-Za-z0-9_.-]+:\S.*)$", re.DOTALL)
 
 
 class PolicyError(ValueError):
     """A bad policy: one line naming the field (and where it was set) and the fix."""
 
 
-class _Component(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class AcquirePolicy(_Component):
-    """Acquire: prompts from the task's train split (and self-instruct), K samples each."""
-
-    prompts_per_cycle: int = Field(
-        default=64,
-        ge=1,
-        description="Train-split prompts drawn per cycle; also the most a planner may ask for.",
-    )
-    samples_per_prompt: int = Field(
-        default=4, ge=1, description="Sampled candidates (K) per prompt."
-    )
-    temperature: float = Field(
-        default=0.8, ge=0.0, le=2.0, description="Sampling temperature for the K candidates."
-    )
-    top_p: float = Field(
-        default=0.95, gt=0.0, le=1.0, description="Nucleus sampling mass for the K candidates."
-    )
-    max_new_tokens: int = Field(
-        default=96,
-        ge=1,
-        description="Token budget per sample; too small and answers are cut before they finish.",
-    )
-    synthesize_prompts: int = Field(
-        default=0,
-        ge=0,
-        description="New prompts the model writes per cycle (self-instruct); 0 turns it off.",
-    )
-    max_synthesize_prompts: int = Field(
-        default=32,
-        ge=0,
-        description="The most self-instruct prompts a planner may ask for in one cycle.",
-    )
-    min_risk: float = Field(
-        default=0.0,
-        ge=0.0,
-        le=1.0,
-        description="Difficulty band, low end: prompts whose pre-generation probe risk is "
-        "below are skipped as too easy (0 keeps all).",
-    )
-    max_risk: float = Field(
-        default=1.0,
-        ge=0.0,
-        le=1.0,
-        description="Difficulty band, high end: prompts whose probe risk is above are skipped as "
-        "hopeless (1 keeps all).",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> AcquirePolicy:
-        if self.min_risk >= self.max_risk:
-            raise ValueError(
-                f"acquire.min_risk ({self.min_risk}) must be below acquire.max_risk "
-                f"({self.max_risk}): widen the difficulty band"
-            )
-        if self.synthesize_prompts > self.max_synthesize_prompts:
-            raise ValueError(
-                f"acquire.synthesize_prompts ({self.synthesize_prompts}) exceeds "
-                f"acquire.max_synthesize_prompts ({self.max_synthesize_prompts}): raise the cap "
-                "or ask for fewer"
-            )
-        if self.temperature == 0 and self.samples_per_prompt > 1:
-            raise ValueError(
-                "acquire.temperature 0 makes the K samples identical: set acquire.temperature > 0 "
-                "or acquire.samples_per_prompt=1"
-            )
-        return self
-
-
-class SelectPolicy(_Component):
-    """Select: verifier (or self-judge) labels -> an SFT set and preference pairs."""
-
-    strategy: SelectStrategy = Field(
-        default="correct_only",
-        description="correct_only: rejection sampling (STaR); risk_weighted: prefer solved "
-        "prompts the probe rates uncertain; self_judge: the model judges its own samples "
-        "(no verifier).",
-    )
-    max_per_prompt: int = Field(
-        default=2,
-        ge=1,
-        description="Distinct correct samples kept per prompt (at most samples_per_prompt).",
-    )
-    dedupe: bool = Field(
-        default=True, description="Drop examples whose normalized prompt and completion repeat."
-    )
-    min_examples: int = Field(
-        default=8,
-        ge=1,
-        description="Fewer selected examples than this and the cycle skips optimize.",
-    )
-    pairs: bool = Field(
-        default=True,
-        description="Build preference pairs (a correct and an incorrect sample of one prompt); "
-        "DPO needs them.",
-    )
-
-
-class OptimizePolicy(_Component):
-    """Optimize: LoRA SFT or DPO with TRL + peft; a new model version per run."""
-
-    method: Literal["sft", "dpo"] = Field(
-        default="sft", description="sft on selected examples, or dpo on preference pairs."
-    )
-    lora_r: int = Field(default=16, ge=1, description="LoRA rank.")
-    lora_alpha: int = Field(default=32, ge=1, description="LoRA scaling alpha.")
-    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
-    learning_rate: float = Field(default=2e-4, gt=0.0, description="Learning rate the rules use.")
-    min_learning_rate: float = Field(
-        default=1e-5, gt=0.0, description="Lowest learning rate a planner or a retrain may use."
-    )
-    max_learning_rate: float = Field(
-        default=5e-4, gt=0.0, description="Highest learning rate a planner may use."
-    )
-    epochs: float = Field(
-        default=3.0, gt=0.0, description="Passes over the selected data the rules use."
-    )
-    max_epochs: float = Field(
-        default=5.0, gt=0.0, description="Most passes a planner or a retrain may use."
-    )
-    batch_size: int = Field(default=16, ge=1, description="Examples per optimizer step.")
-    max_steps: int = Field(
-        default=0, ge=0, description="Cap on optimizer steps per training run (0: no cap)."
-    )
-    dpo_beta: float = Field(
-        default=0.1, gt=0.0, description="DPO's beta (strength of the KL anchor)."
-    )
-    retrain_lr_factor: float = Field(
-        default=0.5,
-        gt=0.0,
-        le=1.0,
-        description="A retrain after an update that lost accuracy multiplies the learning rate by "
-        "this (never below min_learning_rate).",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> OptimizePolicy:
-        lo, lr, hi = self.min_learning_rate, self.learning_rate, self.max_learning_rate
-        if not lo <= lr <= hi:
-            raise ValueError(
-                f"optimize.learning_rate {lr:g} is outside [min_learning_rate {lo:g}, "
-                f"max_learning_rate {hi:g}]: move the rate or the bounds"
-            )
-        if self.epochs > self.max_epochs:
-            raise ValueError(
-                f"optimize.epochs ({self.epochs:g}) exceeds optimize.max_epochs "
-                f"({self.max_epochs:g}): raise max_epochs or lower epochs"
-            )
-        return self
-
-
-class EvaluatePolicy(_Component):
-    """Evaluate: held-out dev each cycle (test once at the end), greedy and refined."""
-
-    dev_limit: int | None = Field(
-        default=100, ge=1, description="Dev items scored each cycle (null: the whole split)."
-    )
-    test_limit: int | None = Field(
-        default=None,
-        ge=1,
-        description="Test items scored at the end for the initial and final model (null: all).",
-    )
-    max_new_tokens: int = Field(default=96, ge=1, description="Token budget per dev/test answer.")
-    refine: RefineStrategy = Field(
-        default="none",
-        description="Inference refinement applied when evaluating (see the refine section).",
-    )
-
-
-class RefinePolicy(_Component):
-    """Refine: self-consistency, probe-gated abstention, best-of-N, risk-adaptive routing."""
-
-    k: int = Field(default=5, ge=2, description="Samples for self-consistency and best-of-N.")
-    temperature: float = Field(
-        default=0.7, gt=0.0, le=2.0, description="Sampling temperature for the k samples."
-    )
-    low_threshold: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="Risk at or below which risk_adaptive answers greedily (null: chosen on "
-        "the probe's validation split for target_precision).",
-    )
-    high_threshold: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="Risk above which the answer abstains or goes to fallback_model (null: "
-        "chosen on the probe's validation split).",
-    )
-    target_precision: float = Field(
-        default=0.9,
-        gt=0.0,
-        le=1.0,
-        description="Precision of answered items the thresholds are chosen for.",
-    )
-    fallback_model: str | None = Field(
-        default=None,
-        description="Chat model ('provider:model') that answers high-risk prompts in "
-        "risk_adaptive; null: abstain instead.",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> RefinePolicy:
-        low, high = self.low_threshold, self.high_threshold
-        if low is not None and high is not None and low >= high:
-            raise ValueError(
-                f"refine.low_threshold ({low}) must be below refine.high_threshold ({high}): "
-                "swap them or set both to null to choose them on dev"
-            )
-        if self.fallback_model is not None and ":" not in self.fallback_model:
-            raise ValueError(
-                f"refine.fallback_model {self.fallback_model!r} is not 'provider:model': "
-                "use e.g. 'openai:gpt-4o-mini', or null to abstain"
-            )
-        return self
-
-
-class ProbePolicy(_Component):
-    """Probe: the hallucination-risk probe fitted on the current model's train-split answers."""
-
-    items: int = Field(
-        default=96, ge=8, description="Train-split items answered greedily to fit the probe."
-    )
-    max_new_tokens: int | None = Field(
-        default=None,
-        ge=1,
-        description="Token budget of those answers (null: evaluate.max_new_tokens). Labels from a "
-        "smaller budget teach the probe truncation, not hallucination.",
-    )
-
-
-class MonitorPolicy(_Component):
-    """Monitor: the rules that decide loop | retrain | refit_probe | rollback | stop."""
-
-    target_accuracy: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="Stop once dev accuracy reaches this (null: no target).",
-    )
-    min_gain: float = Field(
-        default=0.01,
-        ge=0.0,
-        description="Dev accuracy gain over the best version that counts as progress.",
-    )
-    patience: int = Field(
-        default=1, ge=1, description="Cycles in a row without min_gain before the session stops."
-    )
-    max_cycles: int = Field(default=4, ge=1, description="Most improvement cycles.")
-    max_wall_minutes: float = Field(
-        default=12.0, gt=0.0, description="Wall-time budget of the whole session."
-    )
-    project_wall_budget: bool = Field(
-        default=True,
-        description="Also stop when another cycle as long as the last would overrun "
-        "max_wall_minutes.",
-    )
-    regression_tolerance: float = Field(
-        default=0.02,
-        ge=0.0,
-        le=1.0,
-        description="A version worse on dev than the best by more than this is rolled back, "
-        "never promoted.",
-    )
-    max_retrains: int = Field(
-        default=1, ge=0, description="Most retrains (same data, adjusted settings) per session."
-    )
-    retrain_min_examples: int = Field(
-        default=16,
-        ge=1,
-        description="A cycle's data counts as good enough to retrain on with at least this "
-        "many examples.",
-    )
-    drift_threshold: float = Field(
-        default=0.1,
-        gt=0.0,
-        le=1.0,
-        description="Probe AUROC drop on fresh labels (vs its fit) that makes it stale.",
-    )
-    calibration_drift_threshold: float = Field(
-        default=0.1,
-        gt=0.0,
-        le=1.0,
-        description="Probe calibration error (ECE) rise on fresh labels that makes it stale.",
-    )
-    max_probe_refits: int = Field(default=1, ge=0, description="Most probe refits per session.")
-    min_probe_auroc_to_trust: float = Field(
-        default=0.6,
-        ge=0.5,
-        le=1.0,
-        description="Below this AUROC on fresh labels the probe's risk signal is discounted "
-        "as near chance.",
-    )
-    min_risk_drop: float = Field(
-        default=0.05,
-        gt=0.0,
-        le=1.0,
-        description="A fall in mean dev risk (weighted by the probe's AUROC) that keeps a "
-        "session with flat accuracy going another cycle.",
-    )
-
-
-class PlannerPolicy(_Component):
-    """Who makes each stage's choices: the rules, or a chat model whose proposal the rules check."""
-
-    acquire: str = Field(
-        default="rules",
-        description="'rules', 'self' (the model under improvement) or 'provider:model'.",
-    )
-    select: str = Field(default="rules", description="'rules', 'self' or 'provider:model'.")
-    optimize: str = Field(default="rules", description="'rules', 'self' or 'provider:model'.")
-    monitor: str = Field(
-        default="rules",
-        description="'rules', 'self' or 'provider:model'; the rules and regression guard "
-        "have the last word.",
-    )
-    max_new_tokens: int = Field(
-        default=256, ge=16, description="Token budget of a 'self' planner's reply."
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> PlannerPolicy:
-        for stage in ("acquire", "select", "optimize", "monitor"):
-            spec = getattr(self, stage)
-            if not PLANNER_SPEC.match(spec):
-                raise ValueError(
-                    f"planner.{stage} {spec!r} is not a planner: use 'rules', 'self', or "
-                    "'provider:model' such as 'openai:gpt-4o-mini'"
-                )
-        return self
-
-
-class SessionPolicy(_Component):
+class SessionPolicy(StageConfig):
     """Everything an improvement session's behaviour comes from."""
 
     schema_version: Literal[1] = Field(default=1, description="Policy file format version.")
@@ -377,6 +51,11 @@ class SessionPolicy(_Component):
         description="Task suite (see `autodidact tasks list`), or 'jsonl' with task_path.",
     )
     task_path: str | None = Field(default=None, description="JSONL file of a 'jsonl' task.")
+    task_verifier: str | None = Field(
+        default=None,
+        description=f"Verifier that judges answers ({', '.join(VERIFIERS)}); null: the task's "
+        "own (a JSONL file's: numeric when every answer is a number, else alias).",
+    )
     model: str = Field(
         default=DEFAULT_MODEL, description="Model name, local folder or cached hub id."
     )
@@ -394,6 +73,16 @@ class SessionPolicy(_Component):
     probe: ProbePolicy = Field(default=ProbePolicy(), description=ProbePolicy.__doc__)
     monitor: MonitorPolicy = Field(default=MonitorPolicy(), description=MonitorPolicy.__doc__)
     planner: PlannerPolicy = Field(default=PlannerPolicy(), description=PlannerPolicy.__doc__)
+
+    @field_validator("task_verifier")
+    @classmethod
+    def _known_verifier(cls, name: str | None) -> str | None:
+        if name is not None and name not in VERIFIERS:
+            raise ValueError(
+                f"unknown verifier {name!r}: choose one of {', '.join(VERIFIERS)}, or null "
+                "for the task's own"
+            )
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> SessionPolicy:

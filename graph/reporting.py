@@ -4,20 +4,25 @@ model, beside their dev numbers, the cycles and the monitor's decisions."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agents.evaluate import measure
-from graph import probing
+from engines.base import Engine
 from graph.events import Emitter
 from graph.policy import SessionPolicy
 from graph.state import SessionState
-from graph.workbench import Workbench
 from tasks.base import Item, Task
 
 
 def final_report(
-    bench: Workbench, state: SessionState, task: Task, policy: SessionPolicy, emit: Emitter
+    engine_of: Callable[[str], Engine],
+    state: SessionState,
+    task: Task,
+    policy: SessionPolicy,
+    emit: Emitter,
 ) -> dict[str, Any]:
+    """`engine_of(version)`: the version's engine, with the session's probe attached."""
     test = test_items(task, policy)
     final_version = state["best_version"]
     scores: dict[str, dict[str, Any]] = {}
@@ -25,10 +30,8 @@ def final_report(
         if version in {v.get("version") for v in scores.values()}:
             scores[role] = scores["initial"]  # the session never improved on v0
             continue
-        engine = bench.engine(state, version)
-        probing.attach_probe(bench, engine, state.get("probe"))
         measured = measure(
-            engine,
+            engine_of(version),
             task,
             test,
             max_new_tokens=policy.evaluate.max_new_tokens,

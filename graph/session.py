@@ -17,7 +17,7 @@ from engines.base import Engine
 from graph.build import build_graph
 from graph.policy import SessionPolicy
 from graph.state import SessionState
-from graph.workbench import EngineLoader, load_engine_from
+from graph.versions import EngineLoader, load_engine_from
 from storage import ArtifactStore, Event, SessionInfo, Store, mask_password
 from tasks.base import Task
 

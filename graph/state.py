@@ -53,6 +53,5 @@ class SessionState(TypedDict, total=False):
     history: Annotated[list[dict[str, Any]], operator.add]  # CycleMetrics, one per evaluation
     decisions: Annotated[list[dict[str, Any]], operator.add]  # Decision records
     plans: Annotated[list[dict[str, Any]], operator.add]  # planner choices, every stage
-    baseline: dict[str, Any]  # initial model: dev and test metrics
     final: dict[str, Any]  # final model: dev and test metrics, and why the session stopped
     status: str  # running | finished

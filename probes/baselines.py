@@ -7,7 +7,7 @@ which is what the pre-generation probe avoids.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from engines.base import Sample
 
@@ -30,8 +30,10 @@ def entropy_risk(sample: Sample) -> float:
     return sample.mean_entropy
 
 
-def disagreement_risk(answers: Sequence[str], normalize: Callable[[str], str] = str.strip) -> float:
-    """Self-consistency disagreement: 1 - (share of the most common normalized answer).
+def disagreement_risk(answers: Sequence[str], key: Callable[[str], Hashable] = str.strip) -> float:
+    """Self-consistency disagreement: 1 - (share of the most common answer key). Keys
+    should read the answer the way the task's verifier does (`Task.answer_key`): whole
+    free-form sentences rarely repeat, so by their text every item looks unsure.
 
     >>> disagreement_risk(["Paris", "paris", "Lyon", "Paris"], str.lower)
     0.25
@@ -40,7 +42,7 @@ def disagreement_risk(answers: Sequence[str], normalize: Callable[[str], str] = 
     """
     if not answers:
         raise ValueError("self-consistency needs at least one sampled answer")
-    counts = Counter(normalize(answer) for answer in answers)
+    counts = Counter(key(answer) for answer in answers)
     return 1.0 - counts.most_common(1)[0][1] / len(answers)
 
 

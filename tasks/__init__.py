@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tasks.base import SPLITS, Item, Split, Task, TaskError, split_of
-from tasks.verifiers import VERIFIERS, normalize
+from tasks.verifiers import ANSWER_KEYS, VERIFIERS, normalize
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,18 @@ def get_task(name: str, **options: Any) -> Task:
     return task
 
 
+def with_verifier(task: Task, verifier: str | None) -> Task:
+    """The task judged by another registered verifier (None: unchanged); unknown names
+    raise TaskError listing the known ones."""
+    if verifier is None or verifier == task.verifier_name:
+        return task
+    if verifier not in VERIFIERS:
+        raise TaskError(f"unknown verifier {verifier!r}; choose one of {', '.join(VERIFIERS)}")
+    return replace(task, verifier=VERIFIERS[verifier], verifier_name=verifier)
+
+
 __all__ = [
+    "ANSWER_KEYS",
     "SPLITS",
     "TASKS",
     "VERIFIERS",
@@ -91,4 +102,5 @@ __all__ = [
     "get_task",
     "normalize",
     "split_of",
+    "with_verifier",
 ]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
+
+from tasks.verifiers import ANSWER_KEYS, AnswerKey, text_key
 
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[Split, ...] = ("train", "dev", "test")
@@ -39,6 +42,19 @@ class Task:
 
     def verify(self, answer: str, item: Item) -> bool:
         return self.verifier(answer, item.answers)
+
+    def answer_key(self, answer: str, item: Item) -> AnswerKey:
+        """What two answers must share to count as one vote (self-consistency): the
+        verifier's reading of them (`ANSWER_KEYS`), else their normalized text. Alias keys
+        read which of the *task's* references an answer names, never only `item`'s: a
+        self-consistency vote must not see the item's right answer. (`item` is kept for
+        verifiers whose reading depends on it.)"""
+        return ANSWER_KEYS.get(self.verifier_name, text_key)(answer, self.references)
+
+    @cached_property
+    def references(self) -> tuple[str, ...]:
+        """Every reference answer of the task, once each, sorted."""
+        return tuple(sorted({answer for item in self.items for answer in item.answers}))
 
     def split(
         self, name: Split, *, seed: int = 0, fractions: Sequence[float] = (0.6, 0.2, 0.2)

@@ -1,16 +1,20 @@
 """`jsonl`: a user's file, one JSON object a line: `question`, `answer` or `answers`,
-optional `group`, `id` and `label` (1 = the model's answer is known wrong, for probes)."""
+optional `group`, `id` and `label` (1 = the model's answer is known wrong, for probes).
+
+Answers are judged by `numeric` when every answer is a number, else by `alias`; pass
+`verifier` to choose."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.base import Item, Task, TaskError
-from tasks.verifiers import VERIFIERS
+from tasks.verifiers import VERIFIERS, is_number
 
 
 class JsonlRow(BaseModel):
@@ -65,19 +69,34 @@ def parse_jsonl(text: str) -> tuple[list[tuple[int, JsonlRow]], list[RowProblem]
     return rows, problems
 
 
-def load_jsonl_task(path: str | Path, verifier: str = "alias") -> tuple[Task, list[RowProblem]]:
-    """The task from a JSONL file, and the problems of the rows left out.
+def default_verifier(rows: Sequence[JsonlRow]) -> str:
+    """`numeric` when every answer of every row is a number, else `alias`.
+
+    >>> row = lambda *answers: JsonlRow(question="q", answers=list(answers))
+    >>> default_verifier([row("32"), row("-1.5", "1,204")]), default_verifier([row("32"), row("Paris")])
+    ('numeric', 'alias')
+    """
+    numeric = all(is_number(ref) for row in rows for ref in row.references())
+    return "numeric" if rows and numeric else "alias"
+
+
+def load_jsonl_task(path: str | Path, verifier: str | None = None) -> tuple[Task, list[RowProblem]]:
+    """The task from a JSONL file, and the problems of the rows left out; `verifier`
+    None: `default_verifier` of the clean rows.
 
     Fails (TaskError) when the file is missing or holds no clean row."""
     path = Path(path)
     if not path.is_file():
         raise TaskError(f"jsonl: no file at {path}; pass --path to a JSONL file")
-    if verifier not in VERIFIERS:
-        raise TaskError(f"jsonl: unknown verifier {verifier!r}; choose one of {sorted(VERIFIERS)}")
+    if verifier is not None and verifier not in VERIFIERS:
+        raise TaskError(
+            f"jsonl: unknown verifier {verifier!r}; choose one of {', '.join(VERIFIERS)}"
+        )
     rows, problems = parse_jsonl(path.read_text(encoding="utf-8"))
     if not rows:
         detail = f"; first problem: {problems[0]}" if problems else ""
         raise TaskError(f"jsonl: {path} has no usable row{detail}")
+    verifier = verifier or default_verifier([row for _, row in rows])
     items = tuple(
         Item(
             id=row.id or f"line-{line}",

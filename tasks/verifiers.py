@@ -43,8 +43,13 @@ def alias_match(answer: str, references: Sequence[str]) -> bool:
     >>> alias_match("", ["Paris"])
     False
     """
+    return bool(_named(answer, references))
+
+
+def _named(answer: str, references: Sequence[str]) -> set[str]:
+    """The normalized references that occur as whole words in the answer."""
     padded = f" {normalize(answer)} "
-    return any(normalize(ref) and f" {normalize(ref)} " in padded for ref in references)
+    return {ref for ref in map(normalize, references) if ref and f" {ref} " in padded}
 
 
 def final_number(text: str) -> float | None:
@@ -63,6 +68,15 @@ def final_number(text: str) -> float | None:
         return _to_float(after[0]) if after else final_number(head)
     found = _NUMBER.findall(text)
     return _to_float(found[-1]) if found else None
+
+
+def is_number(text: str) -> bool:
+    """The whole text is one number (as `final_number` reads numbers).
+
+    >>> [is_number(t) for t in ("32", " -1,204.5 ", "32 apples", "x")]
+    [True, True, False, False]
+    """
+    return _NUMBER.fullmatch(text.strip()) is not None
 
 
 def _to_float(number: str) -> float | None:
@@ -130,10 +144,76 @@ def pope_match(answer: str, references: Sequence[str]) -> bool:
     return said is not None and any(said == yes_or_no(ref) for ref in references)
 
 
+AnswerKey = tuple[str, ...]
+AnswerKeyFn = Callable[[str, Sequence[str]], AnswerKey]
+
+
+def text_key(answer: str, references: Sequence[str] = ()) -> AnswerKey:
+    """The normalized text: two answers agree only when worded alike.
+
+    >>> text_key("Paris.") == text_key("paris")
+    True
+    """
+    return (normalize(answer),)
+
+
+def number_key(answer: str, references: Sequence[str] = ()) -> AnswerKey:
+    """The answer's number (see `final_number`); every answer without one shares ''.
+
+    >>> number_key("12 + 5 = 17.") == number_key("The sum is 17")
+    True
+    >>> number_key("no idea")
+    ('',)
+    """
+    value = final_number(answer)
+    return ("" if value is None else f"{value:g}",)
+
+
+def alias_key(answer: str, references: Sequence[str]) -> AnswerKey:
+    """Which references the answer names (whole words, as `alias_match` reads them),
+    sorted; an answer naming none keys by its normalized text.
+
+    >>> alias_key("The capital of Peru is Lima.", ["Lima"]) == alias_key("Lima, I think", ["Lima"])
+    True
+    >>> alias_key("It is Cusco.", ["Lima"])
+    ('it is cusco',)
+    """
+    return tuple(sorted(_named(answer, references))) or text_key(answer)
+
+
+def first_word_key(answer: str, references: Sequence[str] = ()) -> AnswerKey:
+    """The answer's first word, as `yes_no_match` reads it.
+
+    >>> first_word_key("Yes, there is.") == first_word_key("yes")
+    True
+    """
+    return tuple(normalize(answer).split()[:1])
+
+
+def yes_no_key(answer: str, references: Sequence[str] = ()) -> AnswerKey:
+    """The answer's yes or no (see `yes_or_no`), else its normalized text.
+
+    >>> yes_no_key("There is no circle.") == yes_no_key("No.")
+    True
+    """
+    said = yes_or_no(answer)
+    return text_key(answer) if said is None else (said,)
+
+
 VERIFIERS: dict[str, Callable[[str, Sequence[str]], bool]] = {
     "exact": exact_match,
     "alias": alias_match,
     "numeric": numeric_match,
     "yes_no": yes_no_match,
     "pope": pope_match,
+}
+
+# What two answers to one item must share to count as the same vote (self-consistency),
+# read the way each verifier reads an answer.
+ANSWER_KEYS: dict[str, AnswerKeyFn] = {
+    "exact": text_key,
+    "alias": alias_key,
+    "numeric": number_key,
+    "yes_no": first_word_key,
+    "pope": yes_no_key,
 }

@@ -10,7 +10,7 @@ import pytest
 
 from agents.monitor import RULES, decide, gains, risk_weight
 from agents.records import CycleMetrics
-from graph.policy import MonitorPolicy
+from agents.monitor import MonitorPolicy
 
 
 def m(cycle: int, acc: float, **kw: Any) -> CycleMetrics:

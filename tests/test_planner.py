@@ -14,7 +14,8 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
 
-from agents.planner import TRAIN_KEYS, Planner, extract_json, retrain_settings
+from agents.optimize import TRAIN_KEYS
+from agents.planner import Planner, extract_json, retrain_settings
 from agents.records import CycleMetrics
 from graph.policy import SessionPolicy, resolve_policy
 

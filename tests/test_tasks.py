@@ -10,10 +10,10 @@ import pytest
 
 import tasks.jsonl
 import tasks.verifiers
-from tasks import get_task
+from tasks import get_task, with_verifier
 from tasks.base import SPLITS, TaskError
 from tasks.jsonl import load_jsonl_task
-from tasks.verifiers import alias_match, numeric_match
+from tasks.verifiers import alias_key, alias_match, final_number, number_key, numeric_match
 
 
 @pytest.mark.parametrize("module", [tasks.verifiers, tasks.jsonl, tasks.base])
@@ -109,3 +109,73 @@ def test_jsonl_with_no_clean_row_fails(tmp_path: Path) -> None:
 def test_unknown_task_names_the_known_ones() -> None:
     with pytest.raises(TaskError, match="capitals"):
         get_task("nope")
+
+
+def write_rows(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_jsonl_with_only_numeric_answers_is_judged_by_numeric(tmp_path: Path) -> None:
+    path = write_rows(
+        tmp_path / "sums.jsonl",
+        [
+            {"question": "What is 45 - 13?", "answer": "32"},
+            {"question": "Half of 3?", "answers": ["1.5", "1.50"]},
+            {"question": "What is 1000 + 204?", "answer": "1,204"},
+        ],
+    )
+    task, _ = load_jsonl_task(path)
+    assert task.verifier_name == "numeric"
+    item = task.items[0]
+    assert task.verify("45 - 13 = 32", item)
+    assert not task.verify("45 - 13 = 31, not 32", item)  # alias would accept the "32"
+    assert alias_match("45 - 13 = 31, not 32", item.answers)
+    assert get_task("jsonl", path=str(path)).verifier_name == "numeric"
+
+
+def test_jsonl_with_a_non_numeric_answer_stays_alias(tmp_path: Path) -> None:
+    path = write_rows(
+        tmp_path / "mixed.jsonl",
+        [
+            {"question": "What is 45 - 13?", "answer": "32"},
+            {"question": "Capital of Peru?", "answers": ["Lima", "Ciudad de los Reyes"]},
+        ],
+    )
+    task, _ = load_jsonl_task(path)
+    assert task.verifier_name == "alias"
+
+
+def test_an_explicit_verifier_overrides_the_choice(tmp_path: Path) -> None:
+    path = write_rows(tmp_path / "sums.jsonl", [{"question": "What is 45 - 13?", "answer": "32"}])
+    task, _ = load_jsonl_task(path, verifier="alias")
+    assert task.verifier_name == "alias"
+    assert task.verify("45 - 13 = 31, not 32", task.items[0])
+    assert get_task("jsonl", path=str(path), verifier="exact").verifier_name == "exact"
+    renamed = with_verifier(get_task("capitals"), "exact")
+    assert (renamed.verifier_name, renamed.verifier.__name__) == ("exact", "exact_match")
+    with pytest.raises(TaskError, match="choose one of exact, alias, numeric"):
+        load_jsonl_task(path, verifier="number")
+    with pytest.raises(TaskError, match="choose one of exact, alias, numeric"):
+        with_verifier(renamed, "number")
+
+
+def test_answer_keys_cluster_free_form_answers_by_the_references_they_name() -> None:
+    task = get_task("capitals")
+    peru = next(item for item in task.items if item.group == "Peru")
+    samples = ["The capital of Peru is Lima.", "Lima.", "It's Lima, I believe", "Cusco"]
+    keys = [task.answer_key(sample, peru) for sample in samples]
+    assert keys[0] == keys[1] == keys[2] != keys[3]
+    assert alias_key("Cusco", peru.answers) == ("cusco",)
+    assert alias_key("Paris or Lima?", ["Lima", "Paris"]) == ("lima", "paris")
+
+
+def test_numeric_answer_keys_are_the_final_number_as_before() -> None:
+    def old_key(text: str) -> str:  # agents/refine.py's numeric vote key before tasks had keys
+        value = final_number(text)
+        return "" if value is None else f"{value:g}"
+
+    task = get_task("arithmetic", n=5)
+    texts = ["12 + 5 = 17.", "The sum is 17", "17.0", "1,204", "= 3 so", "no idea", "-2", ""]
+    for text in texts:
+        assert task.answer_key(text, task.items[0]) == number_key(text) == (old_key(text),)

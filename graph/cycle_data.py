@@ -1,0 +1,58 @@
+"""The bulky things a cycle produces, kept in the session's artifact store as JSONL (the
+state holds only their names): the samples acquire drew, the data select chose."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from agents.acquire import Attempt
+from agents.selection import PreferencePair, Selected, SFTExample
+from storage import ArtifactStore
+
+
+def save_attempts(artifacts: ArtifactStore, cycle: int, attempts: Sequence[Attempt]) -> str:
+    name = f"cycle-{cycle}/attempts.jsonl"
+    artifacts.write_jsonl(name, [a.to_row() for a in attempts])
+    return name
+
+
+def load_attempts(artifacts: ArtifactStore, name: str) -> list[Attempt]:
+    return [Attempt.from_row(row) for row in read_jsonl(artifacts, name)]
+
+
+def save_selected(artifacts: ArtifactStore, cycle: int, selected: Selected) -> dict[str, Any]:
+    """The cycle's selected data saved; the state's record of it (names and counts)."""
+    data = save_data(artifacts, cycle, selected.examples, selected.pairs)
+    return data | {"prompts": selected.prompts, "sample_accuracy": selected.sample_accuracy}
+
+
+def save_data(
+    artifacts: ArtifactStore, cycle: int, sft: Sequence[SFTExample], pairs: Sequence[PreferencePair]
+) -> dict[str, Any]:
+    sft_name, pairs_name = f"cycle-{cycle}/sft.jsonl", f"cycle-{cycle}/pairs.jsonl"
+    artifacts.write_jsonl(sft_name, [asdict(e) for e in sft])
+    artifacts.write_jsonl(pairs_name, [asdict(p) for p in pairs])
+    return {
+        "sft_artifact": sft_name,
+        "pairs_artifact": pairs_name,
+        "sft": len(sft),
+        "pairs": len(pairs),
+    }
+
+
+def load_data(
+    artifacts: ArtifactStore, data: dict[str, Any]
+) -> tuple[list[SFTExample], list[PreferencePair]]:
+    sft = [SFTExample(**row) for row in read_jsonl(artifacts, data["sft_artifact"])]
+    pairs = [PreferencePair(**row) for row in read_jsonl(artifacts, data["pairs_artifact"])]
+    return sft, pairs
+
+
+def read_jsonl(artifacts: ArtifactStore, name: str) -> list[dict[str, Any]]:
+    """The rows of a JSONL artifact, checked against its recorded hash first."""
+    path = Path(artifacts.verify(name))
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

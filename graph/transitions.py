@@ -1,0 +1,232 @@
+"""What the graph decides between its nodes, as pure functions of the state, the policy
+and what a node produced: routes, counters, version names, state updates. The nodes call
+them; tests call them directly."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Literal
+
+from agents.evaluate import Measurement
+from agents.monitor import finalize_minutes
+from agents.optimize import TrainResult, TrainSettings
+from agents.probe import FittedProbe
+from agents.records import CycleMetrics, Decision, PlannedChoice
+from agents.refine import RefinePolicy, Thresholds
+from agents.selection import usable_count
+from graph.events import Emitter
+from graph.policy import SessionPolicy
+from graph.state import SessionState
+from graph.versions import version_record
+
+MonitorRoute = Literal["acquire", "optimize", "probe", "finalize"]
+MONITOR_ROUTES: dict[str, MonitorRoute] = {
+    "loop": "acquire",
+    "rollback": "acquire",
+    "retrain": "optimize",
+    "refit_probe": "probe",
+    "stop": "finalize",
+}
+
+
+def history_of(state: SessionState) -> list[CycleMetrics]:
+    return [CycleMetrics.model_validate(h) for h in state.get("history", [])]
+
+
+# -- probe ------------------------------------------------------------------------------
+
+
+def probe_fits(state: SessionState) -> int:
+    """The index of the probe fit about to run: 0 at the start, one more per refit.
+
+    >>> probe_fits({}), probe_fits({"probe_refits": 0, "history": [{}]})
+    (0, 1)
+    """
+    return state.get("probe_refits", 0) + (1 if state.get("history") else 0)
+
+
+def after_probe(state: SessionState) -> Literal["baseline", "acquire"]:
+    """The first fit is followed by the initial model's baseline; a refit by a new cycle.
+
+    >>> after_probe({}), after_probe({"history": [{}]})
+    ('baseline', 'acquire')
+    """
+    return "acquire" if state.get("history") else "baseline"
+
+
+def probe_update(fitted: FittedProbe, fingerprint: str, fits: int) -> dict[str, Any]:
+    return {
+        "probe": fitted.name,
+        "probe_fingerprint": fingerprint,
+        "probe_val_auroc": fitted.val_auroc,
+        "probe_val_ece": fitted.val_ece,
+        "probe_fit_auroc": fitted.held_out_auroc,
+        "probe_fit_ece": fitted.held_out_ece,
+        "probe_refits": fits,
+        "thresholds": {"low": fitted.thresholds.low, "high": fitted.thresholds.high},
+    }
+
+
+def session_thresholds(policy: RefinePolicy, state: SessionState) -> Thresholds:
+    """The policy's refine thresholds, else those chosen on the probe's validation split,
+    else the defaults.
+
+    >>> session_thresholds(RefinePolicy(low_threshold=0.2), {"thresholds": {"low": 0.1, "high": 0.9}})
+    Thresholds(low=0.2, high=0.9)
+    >>> session_thresholds(RefinePolicy(), {}) == Thresholds()
+    True
+    """
+    chosen = state.get("thresholds") or {}
+    default = Thresholds()
+    return Thresholds(
+        low=policy.low_threshold
+        if policy.low_threshold is not None
+        else chosen.get("low", default.low),
+        high=policy.high_threshold
+        if policy.high_threshold is not None
+        else chosen.get("high", default.high),
+    )
+
+
+# -- select and optimize ------------------------------------------------------------------
+
+
+def after_select(
+    data: dict[str, Any], policy: SessionPolicy
+) -> tuple[Literal["optimize", "monitor"], list[str]]:
+    """Train when the cycle selected enough data for the training method; else straight
+    to the monitor, with the note saying why.
+
+    >>> after_select({"sft": 3, "pairs": 0}, SessionPolicy())
+    ('monitor', ['too little data (3 < select.min_examples): no training this cycle'])
+    """
+    usable = usable_count(policy.optimize.method, data["sft"], data["pairs"])
+    if usable >= policy.select.min_examples:
+        return "optimize", []
+    return "monitor", [f"too little data ({usable} < select.min_examples): no training this cycle"]
+
+
+def selection_message(data: dict[str, Any], strategy: str) -> str:
+    """
+    >>> selection_message({"sft": 5, "pairs": 2}, "correct_only")
+    'selected 5 examples, 2 pairs (correct_only)'
+    """
+    return f"selected {data['sft']} examples, {data['pairs']} pairs ({strategy})"
+
+
+def next_version_name(state: SessionState) -> str:
+    """v1, v2, ...: one more than the versions so far (v0 included once recorded).
+
+    >>> next_version_name({"versions": {"v0": {}, "v1": {}}})
+    'v2'
+    """
+    return f"v{len(state.get('versions', {}))}"
+
+
+def training_message(name: str, parent: str, settings: TrainSettings) -> str:
+    return (
+        f"training {name} from {parent}: {settings.method}, lr {settings.learning_rate:g}, "
+        f"{settings.epochs:g} epochs"
+    )
+
+
+def trained_update(
+    name: str, parent: str, result: TrainResult, fingerprint: str, settings: TrainSettings
+) -> dict[str, Any]:
+    return {
+        "candidate_version": name,
+        "versions": {
+            name: version_record(name, result.version_dir / "merged", parent, fingerprint)
+        },
+        "train": asdict(settings),
+        "retrain_settings": None,
+    }
+
+
+# -- evaluate and monitor -----------------------------------------------------------------
+
+
+def cycle_metrics(measured: Measurement, *, cycle: int, version: str, refine: str) -> CycleMetrics:
+    s = measured.summary
+    return CycleMetrics(
+        cycle=cycle,
+        version=version,
+        accuracy=s.accuracy,
+        hallucination_rate=s.hallucination_rate,
+        abstention_rate=s.abstention_rate,
+        truncation_rate=s.truncated / max(s.n, 1),
+        mean_risk=measured.mean_risk,
+        probe_auroc=measured.probe_auroc,
+        probe_ece=measured.probe_ece,
+        n_dev=s.n,
+        refine=refine,
+    )
+
+
+def candidate_metrics(metrics: CycleMetrics, state: SessionState, now: float) -> CycleMetrics:
+    """The candidate's dev metrics with what made it: examples and the cycle's wall time."""
+    return metrics.model_copy(
+        update={
+            "train_examples": (state.get("data") or {}).get("sft", 0),
+            "seconds": now - state.get("cycle_started_at", now),
+        }
+    )
+
+
+def monitor_signals(
+    state: SessionState, history: list[CycleMetrics], *, n_test: int, now: float
+) -> dict[str, Any]:
+    """What the monitor reads besides the history: the session's counters and clocks."""
+    return {
+        "best_version": state["best_version"],
+        "elapsed_minutes": (now - state["started_at"]) / 60,
+        "retrains_so_far": state.get("retrains", 0),
+        "probe_baseline_auroc": state.get("probe_fit_auroc"),
+        "probe_baseline_ece": state.get("probe_fit_ece"),
+        "probe_refits_so_far": state.get("probe_refits", 0),
+        "last_cycle_minutes": (now - state.get("cycle_started_at", now)) / 60,
+        "finalize_minutes": finalize_minutes(history, n_test),
+        "trained": bool(state.get("candidate_version")),
+        "cycle": state.get("cycle", 0),
+    }
+
+
+def promotion(
+    state: SessionState, decision: Decision, history: list[CycleMetrics]
+) -> dict[str, Any]:
+    """Promote the evaluated candidate when the decision allows it (never past the
+    regression guard); otherwise the current version is the best one. Best = highest dev
+    accuracy so far."""
+    candidate, best = state.get("candidate_version"), state["best_version"]
+    if not candidate or not decision.promote:
+        return {"current_version": best, "candidate_version": None}
+    accuracy = {h.version: h.accuracy for h in history}
+    better = accuracy.get(candidate, -1.0) > accuracy.get(best, -1.0)
+    return {
+        "current_version": candidate,
+        "best_version": candidate if better else best,
+        "candidate_version": None,
+    }
+
+
+def retrain_counters(state: SessionState, decision: Decision) -> dict[str, Any]:
+    """A retrain counts against max_retrains and retries the last run's settings.
+
+    >>> d = lambda action: Decision(action=action, reason="")
+    >>> retrain_counters({"retrains": 0, "train": {"epochs": 3}}, d("retrain"))
+    {'retrains': 1, 'retrain_settings': {'epochs': 3}}
+    >>> retrain_counters({}, d("loop"))
+    {}
+    """
+    if decision.action != "retrain":
+        return {}
+    return {
+        "retrains": state.get("retrains", 0) + 1,
+        "retrain_settings": state.get("train") or None,
+    }
+
+
+def plan_record(choice: PlannedChoice, cycle: int, emit: Emitter) -> dict[str, Any]:
+    """Record a planner's choice in the state and the event stream."""
+    emit("action", f"{choice.stage} plan ({choice.source}): {choice.reason}", **choice.model_dump())
+    return {"cycle": cycle, **choice.model_dump()}

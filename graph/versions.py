@@ -1,0 +1,73 @@
+"""The session's model versions: v0 is the engine the session started from; each trained
+version is a folder of merged weights, loaded into an engine on demand (one trained version
+in memory at a time)."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engines.base import Engine
+from graph.state import SessionState, VersionRecord
+
+EngineLoader = Callable[[Path], Engine]
+
+
+def load_engine_from(path: Path) -> Engine:
+    from engines.hf import HFEngine
+
+    return HFEngine.load(str(path))
+
+
+@dataclass
+class ModelVersions:
+    base_engine: Engine  # version v0, the model the session started from
+    root: Path  # the session's folder; trained versions go under root/versions
+    load_engine: EngineLoader = load_engine_from
+    _loaded: dict[str, Engine] = field(default_factory=dict)
+
+    def engine(self, state: SessionState, version: str | None = None) -> Engine:
+        """The engine of a model version (default: the current one), loaded once."""
+        name = version or state.get("current_version", "v0")
+        if name == "v0":
+            return self.base_engine
+        if name not in self._loaded:
+            self._loaded.clear()  # one trained version in memory at a time
+            self._loaded[name] = self.load_engine(Path(state["versions"][name]["path"] or ""))
+        return self._loaded[name]
+
+    def register(self, name: str, path: Path) -> Engine:
+        self._loaded.clear()
+        self._loaded[name] = self.load_engine(path)
+        return self._loaded[name]
+
+    def trainable_copy(self, state: SessionState) -> tuple[Any, Any]:
+        """A copy of the current version's model to train; the engine's stays untouched."""
+        engine = self.engine(state)
+        return copy.deepcopy(engine.model), engine.tokenizer  # type: ignore[attr-defined]
+
+    def version_dir(self, name: str) -> Path:
+        """Where the new version `name` is to be written. A folder already there is an
+        orphan: a run killed after writing it and before its node was checkpointed, so no
+        checkpoint names it. It is removed; the re-run node (same seed, same data) writes
+        it again."""
+        path = self.root / "versions"
+        path.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(path / name, ignore_errors=True)
+        return path / name
+
+
+def version_record(
+    name: str, path: Path | None, parent: str | None, fingerprint: str
+) -> VersionRecord:
+    return VersionRecord(
+        name=name,
+        path=str(path) if path else None,
+        parent=parent,
+        fingerprint=fingerprint,
+        dev_accuracy=None,
+    )
