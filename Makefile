@@ -31,11 +31,13 @@ $(DEV_STAMP): $(STAMP)
 run: $(STAMP)  ## create .venv, install, run the default improvement session
 	$(VENV)/bin/autodidact run
 
+# -m "": every tier, overriding pyproject's default `-m 'not integration'`; gpu tests skip
+# without a CUDA device.
 test: $(DEV_STAMP)  ## create .venv with dev extras, start a throwaway Redis, run every test
-	bash scripts/with-redis.sh $(PY) -m pytest -m "not gpu and not vllm"
+	bash scripts/with-redis.sh $(PY) -m pytest -m ""
 
 test-unit: $(DEV_STAMP)  ## fast unit tests only (no real model, no Redis)
-	$(PY) -m pytest -m "not integration and not gpu and not vllm"
+	$(PY) -m pytest -m "not integration"
 
 check: $(DEV_STAMP)  ## ruff lint + format check, mypy on the packages
 	$(VENV)/bin/ruff check .

@@ -150,12 +150,3 @@ def test_sampled_rows_that_end_early_keep_exact_logprobs() -> None:
                 logp = torch.log_softmax(engine.model(ids).logits[0].float(), -1)
             expected = [logp[len(start) - 1 + i, t].item() for i, t in enumerate(sample.token_ids)]
             assert sample.logprobs == pytest.approx(expected, abs=1e-4)
-
-
-def test_decoding_doctests() -> None:
-    import doctest
-
-    import engines.decoding
-
-    result = doctest.testmod(engines.decoding)
-    assert result.attempted > 0 and result.failed == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 from collections import Counter
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-import tasks.shapes
 from tasks import get_task
 from tasks.base import TaskError
 from tasks.shapes import COLOURS, build_shapes_task, pope_match
@@ -37,11 +35,6 @@ def detect_shapes(image: Image.Image) -> set[str]:
 @pytest.fixture(scope="module")
 def task():  # type: ignore[no-untyped-def]
     return build_shapes_task(n_images=30, questions_per_image=4, seed=3)
-
-
-def test_doctests() -> None:
-    result = doctest.testmod(tasks.shapes)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_deterministic_given_seed(task) -> None:  # type: ignore[no-untyped-def]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import socket
 import sqlite3
 import time
@@ -97,15 +95,6 @@ def test_sqlite_file_is_created_with_parent_folders(tmp_path: Path) -> None:
         assert saver.get_tuple({"configurable": {"thread_id": "none"}}) is None
     tables = {row[0] for row in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
     assert {"checkpoints", "writes"} <= tables
-
-
-@pytest.mark.parametrize(
-    "module",
-    ["storage.urls", "storage.records", "storage.events", "storage.artifacts", "storage.store"],
-)
-def test_doctests(module: str) -> None:
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.attempted > 0 and result.failed == 0
 
 
 # ------------------------------------------------------------------ crash-resume

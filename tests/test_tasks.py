@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 
 import pytest
 
-import tasks.jsonl
-import tasks.verifiers
 from tasks import get_task, with_verifier
 from tasks.base import SPLITS, TaskError
 from tasks.jsonl import load_jsonl_task
 from tasks.verifiers import alias_key, alias_match, final_number, number_key, numeric_match
-
-
-@pytest.mark.parametrize("module", [tasks.verifiers, tasks.jsonl, tasks.base])
-def test_doctests(module) -> None:  # type: ignore[no-untyped-def]
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.mark.parametrize(
