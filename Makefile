@@ -50,7 +50,7 @@ format: $(DEV_STAMP)  ## apply ruff's fixes and formatting
 
 bench: $(DEV_STAMP)  ## run every benchmark (minutes each; numbers go in the README)
 	$(PY) -m benchmarks.engine
-	$(PY) -m benchmarks.probes
+	$(PY) -m benchmarks.probe_sweeps
 	bash scripts/with-redis.sh $(PY) -m benchmarks.storage
 	$(PY) -m benchmarks.improve
 

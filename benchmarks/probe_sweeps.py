@@ -1,7 +1,7 @@
 """Probe benchmark on the default model: pre-generation probe vs post-generation baselines.
 
-    python -m benchmarks.probes [--tasks capitals,arithmetic] [--arith-n 320] [--k 5]
-                                 [--seed 0] [--split-seeds 5] [--quick]
+    python -m benchmarks.probe_sweeps [--tasks capitals,arithmetic] [--arith-n 320] [--k 5]
+                                      [--seed 0] [--split-seeds 5] [--quick]
 
 Prints markdown tables:
 1. per task: labels; the chosen probe (the default `autodidact probe sweep`: both feature
@@ -21,39 +21,35 @@ model fingerprint, items and token budget), so re-running only re-fits and re-ti
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, and this file (probes.py)
-# would shadow the `probes` package there: drop that entry.
-if __name__ == "__main__" and str(Path(__file__).resolve().parent) in sys.path:
-    sys.path.remove(str(Path(__file__).resolve().parent))
-
 import argparse
 import hashlib
 import math
 import re
 import shutil
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from engines import load_model
 from engines.base import Engine
-from engines.hf import HFEngine, _split_states
+from engines.hf import HFEngine
 from engines.hooks import PrefillCapture
 from probes.artifact import Probe
-from probes.features import FeatureSet
+from probes.data import ProbeData, collect, sample_consistency
+from probes.evaluation import EvalReport, evaluate
 from probes.fit import EstimatorConfig, SweepRow, choose
-from probes.labels import Label, summarize_labels, usable
+from probes.labels import summarize_labels, usable
 from probes.metrics import RiskMetrics, auroc
 from probes.runtime import RiskScorer
 from probes.split import grouped_split
-from probes.sweep import EvalReport, ProbeData, collect, evaluate, sample_consistency, sweep
+from probes.sweep import SweepResult, sweep
 from tasks import get_task
 from tasks.base import Item, Task
 from tasks.verifiers import final_number, normalize
@@ -106,36 +102,22 @@ def save_atomic(data: ProbeData, folder: Path) -> None:
     staging.rename(folder)
 
 
-def relabel(data: ProbeData, task: Task, items: Sequence[Item]) -> ProbeData:
-    """Re-check the cached answers with the task's current verifier (finish reasons kept)."""
-    by_id = {item.id: item for item in items}
-    labels = [
-        Label(
-            lab.item_id,
-            int(not task.verify(lab.answer, by_id[lab.item_id])),
-            lab.finish_reason,
-            lab.answer,
-        )
-        for lab in data.labels
-    ]
-    return replace(data, labels=labels)
-
-
 def cached_collect(
     engine: Engine, task: Task, items: Sequence[Item], cache: Path, label: str
 ) -> tuple[ProbeData, Path]:
-    folder = (
-        cache
-        / f"{label}-{len(items)}items-{task.max_new_tokens}tok-{engine.fingerprint}-{items_key(items)}"
-    )
+    """Greedy answers and features of `items`, from the cache when there (re-labelled with
+    the task's current verifier), else collected and cached."""
+    key = f"{len(items)}items-{task.max_new_tokens}tok-{engine.fingerprint}-{items_key(items)}"
+    folder = cache / f"{label}-{key}"
     if (folder / "data.json").is_file():
         log(f"{label}: cached greedy answers and features in {folder}")
         data = ProbeData.load(folder)
         if data.item_ids != [item.id for item in items]:
             raise RuntimeError(f"{folder}: cached items differ; delete the folder")
-        return relabel(data, task, items), folder
+        return data.relabeled(task), folder
     log(
-        f"{label}: greedy answers with prefill capture, {len(items)} items, {task.max_new_tokens} new tokens"
+        f"{label}: greedy answers with prefill capture, {len(items)} items, "
+        f"{task.max_new_tokens} new tokens"
     )
     started = time.perf_counter()
     data = collect(engine, task, items, progress_cb=progress(label))
@@ -164,50 +146,6 @@ def ensure_samples(
     )
     save_atomic(data, folder)
     return data
-
-
-def merge(parts: Sequence[ProbeData], name: str) -> ProbeData:
-    """Rows of several ProbeData (same model and template) as one."""
-    first = parts[0].features
-    for part in parts[1:]:
-        if (part.features.fingerprint, part.features.template_hash) != (
-            first.fingerprint,
-            first.template_hash,
-        ):
-            raise ValueError("cannot merge features of different models or templates")
-    features = FeatureSet(
-        [i for p in parts for i in p.item_ids],
-        {kind: np.concatenate([p.features.arrays[kind] for p in parts]) for kind in first.kinds},
-        first.fingerprint,
-        first.template_hash,
-        first.model_name,
-    )
-    return ProbeData(
-        task=name,
-        max_new_tokens=max(p.max_new_tokens for p in parts),
-        item_ids=list(features.item_ids),
-        groups=[g for p in parts for g in p.groups],
-        prompts=[q for p in parts for q in p.prompts],
-        features=features,
-        labels=[lab for p in parts for lab in p.labels],
-        mean_logprob=np.concatenate([p.mean_logprob for p in parts]),
-        mean_entropy=np.concatenate([p.mean_entropy for p in parts]),
-    )
-
-
-def subset(data: ProbeData, rows: Sequence[int]) -> ProbeData:
-    index = np.asarray(rows, dtype=np.int64)
-    return ProbeData(
-        task=data.task,
-        max_new_tokens=data.max_new_tokens,
-        item_ids=[data.item_ids[i] for i in index],
-        groups=[data.groups[i] for i in index],
-        prompts=[data.prompts[i] for i in index],
-        features=data.features.subset(index),
-        labels=[data.labels[i] for i in index],
-        mean_logprob=data.mean_logprob[index],
-        mean_entropy=data.mean_entropy[index],
-    )
 
 
 # ---------------------------------------------------------------- answer extraction for SC
@@ -272,27 +210,62 @@ class Timing:
 
 def capture_work_us(engine: HFEngine, prompts: Sequence[str], loops: int = 20) -> float:
     """µs per item of what `capture_prefill` adds to a generation, run on tensors of the
-    real shapes: one `record` per layer on the (B, T, H) prefill states, then stacking and
-    splitting (the hooks are removed before the first decoding step)."""
-    mask = engine._encode(list(prompts))["attention_mask"]  # (B, T)
+    real shapes: one `record` per capture point on the (B, T, H) prefill states, then the
+    states per prompt (the hooks are removed before the first decoding step). Prompt
+    lengths in tokens are the one thing the Engine protocol does not give: they come from
+    the transformers engine's tokenizer."""
+    texts = [engine.format_prompt(p) for p in prompts]
+    mask = engine.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)[
+        "attention_mask"
+    ]  # (B, T)
     batch, length = mask.shape
-    width = int(engine.model.config.hidden_size)
-    points = engine.num_layers + 1
+    points, width = engine.hidden_states(prompts[:1])[0].query_token.shape  # (L+1, H)
     prefill = torch.randn(batch, length, width)  # (B, T, H)
     times = []
     for _ in range(loops):
         started = time.perf_counter()
         capture = PrefillCapture(mask, [None] * points, [None] * points)
-        hooks = [lambda h, i=i, c=capture: c.record(i, h) for i in range(points)]
-        for hook in hooks:
-            hook(prefill)
-        _split_states(*capture.stacked())
+        for index in range(points):
+            capture.record(index, prefill)
+        capture.prompt_states()
         times.append(time.perf_counter() - started)
     return statistics.median(times) / batch * 1e6
 
 
+def interleaved_seconds(
+    fns: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, list[float]]:
+    """Wall seconds of each function per repeat, the order reversed every other repeat, so
+    the load of other processes falls on all of them alike."""
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
+    for repeat in range(repeats):
+        order = list(fns) if repeat % 2 == 0 else list(reversed(fns))
+        for name in order:
+            started = time.perf_counter()
+            fns[name]()
+            seconds[name].append(time.perf_counter() - started)
+        log(
+            f"  timing repeat {repeat + 1}/{repeats}: "
+            + ", ".join(f"{n} {s[-1]:.1f}s" for n, s in seconds.items())
+        )
+    return seconds
+
+
+def scoring_us(
+    engine: Engine, prompts: Sequence[str], scorer: RiskScorer, loops: int = 50
+) -> float:
+    """µs per item of the probe scoring states captured in a generation."""
+    generations = engine.generate(prompts[:8], max_new_tokens=1, capture=True)
+    states = [g.states for g in generations if g.states is not None]
+    started = time.perf_counter()
+    for _ in range(loops):
+        for state in states:
+            scorer(state)
+    return (time.perf_counter() - started) / (loops * len(states)) * 1e6
+
+
 def time_methods(
-    engine: HFEngine,
+    engine: Engine,
     prompts: Sequence[str],
     budget: int,
     scorer: RiskScorer,
@@ -300,9 +273,9 @@ def time_methods(
     repeats: int,
     sc_prompts: int,
     seed: int,
+    capture_us: float,
 ) -> Timing:
-    """Interleaved wall times (order reversed every other repeat) of every method on the
-    same prompts, so the load of other processes falls on all of them alike."""
+    """Interleaved wall times of every method on the same prompts."""
     prompts = list(prompts)
     sc_list = prompts[:sc_prompts]
     engine.generate(prompts, max_new_tokens=4, capture=True)  # warm-up
@@ -334,26 +307,8 @@ def time_methods(
         ]
 
     fns = {"greedy": greedy, "greedy_probe": greedy_probe, "prefill": prefill, "sampled": sampled}
-    seconds: dict[str, list[float]] = {name: [] for name in fns}
-    for repeat in range(repeats):
-        order = list(fns) if repeat % 2 == 0 else list(reversed(fns))
-        for name in order:
-            started = time.perf_counter()
-            fns[name]()
-            seconds[name].append(time.perf_counter() - started)
-        log(
-            f"  timing repeat {repeat + 1}/{repeats}: "
-            + ", ".join(f"{n} {s[-1]:.1f}s" for n, s in seconds.items())
-        )
+    seconds = interleaved_seconds(fns, repeats)
     ratios = [p / g - 1 for p, g in zip(seconds["greedy_probe"], seconds["greedy"], strict=True)]
-    generations = engine.generate(prompts[:8], max_new_tokens=1, capture=True)
-    states = [g.states for g in generations if g.states is not None]
-    loops = 50
-    started = time.perf_counter()
-    for _ in range(loops):
-        for state in states:
-            scorer(state)
-    score_us = (time.perf_counter() - started) / (loops * len(states)) * 1e6
     per_item = {n: statistics.median(s) for n, s in seconds.items()}
     return Timing(
         prompts=len(prompts),
@@ -365,8 +320,8 @@ def time_methods(
         self_consistency=per_item["sampled"] / len(sc_list),
         end_to_end=statistics.median(ratios),
         end_to_end_range=(min(ratios), max(ratios)),
-        capture_us=capture_work_us(engine, prompts),
-        score_us=score_us,
+        capture_us=capture_us,
+        score_us=scoring_us(engine, prompts, scorer),
     )
 
 
@@ -419,6 +374,8 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     Variant("all of the above, chosen on validation", lambda r: True),
 )
+# What the facts-trained probes choose among: default, single or concatenated, logreg grid.
+FACTS_VARIANTS = (VARIANTS[0], VARIANTS[4], VARIANTS[5])
 
 
 def grid_sweep(data: ProbeData, seed: int, *, mlp: bool, quick: bool) -> list[SweepRow]:
@@ -577,30 +534,20 @@ def label_rows(name: str, data: ProbeData, seed: int) -> list[list[object]]:
     ]
 
 
-def task_section(
-    engine: HFEngine, name: str, args: argparse.Namespace, cache: Path
-) -> tuple[ProbeData, list[str], list[VariantResult]]:
-    out: list[str] = [f"## Task `{name}`", ""]
-    task, items = build_items(name, args)
-    label = name if name != "arithmetic" else f"arithmetic-d{args.digits}"
-    data, folder = cached_collect(engine, task, items, cache, label)
-    split = grouped_split(data.groups, seed=args.seed)
-    data = ensure_samples(engine, data, split.test.tolist(), args.k, args.seed, folder)
+@dataclass
+class Headline:
+    """The default sweep's probe against the baselines on the test split of --seed."""
 
-    out += [
-        f"Labels ({task.description}; {data.max_new_tokens} new tokens; truncated answers excluded; "
-        f"split by group, seed {args.seed}):",
-        "",
-    ]
-    out += [
-        table(
-            ["task", "items", "wrong", "truncated", "used", "train/val/test used"],
-            label_rows(name, data, args.seed),
-        ),
-        "",
-    ]
+    result: SweepResult
+    report: EvalReport
+    methods: dict[str, RiskMetrics]  # report's, plus self-consistency on extracted answers
+    scores: dict[str, NDArray[np.float64]]  # method -> (T,) risk
+    timing: Timing
 
-    # 1. the default sweep's probe vs the baselines, on test
+
+def measure_headline(
+    engine: HFEngine, name: str, data: ProbeData, args: argparse.Namespace
+) -> Headline:
     log(f"{name}: default sweep")
     result = sweep(data, seed=args.seed, n_boot=args.n_boot)
     probe = result.probe
@@ -609,26 +556,34 @@ def task_section(
         probe, data, normalize=ANSWER_KEYS.get(name, normalize), n_boot=args.n_boot, seed=args.seed
     )
     log(f"{name}: interleaved timing")
-    test_prompts = [data.prompts[i] for i in split.test]
+    test_prompts = [data.prompts[i] for i in grouped_split(data.groups, seed=args.seed).test]
+    prompts = test_prompts[: args.time_prompts]
     timing = time_methods(
         engine,
-        test_prompts[: args.time_prompts],
+        prompts,
         data.max_new_tokens,
         RiskScorer(probe),
         args.k,
         args.time_repeats,
         min(SC_BATCH, args.time_prompts),
         args.seed,
+        capture_work_us(engine, prompts),
     )
     methods = report.methods
     scores = dict(report.scores)
     if "self_consistency" in extracted.methods:
         methods = {**methods, "self_consistency_answer": extracted.methods["self_consistency"]}
         scores["self_consistency_answer"] = extracted.scores["self_consistency"]
+    return Headline(result, report, methods, scores, timing)
+
+
+def headline_rows(h: Headline, name: str, k: int) -> list[list[object]]:
+    """One row per method: what it needs, test AUROC, AUPRC, cost per item."""
+    methods, timing, chosen = h.methods, h.timing, h.result.chosen
     g = timing.greedy
-    rows = [
+    rows: list[list[object]] = [
         [
-            f"probe `{probe.spec.name}` ({result.chosen.estimator.label}, val {result.chosen.val_auroc:.3f}), separate prefill pass",
+            f"probe `{h.result.probe.spec.name}` ({chosen.estimator.label}, val {chosen.val_auroc:.3f}), separate prefill pass",
             "prompt only",
             fmt_auroc(methods["probe"]),
             f"{methods['probe'].auprc:.3f}",
@@ -643,78 +598,74 @@ def task_section(
             fmt_seconds(timing.in_generation),
             f"{timing.in_generation / g:.2%}",
         ],
-        [
-            "mean token logprob",
-            "greedy answer",
-            fmt_auroc(methods["mean_logprob"]),
-            f"{methods['mean_logprob'].auprc:.3f}",
-            fmt_seconds(g),
-            "100%",
-        ],
-        [
-            "mean token entropy",
-            "greedy answer",
-            fmt_auroc(methods["mean_entropy"]),
-            f"{methods['mean_entropy'].auprc:.3f}",
-            fmt_seconds(g),
-            "100%",
-        ],
     ]
-    sc_cost = timing.self_consistency
-    if "self_consistency" in methods:
+    for method, title in (
+        ("mean_logprob", "mean token logprob"),
+        ("mean_entropy", "mean token entropy"),
+    ):
         rows.append(
             [
-                f"self-consistency disagreement, K={args.k} (T={SC_TEMPERATURE}), normalized text",
-                f"{args.k} samples",
-                fmt_auroc(methods["self_consistency"]),
-                f"{methods['self_consistency'].auprc:.3f}",
-                fmt_seconds(sc_cost),
-                f"{sc_cost / g:.0%}",
+                title,
+                "greedy answer",
+                fmt_auroc(methods[method]),
+                f"{methods[method].auprc:.3f}",
+                fmt_seconds(g),
+                "100%",
             ]
         )
-    if "self_consistency_answer" in methods:
-        key = (
-            "capitalized words"
-            if name == "capitals"
-            else "final number"
-            if name == "arithmetic"
-            else "normalized text"
-        )
-        rows.append(
-            [
-                f"self-consistency disagreement, K={args.k}, answers compared by {key}",
-                f"{args.k} samples",
-                fmt_auroc(methods["self_consistency_answer"]),
-                f"{methods['self_consistency_answer'].auprc:.3f}",
-                fmt_seconds(sc_cost),
-                f"{sc_cost / g:.0%}",
-            ]
-        )
-    out += [
+    key = {"capitals": "capitalized words", "arithmetic": "final number"}.get(
+        name, "normalized text"
+    )
+    sampled = (
+        (
+            "self_consistency",
+            f"self-consistency disagreement, K={k} (T={SC_TEMPERATURE}), normalized text",
+        ),
+        (
+            "self_consistency_answer",
+            f"self-consistency disagreement, K={k}, answers compared by {key}",
+        ),
+    )
+    for method, title in sampled:
+        if method in methods:
+            rows.append(
+                [
+                    title,
+                    f"{k} samples",
+                    fmt_auroc(methods[method]),
+                    f"{methods[method].auprc:.3f}",
+                    fmt_seconds(timing.self_consistency),
+                    f"{timing.self_consistency / g:.0%}",
+                ]
+            )
+    return rows
+
+
+def headline_lines(h: Headline, name: str, args: argparse.Namespace) -> list[str]:
+    """The methods table and the issue's two targets (AUROC ratio, cost)."""
+    report, timing, methods = h.report, h.timing, h.methods
+    header = [
+        "method",
+        "needs",
+        "test AUROC [95% CI]",
+        "AUPRC",
+        "wall time / item",
+        "cost vs greedy answer",
+    ]
+    out = [
         f"Test split: {report.n_test} items ({report.labels.wrong} wrong of {report.labels.n}; "
         f"{report.labels.truncated} truncated, excluded). Costs measured interleaved in this run: "
         f"greedy and probe on {timing.prompts} test prompts (one batch), K samples on {timing.sc_prompts}, "
         f"median of {timing.repeats} repeats.",
         "",
-    ]
-    out += [
-        table(
-            [
-                "method",
-                "needs",
-                "test AUROC [95% CI]",
-                "AUPRC",
-                "wall time / item",
-                "cost vs greedy answer",
-            ],
-            rows,
-        ),
+        table(header, headline_rows(h, name, args.k)),
         "",
     ]
     post = {n: m for n, m in methods.items() if n != "probe"}
     best = max(post, key=lambda n: post[n].auroc)
     ratio = (methods["probe"].auroc - 0.5) / (post[best].auroc - 0.5)
-    low, high = ratio_ci(report.y, scores["probe"], scores[best], args.n_boot, args.seed)
+    low, high = ratio_ci(report.y, h.scores["probe"], h.scores[best], args.n_boot, args.seed)
+    g = timing.greedy
     out += [
         f"- Target ratio (probe AUROC - 0.5) / (best post-generation AUROC - 0.5), best = `{best}`: "
         f"**{ratio:.0%}** (paired bootstrap 95% CI {low:.0%} to {high:.0%}; target >= 90%).",
@@ -726,22 +677,22 @@ def task_section(
         f"to {timing.end_to_end_range[1]:+.1%}; shared-CPU noise, not resolvable below a few %).",
         "",
     ]
+    return out
 
-    # 2. variants
-    log(f"{name}: variants over {args.split_seeds} split seeds")
-    seeds = [args.seed + i for i in range(args.split_seeds)]
-    variants, base = run_variants(
-        data, data, seeds, VARIANTS, mlp=True, quick=args.quick, n_boot=args.n_boot
-    )
-    out += [
-        f"Variants (each chosen on validation only; test scored once per split seed; seed {args.seed} with CI, "
-        f"then the mean ± sd of test AUROC over split seeds {seeds[0]}..{seeds[-1]}):",
-        "",
-    ]
-    vrows = []
+
+def variant_lines(
+    variants: Sequence[VariantResult],
+    base: dict[str, list[float]],
+    report: EvalReport,
+    args: argparse.Namespace,
+    seeds: Sequence[int],
+) -> list[str]:
+    """Each variant's choice and test AUROC (seed --seed with CI, then over split seeds),
+    and the baselines' on the same test rows."""
+    rows: list[list[object]] = []
     for v in variants:
         m = v.report.methods["probe"]
-        vrows.append(
+        rows.append(
             [
                 v.variant,
                 v.candidates,
@@ -754,7 +705,7 @@ def task_section(
             ]
         )
     for bname in base:
-        vrows.append(
+        rows.append(
             [
                 f"baseline: {bname.replace('_', ' ')} (post-generation)",
                 "-",
@@ -766,65 +717,84 @@ def task_section(
                 mean_sd(base[bname]),
             ]
         )
-    out += [
+    header = [
+        "variant",
+        "candidates",
+        "chosen feature",
+        "estimator",
+        "val AUROC",
+        f"test AUROC seed {args.seed} [95% CI]",
+        "AUPRC",
+        "test AUROC over seeds",
+    ]
+    return [
+        f"Variants (each chosen on validation only; test scored once per split seed; seed {args.seed} with CI, "
+        f"then the mean ± sd of test AUROC over split seeds {seeds[0]}..{seeds[-1]}):",
+        "",
+        table(header, rows),
+        "",
+    ]
+
+
+def seed_ratio_lines(
+    variants: Sequence[VariantResult], base: dict[str, list[float]], seed: int
+) -> list[str]:
+    """The target ratio per split seed of the default and the all-candidates probe."""
+    best_post = [max(a, b) for a, b in zip(base["mean_logprob"], base["mean_entropy"], strict=True)]
+    rows = []
+    for v in variants:
+        if not v.variant.startswith(("default", "all of")):
+            continue
+        per_seed = [(p - 0.5) / (b - 0.5) for p, b in zip(v.seed_aurocs, best_post, strict=True)]
+        rows.append([v.variant, mean_sd(per_seed, ".0%"), " ".join(f"{r:.0%}" for r in per_seed)])
+    return [
+        f"Target ratio per split seed vs the better of logprob / entropy on that seed's test split "
+        f"(self-consistency was sampled for seed {seed} only):",
+        "",
+        table(["probe", "ratio, mean ± sd over seeds", "per seed"], rows),
+        "",
+    ]
+
+
+def task_section(
+    engine: HFEngine, name: str, args: argparse.Namespace, cache: Path
+) -> tuple[ProbeData, list[str], list[VariantResult]]:
+    task, items = build_items(name, args)
+    label = name if name != "arithmetic" else f"arithmetic-d{args.digits}"
+    data, folder = cached_collect(engine, task, items, cache, label)
+    split = grouped_split(data.groups, seed=args.seed)
+    data = ensure_samples(engine, data, split.test.tolist(), args.k, args.seed, folder)
+    out = [
+        f"## Task `{name}`",
+        "",
+        f"Labels ({task.description}; {data.max_new_tokens} new tokens; truncated answers excluded; "
+        f"split by group, seed {args.seed}):",
+        "",
         table(
-            [
-                "variant",
-                "candidates",
-                "chosen feature",
-                "estimator",
-                "val AUROC",
-                f"test AUROC seed {args.seed} [95% CI]",
-                "AUPRC",
-                "test AUROC over seeds",
-            ],
-            vrows,
+            ["task", "items", "wrong", "truncated", "used", "train/val/test used"],
+            label_rows(name, data, args.seed),
         ),
         "",
     ]
-    best_post = [max(a, b) for a, b in zip(base["mean_logprob"], base["mean_entropy"], strict=True)]
-    ratios = [
-        [
-            v.variant,
-            mean_sd(
-                [(p - 0.5) / (b - 0.5) for p, b in zip(v.seed_aurocs, best_post, strict=True)],
-                ".0%",
-            ),
-            " ".join(
-                f"{(p - 0.5) / (b - 0.5):.0%}"
-                for p, b in zip(v.seed_aurocs, best_post, strict=True)
-            ),
-        ]
-        for v in variants
-        if v.variant.startswith(("default", "all of"))
-    ]
-    out += [
-        f"Target ratio per split seed vs the better of logprob / entropy on that seed's test split "
-        f"(self-consistency was sampled for seed {args.seed} only):",
-        "",
-    ]
-    out += [table(["probe", "ratio, mean ± sd over seeds", "per seed"], ratios), ""]
+    headline = measure_headline(engine, name, data, args)
+    out += headline_lines(headline, name, args)
+    log(f"{name}: variants over {args.split_seeds} split seeds")
+    seeds = [args.seed + i for i in range(args.split_seeds)]
+    variants, base = run_variants(
+        data, data, seeds, VARIANTS, mlp=True, quick=args.quick, n_boot=args.n_boot
+    )
+    out += variant_lines(variants, base, headline.report, args, seeds)
+    out += seed_ratio_lines(variants, base, args.seed)
     return data, out, variants
 
 
-def facts_section(
-    engine: Engine,
-    capitals: ProbeData,
-    capitals_variants: Sequence[VariantResult],
-    args: argparse.Namespace,
-    cache: Path,
-) -> list[str]:
-    out = ["## Probe trained on more country facts, tested on capitals", ""]
-    facts = get_task("facts", attributes=list(FACT_ATTRIBUTES))
-    capital_groups = set(capitals.groups)
-    items = [item for item in facts.items if item.group in capital_groups]
-    if args.quick:
-        items = [item for item in items if item.group in set(capitals.groups)][::3]
-    fdata, _ = cached_collect(engine, facts, items, cache, "facts")
-    attr = [item.meta["attribute"] for item in items]
-    rows = []
+def facts_label_rows(
+    facts: ProbeData, attributes: Sequence[str], capitals: ProbeData
+) -> list[list[object]]:
+    """Label counts per fact attribute, then the capitals task's."""
+    rows: list[list[object]] = []
     for attribute in FACT_ATTRIBUTES:
-        labs = [lab for lab, a in zip(fdata.labels, attr, strict=True) if a == attribute]
+        labs = [lab for lab, a in zip(facts.labels, attributes, strict=True) if a == attribute]
         s = summarize_labels(labs)
         rows.append(
             [attribute, s.n, f"{s.wrong} ({s.wrong / max(s.n, 1):.0%})", s.truncated, s.included]
@@ -839,120 +809,140 @@ def facts_section(
             s.included,
         ]
     )
-    out += [
+    return rows
+
+
+def facts_training_data(
+    capitals: ProbeData, facts: ProbeData, seed: int, with_capitals: bool
+) -> ProbeData:
+    """Capitals rows (all splits: only train is fitted, validation chooses, test unread)
+    plus the facts of train-split countries; the other countries' facts are dropped."""
+    split_c = grouped_split(capitals.groups, seed=seed)
+    train_groups = {capitals.groups[i] for i in split_c.train}
+    keep_facts = [i for i, g in enumerate(facts.groups) if g in train_groups]
+    keep_caps = (
+        sorted(split_c.train.tolist() + split_c.validation.tolist())
+        if with_capitals
+        else split_c.validation.tolist()
+    )
+    merged = ProbeData.concat(
+        [capitals.subset(keep_caps), facts.subset(keep_facts)], "capitals+facts"
+    )
+    m_split = grouped_split(merged.groups, seed=seed)
+    test_groups = {capitals.groups[i] for i in split_c.test}
+    val_groups = {capitals.groups[i] for i in split_c.validation}
+    fitted = {merged.groups[i] for i in m_split.train}
+    assert not fitted & test_groups, "a capitals test country is in the training facts"
+    assert not fitted & val_groups, "a capitals validation country is in the training facts"
+    assert {merged.groups[i] for i in m_split.validation} <= val_groups
+    assert len(m_split.test) == 0
+    return merged
+
+
+def facts_variants(
+    capitals: ProbeData,
+    facts: ProbeData,
+    with_capitals: bool,
+    seeds: Sequence[int],
+    args: argparse.Namespace,
+) -> tuple[int, list[VariantResult]]:
+    """Rows fitted on (first seed) and each facts variant chosen and tested per split seed."""
+    per_seed: dict[str, VariantResult] = {}
+    fitted = 0
+    for number, seed in enumerate(seeds):
+        train = facts_training_data(capitals, facts, seed, with_capitals)
+        if number == 0:
+            fitted = int(usable(train.labels)[grouped_split(train.groups, seed=seed).train].sum())
+        results, _ = run_variants(
+            train,
+            capitals,
+            [seed],
+            FACTS_VARIANTS,
+            mlp=False,
+            quick=args.quick,
+            n_boot=args.n_boot if number == 0 else 10,
+        )
+        for r in results:
+            if r.variant in per_seed:
+                per_seed[r.variant].seed_aurocs += r.seed_aurocs
+            else:
+                per_seed[r.variant] = r
+    return fitted, list(per_seed.values())
+
+
+def facts_row(title: str, fitted: int, r: VariantResult) -> list[object]:
+    return [
+        title,
+        fitted,
+        r.variant,
+        f"`{r.chosen.spec.name}`",
+        r.chosen.estimator.label,
+        f"{r.chosen.val_auroc:.3f}",
+        fmt_auroc(r.report.methods["probe"]),
+        mean_sd(r.seed_aurocs),
+    ]
+
+
+def facts_section(
+    engine: Engine,
+    capitals: ProbeData,
+    capitals_variants: Sequence[VariantResult],
+    args: argparse.Namespace,
+    cache: Path,
+) -> list[str]:
+    facts_task = get_task("facts", attributes=list(FACT_ATTRIBUTES))
+    capital_groups = set(capitals.groups)
+    items = [item for item in facts_task.items if item.group in capital_groups]
+    if args.quick:
+        items = items[::3]
+    facts, _ = cached_collect(engine, facts_task, items, cache, "facts")
+    counts = facts_label_rows(facts, [item.meta["attribute"] for item in items], capitals)
+    out = [
+        "## Probe trained on more country facts, tested on capitals",
+        "",
         "Facts labels (every country of the capitals task; only train-split countries are fitted on):",
         "",
+        table(["attribute", "items", "wrong", "truncated", "used"], counts),
+        "",
     ]
-    out += [table(["attribute", "items", "wrong", "truncated", "used"], rows), ""]
-
     seeds = [args.seed + i for i in range(args.split_seeds)]
-    setups: dict[str, Callable[[int], ProbeData]] = {}
-
-    def training_data(seed: int, with_capitals: bool) -> ProbeData:
-        """Capitals rows (all splits: only train is fitted, validation chooses, test unread)
-        plus the facts of train-split countries; the other countries' facts are dropped."""
-        train_groups = {capitals.groups[i] for i in grouped_split(capitals.groups, seed=seed).train}
-        keep_facts = [i for i, g in enumerate(fdata.groups) if g in train_groups]
-        split_c = grouped_split(capitals.groups, seed=seed)
-        keep_caps = (
-            sorted(split_c.train.tolist() + split_c.validation.tolist())
-            if with_capitals
-            else split_c.validation.tolist()
-        )
-        merged = merge([subset(capitals, keep_caps), subset(fdata, keep_facts)], "capitals+facts")
-        m_split = grouped_split(merged.groups, seed=seed)
-        test_groups = {capitals.groups[i] for i in split_c.test}
-        val_groups = {capitals.groups[i] for i in split_c.validation}
-        fitted = {merged.groups[i] for i in m_split.train}
-        assert not fitted & test_groups, "a capitals test country is in the training facts"
-        assert not fitted & val_groups, "a capitals validation country is in the training facts"
-        assert {merged.groups[i] for i in m_split.validation} <= val_groups
-        assert len(m_split.test) == 0
-        return merged
-
-    setups["capitals + facts (train countries)"] = lambda s: training_data(s, True)
-    setups["facts only (train countries); capitals validation chooses"] = lambda s: training_data(
-        s, False
-    )
-    facts_variants = (VARIANTS[0], VARIANTS[4], VARIANTS[5])
-    names = {v.name for v in facts_variants}
+    names = {v.name for v in FACTS_VARIANTS}
     split0 = grouped_split(capitals.groups, seed=args.seed)
-    vrows = [
-        [
-            "capitals only (as in the variants table)",
-            int(usable(capitals.labels)[split0.train].sum()),
-            r.variant,
-            f"`{r.chosen.spec.name}`",
-            r.chosen.estimator.label,
-            f"{r.chosen.val_auroc:.3f}",
-            fmt_auroc(r.report.methods["probe"]),
-            mean_sd(r.seed_aurocs),
-        ]
+    capitals_fitted = int(usable(capitals.labels)[split0.train].sum())
+    rows = [
+        facts_row("capitals only (as in the variants table)", capitals_fitted, r)
         for r in capitals_variants
         if r.variant in names
     ]
-    for title, build in setups.items():
+    setups = {
+        "capitals + facts (train countries)": True,
+        "facts only (train countries); capitals validation chooses": False,
+    }
+    for title, with_capitals in setups.items():
         log(f"facts: {title}")
-        per_seed: dict[str, VariantResult] = {}
-        for number, seed in enumerate(seeds):
-            train = build(seed)
-            if number == 0:
-                fitted = int(
-                    usable(train.labels)[grouped_split(train.groups, seed=seed).train].sum()
-                )
-            results, _ = run_variants(
-                train,
-                capitals,
-                [seed],
-                facts_variants,
-                mlp=False,
-                quick=args.quick,
-                n_boot=args.n_boot if number == 0 else 10,
-            )
-            for r in results:
-                if r.variant in per_seed:
-                    per_seed[r.variant].seed_aurocs += r.seed_aurocs
-                else:
-                    per_seed[r.variant] = r
-        for r in per_seed.values():
-            m = r.report.methods["probe"]
-            vrows.append(
-                [
-                    title,
-                    fitted,
-                    r.variant,
-                    f"`{r.chosen.spec.name}`",
-                    r.chosen.estimator.label,
-                    f"{r.chosen.val_auroc:.3f}",
-                    fmt_auroc(m),
-                    mean_sd(r.seed_aurocs),
-                ]
-            )
+        fitted, results = facts_variants(capitals, facts, with_capitals, seeds, args)
+        rows += [facts_row(title, fitted, r) for r in results]
+    header = [
+        "training data",
+        f"fitted rows (seed {args.seed})",
+        "candidate set",
+        "chosen feature",
+        "estimator",
+        "val AUROC (capitals)",
+        f"test AUROC seed {args.seed} [95% CI]",
+        "test AUROC over seeds",
+    ]
     out += [
         "Tested on the capitals test split. Validation (the choice of feature and estimator) = capitals "
         "questions of validation countries only; fitted rows = train-split countries only (asserted per seed):",
         "",
-    ]
-    out += [
-        table(
-            [
-                "training data",
-                f"fitted rows (seed {args.seed})",
-                "candidate set",
-                "chosen feature",
-                "estimator",
-                "val AUROC (capitals)",
-                f"test AUROC seed {args.seed} [95% CI]",
-                "test AUROC over seeds",
-            ],
-            vrows,
-        ),
+        table(header, rows),
         "",
     ]
     return out
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -993,13 +983,17 @@ def main() -> None:
         action="store_true",
         help="~90 items per task, fewer layers/seeds/repeats: a smoke run",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.split_seeds = args.split_seeds or (2 if args.quick else 5)
     args.time_prompts = args.time_prompts or (8 if args.quick else 32)
     args.time_repeats = args.time_repeats or (1 if args.quick else 3)
     args.n_boot = args.n_boot or (200 if args.quick else 1000)
-    cache = args.cache / ("quick" if args.quick else "full")
+    return args
 
+
+def main() -> None:
+    args = parse_args()
+    cache = args.cache / ("quick" if args.quick else "full")
     started = time.perf_counter()
     engine = load_model(args.model)
     if args.threads:

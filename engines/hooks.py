@@ -1,17 +1,54 @@
 """Forward hooks that read a generation's own prefill: every layer's hidden states.
 
-Every hook is registered inside a context manager that removes it in `finally`.
+Every hook is registered through `hooked`, a context manager that removes it in `finally`
+(the VLM features in `probes.vlm` use it too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel
+
+from engines.base import PromptStates
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One hook to register: after `module`'s forward (`fn(module, args, output)`) or,
+    with `pre`, before it (`fn(module, args)`); `with_kwargs` adds the keyword arguments
+    (`fn(module, args, kwargs, output)` / `fn(module, args, kwargs)`)."""
+
+    module: nn.Module
+    fn: Callable[..., Any]
+    pre: bool = False
+    with_kwargs: bool = False
+
+
+@contextmanager
+def hooked(hooks: Iterable[Hook]) -> Iterator[None]:
+    """Every hook registered, in order, for the `with` block; all of them removed on exit,
+    whatever happens inside (or while registering)."""
+    handles: list[RemovableHandle] = []
+    try:
+        for hook in hooks:
+            if hook.pre:
+                handle = hook.module.register_forward_pre_hook(
+                    hook.fn, with_kwargs=hook.with_kwargs
+                )
+            else:
+                handle = hook.module.register_forward_hook(hook.fn, with_kwargs=hook.with_kwargs)
+            handles.append(handle)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
@@ -24,7 +61,8 @@ def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     raise TypeError(f"cannot find the decoder layers of {type(model).__name__}")
 
 
-def _hidden(output: object) -> torch.Tensor:
+def hidden_of(output: object) -> torch.Tensor:
+    """A layer's hidden states (B, T, H) from its output (decoder layers may return a tuple)."""
     return output[0] if isinstance(output, tuple) else output  # type: ignore[return-value]
 
 
@@ -54,26 +92,30 @@ class PrefillCapture:
             raise RuntimeError("the prefill was not captured at every layer")
         return torch.stack(self.query_token, 1), torch.stack(self.prompt_mean, 1)  # type: ignore[arg-type]
 
+    def prompt_states(self) -> list[PromptStates]:
+        """The captured states, one `PromptStates` (L+1, H) per prompt of the batch."""
+        query, mean = self.stacked()
+        return [
+            PromptStates(query_token=q, prompt_mean=m) for q, m in zip(query, mean, strict=True)
+        ]
+
 
 @contextmanager
 def capture_prefill(
     model: PreTrainedModel, attention_mask: torch.Tensor
 ) -> Iterator[PrefillCapture]:
+    """Hooks on the embeddings (layer 0) and every decoder layer, for the `with` block."""
     layers = decoder_layers(model)
     capture = PrefillCapture(attention_mask)
     capture.query_token = [None] * (len(layers) + 1)
     capture.prompt_mean = [None] * (len(layers) + 1)
 
-    def hook_for(index: int):  # type: ignore[no-untyped-def]
+    def hook_for(index: int) -> Callable[[nn.Module, object, object], None]:
         def hook(_module: nn.Module, _args: object, output: object) -> None:
-            capture.record(index, _hidden(output))
+            capture.record(index, hidden_of(output))
 
         return hook
 
-    handles = [model.get_input_embeddings().register_forward_hook(hook_for(0))]
-    handles += [layer.register_forward_hook(hook_for(i + 1)) for i, layer in enumerate(layers)]
-    try:
+    modules = [model.get_input_embeddings(), *layers]
+    with hooked(Hook(module, hook_for(i)) for i, module in enumerate(modules)):
         yield capture
-    finally:
-        for handle in handles:
-            handle.remove()

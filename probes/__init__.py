@@ -5,10 +5,14 @@ Modules (import what you need; nothing here runs at import):
     labels       verifier / JSONL labels with finish reasons; truncated answers counted, excluded
     split        grouped, seeded train / validation / test split
     metrics      AUROC (+ bootstrap CI), AUPRC, ECE, AURC, accuracy at coverage: pure numpy
-    calibration  Platt / isotonic on validation, applied with numpy
+    calibration  Platt / isotonic on validation, applied with numpy; refine's risk thresholds
     fit          logistic regression / MLP (scikit-learn); validation-only candidate table
     artifact     Probe = weights.safetensors + card.json; load_probe refuses stale fingerprints
     runtime      RiskScorer: numpy-only scoring, usable as `engine.risk_fn`
     baselines    post-generation risks: mean logprob, mean entropy, self-consistency
-    sweep        collect / sweep / evaluate / plots: what `autodidact probe ...` runs
+    data         ProbeData: greedy answers, labels, features; collect, self-consistency
+    sweep        layer x feature sweep chosen on validation, measured on held-out rows
+    evaluation   a saved probe vs the baselines on its test split; scoring prompts
+    plots        sweep and ROC figures
+    vlm          vision-language model features (visual, vision tokens, query token)
 """

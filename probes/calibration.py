@@ -1,4 +1,5 @@
-"""Calibration of a probe's raw logit into a probability of a wrong answer.
+"""Calibration of a probe's raw logit into a probability of a wrong answer, and of the
+risk thresholds that route prompts (refine's `Thresholds`).
 
 Fit on the validation split (never on train, where the probe's logits are overconfident,
 nor on test); applied at run time with numpy only.
@@ -6,7 +7,7 @@ nor on test); applied at run time with numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -99,3 +100,51 @@ def fit_calibrator(
     raise ValueError(
         f"unknown calibration method {method!r}; expected one of {CALIBRATION_METHODS}"
     )
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Risk cut-offs of refine's routes (the defaults are used until a probe is fitted)."""
+
+    low: float = 0.3  # risk at or below: answer greedily
+    high: float = 0.7  # risk above: abstain or route to the fallback model
+
+
+def threshold_for_precision(
+    risks: Sequence[float], correct: Sequence[bool], target: float
+) -> float:
+    """The highest risk cut-off whose answered set (risk <= cut-off) still reaches the
+    target precision on dev; the lowest risk when none does.
+
+    >>> threshold_for_precision([0.1, 0.2, 0.8, 0.9], [True, True, False, True], 0.9)
+    0.2
+    >>> threshold_for_precision([0.1, 0.2], [True, True], 0.9)
+    0.2
+    """
+    ranked = sorted(zip(risks, correct, strict=True))
+    best, right = ranked[0][0], 0
+    for answered, (risk, ok) in enumerate(ranked, start=1):
+        right += ok
+        if right / answered >= target:
+            best = risk
+    return best
+
+
+def choose_thresholds(
+    risks: Sequence[float], correct: Sequence[bool], target_precision: float
+) -> Thresholds:
+    """low = the cut-off reaching the target precision; high = the cut-off reaching half
+    of the distance from the overall accuracy to the target (never below low); the
+    defaults when there are no risks.
+
+    >>> choose_thresholds([0.1, 0.2, 0.6, 0.9], [True, True, False, False], 0.9)
+    Thresholds(low=0.2, high=0.2)
+    >>> choose_thresholds([], [], 0.9)
+    Thresholds(low=0.3, high=0.7)
+    """
+    if not risks:
+        return Thresholds()
+    low = threshold_for_precision(risks, correct, target_precision)
+    base = sum(correct) / len(correct)
+    high = threshold_for_precision(risks, correct, base + (target_precision - base) / 2)
+    return Thresholds(low=low, high=max(high, low))

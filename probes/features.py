@@ -154,6 +154,25 @@ class FeatureSet:
             dict(self.meta),
         )
 
+    @classmethod
+    def concat(cls, parts: Sequence[FeatureSet]) -> FeatureSet:
+        """Rows of several sets of one model and prompt template, in order (the first
+        set's kinds, name and meta)."""
+        if not parts:
+            raise ValueError("no feature sets to join")
+        first = parts[0]
+        for part in parts[1:]:
+            if (part.fingerprint, part.template_hash) != (first.fingerprint, first.template_hash):
+                raise ValueError("cannot join features of different models or prompt templates")
+        return cls(
+            [item_id for part in parts for item_id in part.item_ids],
+            {kind: np.concatenate([part.arrays[kind] for part in parts]) for kind in first.kinds},
+            first.fingerprint,
+            first.template_hash,
+            first.model_name,
+            dict(first.meta),
+        )
+
     def save(self, folder: str | Path, *, max_shard_bytes: int = 256 * 2**20) -> Path:
         """Write the shards, then the index (written last, atomically: a folder with an
         index is complete). Returns the index path."""

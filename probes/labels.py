@@ -39,18 +39,34 @@ class Label:
         return self.finish_reason == TRUNCATED
 
 
+def verify_answer(task: Task, item: Item, answer: str, finish_reason: str) -> Label:
+    """The label the task's verifier gives one answer to one item."""
+    return Label(item.id, int(not task.verify(answer, item)), finish_reason, answer)
+
+
 def label_generations(
     task: Task, items: Sequence[Item], generations: Sequence[Generation]
 ) -> list[Label]:
     """Label each item's first (greedy) sample with the task's verifier."""
     if len(items) != len(generations):
         raise ValueError(f"{len(generations)} generations for {len(items)} items")
-    labels = []
-    for item, generation in zip(items, generations, strict=True):
-        sample = generation.samples[0]
-        wrong = int(not task.verify(sample.text, item))
-        labels.append(Label(item.id, wrong, sample.finish_reason, sample.text))
-    return labels
+    return [
+        verify_answer(task, item, generation.samples[0].text, generation.samples[0].finish_reason)
+        for item, generation in zip(items, generations, strict=True)
+    ]
+
+
+def relabel(task: Task, labels: Sequence[Label]) -> list[Label]:
+    """The same answers (and finish reasons) judged again by the task's current verifier,
+    e.g. labels cached before the verifier was fixed."""
+    by_id = {item.id: item for item in task.items}
+    missing = [label.item_id for label in labels if label.item_id not in by_id]
+    if missing:
+        raise LabelError(f"task {task.name!r} has no items {missing[:3]}: relabel with its task")
+    return [
+        verify_answer(task, by_id[label.item_id], label.answer, label.finish_reason)
+        for label in labels
+    ]
 
 
 _FLAGS = {"1": 1, "true": 1, "yes": 1, "0": 0, "false": 0, "no": 0}

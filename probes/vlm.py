@@ -52,7 +52,9 @@ from typing import Any
 import torch
 from torch import nn
 
-FEATURE_KINDS = ("visual", "vision_tokens", "query_token")
+from engines.hooks import Hook, hidden_of, hooked
+
+VLM_FEATURE_KINDS = ("visual", "vision_tokens", "query_token")  # text kinds: engines.base
 Inputs = Mapping[str, Any]
 
 
@@ -73,8 +75,10 @@ class VLMFeatures:
         return self.query_token.shape[0]
 
     def feature(self, kind: str) -> torch.Tensor:
-        if kind not in FEATURE_KINDS:
-            raise ValueError(f"unknown VLM feature kind {kind!r}; expected one of {FEATURE_KINDS}")
+        if kind not in VLM_FEATURE_KINDS:
+            raise ValueError(
+                f"unknown VLM feature kind {kind!r}; expected one of {VLM_FEATURE_KINDS}"
+            )
         return getattr(self, kind)  # type: ignore[no-any-return]
 
     def capture_points(self) -> dict[str, torch.Tensor]:
@@ -388,10 +392,6 @@ def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu()
 
 
-def _hidden(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output  # type: ignore[no-any-return]
-
-
 @contextmanager
 def capture_vlm(
     base: nn.Module, family: Family, attention_mask: torch.Tensor, image_mask: torch.Tensor
@@ -403,7 +403,6 @@ def capture_vlm(
         raise VLMError(f"cannot find the decoder layers of {type(base).__name__}")
     size = len(layers) + 1
     capture = VLMCapture(attention_mask, image_mask, [None] * size, [None] * size)
-    handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def embedding_hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, H) merged embeddings
@@ -411,7 +410,7 @@ def capture_vlm(
 
     def layer_hook(index: int) -> Callable[[nn.Module, Any, Any], None]:
         def hook(_m: nn.Module, _args: Any, output: Any) -> None:
-            capture.record(index, _hidden(output), vision=not family.cross_attention)
+            capture.record(index, hidden_of(output), vision=not family.cross_attention)
 
         return hook
 
@@ -425,27 +424,25 @@ def capture_vlm(
 
     def cross_hook(index: int) -> Callable[[nn.Module, Any, Any], None]:
         def hook(_m: nn.Module, _args: Any, output: Any) -> None:
-            capture.vision_tokens[index] = _masked_mean(_hidden(output).float(), image_mask)
+            capture.vision_tokens[index] = _masked_mean(hidden_of(output).float(), image_mask)
 
         return hook
 
-    try:
-        handles.append(base.register_forward_pre_hook(lambda *_: capture.count("base")))
-        handles.append(layers[0].register_forward_pre_hook(embedding_hook, with_kwargs=True))
-        handles += [
-            layer.register_forward_hook(layer_hook(i + 1)) for i, layer in enumerate(layers)
+    hooks = [
+        Hook(base, lambda *_: capture.count("base"), pre=True),
+        Hook(layers[0], embedding_hook, pre=True, with_kwargs=True),
+        *(Hook(layer, layer_hook(i + 1)) for i, layer in enumerate(layers)),
+        Hook(_path(base, family.visual_module), visual_hook, with_kwargs=True),
+    ]
+    if family.cross_attention:
+        crosses = [getattr(layer, "cross_attn", None) for layer in layers]
+        hooks += [
+            Hook(cross, cross_hook(i + 1))
+            for i, cross in enumerate(crosses)
+            if isinstance(cross, nn.Module)
         ]
-        visual = _path(base, family.visual_module)
-        handles.append(visual.register_forward_hook(visual_hook, with_kwargs=True))
-        if family.cross_attention:
-            for i, layer in enumerate(layers):
-                cross = getattr(layer, "cross_attn", None)
-                if isinstance(cross, nn.Module):
-                    handles.append(cross.register_forward_hook(cross_hook(i + 1)))
+    with hooked(hooks):
         yield capture
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _detach(value: Any) -> Any:

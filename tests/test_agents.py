@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from agents.acquire import Attempt, choose_prompts, synthesize_items, within_risk_band
-from agents.refine import Thresholds, choose_thresholds, refine_answers
+from agents.refine import refine_answers
 from agents.selection import (
     correct_only,
     dedupe,
@@ -16,6 +16,7 @@ from agents.selection import (
     risk_weighted,
 )
 from engines.base import Sample
+from probes.calibration import Thresholds, choose_thresholds
 from tasks import get_task
 from tasks.base import Item
 from tests.tiny_models import tiny_engine

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import statistics
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +86,7 @@ def test_risk_scorer_applies_the_calibration() -> None:
     assert ((calibrated.score(x) >= 0) & (calibrated.score(x) <= 1)).all()
 
 
-def test_risk_scorer_reads_prompt_states_and_is_fast() -> None:
+def test_risk_scorer_reads_prompt_states() -> None:
     engine = FakeEngine(num_layers=4, hidden=8)
     states = engine.hidden_states([f"What is the capital of C{i}?" for i in range(50)])
     spec = FeatureSpec("query_token", (1, 3))
@@ -96,12 +96,21 @@ def test_risk_scorer_reads_prompt_states_and_is_fast() -> None:
         make_probe(export_weights(fit_estimator(x, y, EstimatorConfig())), layers=(1, 3))
     )
     assert [scorer(s) for s in states] == pytest.approx(scorer.score(x).tolist())
-    timings = []
-    for s in states * 4:
-        started = time.perf_counter()
-        scorer(s)
-        timings.append(time.perf_counter() - started)
-    assert statistics.median(timings) < 2e-3  # microseconds in practice; loose for busy CI
+
+
+def test_run_time_scoring_needs_no_scikit_learn(tmp_path: Path) -> None:
+    """Loading and scoring are numpy only (microseconds: the probe benchmark times them)."""
+    x, y = _data()
+    folder = make_probe(export_weights(fit_estimator(x, y, EstimatorConfig()))).save(tmp_path / "p")
+    code = (
+        "import sys, numpy as np\n"
+        "from probes.artifact import load_probe\n"
+        "from probes.runtime import RiskScorer\n"
+        f"RiskScorer(load_probe({str(folder)!r})).score(np.zeros((2, 12)))\n"
+        "assert not [m for m in sys.modules if m.startswith('sklearn')], 'sklearn imported'\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=120)
 
 
 def test_risk_scorer_refuses_features_of_another_width() -> None:

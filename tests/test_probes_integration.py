@@ -12,9 +12,12 @@ pytestmark = pytest.mark.integration
 def test_capitals_sweep_on_the_default_model(tmp_path: Path) -> None:
     from engines import load_model
     from probes.artifact import StaleProbeError, load_probe
+    from probes.data import ProbeData, collect
+    from probes.evaluation import evaluate
     from probes.features import prompt_template_hash
+    from probes.plots import plot_roc, plot_sweep
     from probes.runtime import RiskScorer
-    from probes.sweep import ProbeData, collect, evaluate, plot_roc, plot_sweep, sweep
+    from probes.sweep import sweep
     from tasks import get_task
 
     engine = load_model("smollm2-135m-instruct")

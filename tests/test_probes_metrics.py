@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import itertools
 import math
 
@@ -11,14 +10,7 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-import probes.baselines
 import probes.calibration
-import probes.features
-import probes.fit
-import probes.labels
-import probes.metrics
-import probes.split
-import probes.sweep
 from probes.calibration import fit_calibrator, sigmoid
 from probes.metrics import (
     accuracy_at_coverage,
@@ -30,24 +22,6 @@ from probes.metrics import (
     expected_calibration_error,
     risk_metrics,
 )
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        probes.metrics,
-        probes.calibration,
-        probes.baselines,
-        probes.labels,
-        probes.features,
-        probes.split,
-        probes.fit,
-        probes.sweep,
-    ],
-)
-def test_doctests(module) -> None:  # type: ignore[no-untyped-def]
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_hand_computed_case() -> None:

@@ -9,21 +9,17 @@ import numpy as np
 import pytest
 
 from probes.artifact import StaleProbeError, load_probe
+from probes.data import ProbeData, collect, sample_consistency
+from probes.evaluation import evaluate, held_out_items, score_prompts
+from probes.features import FeatureSpec
 from probes.fit import EstimatorConfig
-from probes.labels import Label
+from probes.labels import Label, label_array, usable
+from probes.metrics import auroc_and_ece
+from probes.plots import plot_roc, plot_sweep
 from probes.runtime import RiskScorer
 from probes.split import grouped_split
-from probes.sweep import (
-    ProbeData,
-    collect,
-    evaluate,
-    held_out_items,
-    plot_roc,
-    plot_sweep,
-    sample_consistency,
-    score_prompts,
-    sweep,
-)
+from probes.sweep import sweep
+from tasks.base import Task
 from tests.probe_fakes import FakeEngine, toy_task
 
 
@@ -127,8 +123,13 @@ def test_evaluate_scores_the_test_split_with_baselines(
 ) -> None:
     result = sweep(data)
     test_rows = grouped_split(data.groups, seed=0).test
+    engine.calls.clear()
     sampled = sample_consistency(engine, data, k=4, temperature=0.8, rows=test_rows.tolist())
-    assert sampled.timing["self_consistency"] >= 0
+    assert {(n, temperature) for _, n, temperature in engine.calls} == {(4, 0.8)}
+    assert {item: len(answers) for item, answers in sampled.consistency.items()} == {
+        data.item_ids[row]: 4 for row in test_rows
+    }
+    assert "self_consistency" in sampled.timing and not data.consistency
     report = evaluate(result.probe, sampled, n_boot=200)
     usable_test = [row for row in test_rows if not data.labels[row].truncated]
     assert report.n_test == len(usable_test)
@@ -194,3 +195,52 @@ def test_sweep_explains_a_split_with_one_class(engine: FakeEngine) -> None:
     tiny = collect(FakeEngine(know_rate=0.0), toy_task(30))
     with pytest.raises(ValueError, match="one class only"):
         sweep(tiny)
+
+
+def test_sweep_reports_the_chosen_probe_on_validation_and_held_out_rows(data: ProbeData) -> None:
+    """What the session's probe stage reads, bit for bit what scoring the saved probe gives."""
+    result = sweep(data, seed=1, n_boot=20)
+    split = grouped_split(data.groups, seed=1).restrict(usable(data.labels))
+    scorer, y = RiskScorer(result.probe), label_array(data.labels)
+    matrix = data.features.matrix(result.probe.spec)
+    np.testing.assert_array_equal(result.validation_risks, scorer.score(matrix[split.validation]))
+    np.testing.assert_array_equal(result.validation_wrong, y[split.validation])
+    expected = auroc_and_ece(y[split.test], scorer.score(matrix[split.test]))
+    assert (result.held_out_auroc, result.held_out_ece) == expected
+    assert result.held_out_auroc is not None and result.held_out_auroc > 0.8
+    assert result.n_held_out == len(split.test) == result.split_sizes["test"]
+    no_test = sweep(data, layers=[3], fractions=(0.7, 0.3, 0.0), n_boot=20)
+    assert (no_test.held_out_auroc, no_test.held_out_ece, no_test.n_held_out) == (None, None, 0)
+
+
+def test_probe_data_subset_concat_and_relabel(engine: FakeEngine, data: ProbeData) -> None:
+    sampled = sample_consistency(engine, data, k=2, rows=[0, 1, 2])
+    part = sampled.subset([2, 0])
+    assert part.item_ids == [data.item_ids[2], data.item_ids[0]]
+    assert part.labels == [data.labels[2], data.labels[0]]
+    np.testing.assert_array_equal(part.mean_entropy, data.mean_entropy[[2, 0]])
+    np.testing.assert_array_equal(
+        part.features.arrays["query_token"], data.features.arrays["query_token"][[2, 0]]
+    )
+    assert set(part.consistency) == set(part.item_ids)
+    joined = ProbeData.concat([part, data.subset([5])], "joined")
+    assert joined.task == "joined" and len(joined) == 3 and joined.timing == {}
+    assert joined.item_ids == [*part.item_ids, data.item_ids[5]]
+    assert joined.groups == [*part.groups, data.groups[5]]
+    spec = FeatureSpec("query_token", (3,))
+    np.testing.assert_array_equal(
+        joined.features.matrix(spec), data.features.matrix(spec)[[2, 0, 5]]
+    )
+    with pytest.raises(ValueError, match="repeat"):
+        ProbeData.concat([part, part], "twice")
+    other = collect(FakeEngine(fingerprint="updated-model"), toy_task(5))
+    with pytest.raises(ValueError, match="different models"):
+        ProbeData.concat([part, other], "mixed")
+    task = toy_task(400, items_per_group=2)
+    assert data.relabeled(task).labels == data.labels
+    strict = Task("toy", task.items, lambda answer, answers: False, "never", max_new_tokens=16)
+    relabeled = data.relabeled(strict)
+    assert {label.wrong for label in relabeled.labels} == {1}
+    assert [(lab.finish_reason, lab.answer) for lab in relabeled.labels] == [
+        (lab.finish_reason, lab.answer) for lab in data.labels
+    ]

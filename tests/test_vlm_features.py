@@ -7,13 +7,13 @@ and the same examples run one at a time (no padding) for batch invariance.
 
 from __future__ import annotations
 
-import doctest
+from typing import cast
 
 import pytest
 import torch
 from torch import nn
 
-import probes.vlm
+from engines.hooks import Hook, hooked
 from probes.vlm import (
     FAMILIES,
     VLMError,
@@ -146,11 +146,6 @@ def hook_count(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-def test_doctests() -> None:
-    result = doctest.testmod(probes.vlm)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_every_family_is_built() -> None:
     assert set(BUILDERS) == set(FAMILIES)
 
@@ -257,6 +252,22 @@ def test_hooks_are_removed_even_on_error(tiny: TinyVLM) -> None:
     with pytest.raises(Exception):  # noqa: B017 - whatever the family raises
         vlm_features(tiny.model, broken)
     assert hook_count(tiny.model) == before
+
+
+def test_hooked_removes_what_it_registered_when_registering_fails() -> None:
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    seen: list[str] = []
+    hooks = [
+        Hook(net[0], lambda *_: seen.append("pre"), pre=True),
+        Hook(net[1], lambda *_: seen.append("post")),
+    ]
+    with hooked(hooks):
+        net(torch.zeros(1, 2))
+    assert seen == ["pre", "post"] and hook_count(net) == 0
+    not_a_module = cast(nn.Module, object())
+    with pytest.raises(AttributeError), hooked([*hooks, Hook(not_a_module, print)]):
+        pass
+    assert hook_count(net) == 0
 
 
 def test_mllama_vision_tokens() -> None:
