@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -22,3 +23,18 @@ def redis_url() -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI=true, so Redis tests must not skip)")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The `Outcome` of an uninterrupted run of tests/session_worker.py's tiny session at
+    its default settings, run in this process (same engine, task, policy and seed): what an
+    interrupted and resumed worker session must end like."""
+    from storage import open_store
+    from tests.session_worker import outcome
+    from tests.test_graph import run_tiny_session
+
+    root = tmp_path_factory.mktemp("reference")
+    with open_store(f"sqlite:///{root}/autodidact.db", root) as store:
+        run_tiny_session(store, "reference")
+        return outcome(store, "reference")

@@ -15,7 +15,7 @@ from agents.selection import (
     preference_pairs,
     risk_weighted,
 )
-from engines.base import Sample
+from engines.base import Generation, Sample
 from probes.calibration import Thresholds, choose_thresholds
 from tasks import get_task
 from tasks.base import Item
@@ -126,15 +126,41 @@ def test_risk_band_keeps_only_prompts_inside_it() -> None:
     assert [i.id for i in kept] == [i.id for i, r in zip(pool, scored, strict=True) if r >= 0.5]
 
 
+class ScriptedWriter:
+    """An engine whose i-th prompt of a call gets the i-th scripted reply."""
+
+    def __init__(self, replies: list[str]) -> None:
+        self.replies = replies
+
+    def generate(self, prompts: list[str], **_: object) -> list[Generation]:
+        return [Generation(p, [sample(r)]) for p, r in zip(prompts, self.replies, strict=True)]
+
+
 def test_self_instruct_keeps_only_oracle_labelled_prompts_outside_held_out_groups() -> None:
-    engine = tiny_engine()
     task = get_task("arithmetic", n=60)
-    train = task.split("train")
-    # a random tiny model almost never writes a well-formed problem: nothing unlabelled is kept
+    train, dev = task.split("train"), task.split("dev")
+    held_out = frozenset(i.group for s in ("dev", "test") for i in task.split(s))
+    a, b, c = train[:3]
+    replies = [
+        f"Sure! {a.prompt}\nMore text",
+        dev[0].prompt,  # a held-out problem
+        "What is the meaning of life?",  # no oracle label
+        a.prompt,  # a repeat
+        f"- {b.prompt}",
+        c.prompt,
+    ]
     made = synthesize_items(
-        engine, task, train, 4, blocked_groups=frozenset(), seed=0, max_new_tokens=8
+        ScriptedWriter(replies),  # type: ignore[arg-type]
+        task,
+        train,
+        3,  # asks the writer for 2 x 3 prompts
+        blocked_groups=held_out,
+        seed=0,
     )
-    assert all(task.oracle and task.oracle(i.prompt) for i in made)
+    assert dev[0].group in held_out
+    assert [(i.id, i.prompt, i.answers, i.group) for i in made] == [
+        (f"synth-0-{k}", i.prompt, i.answers, i.group) for k, i in enumerate((a, b, c))
+    ]
 
 
 def test_choose_prompts_differs_across_cycles() -> None:

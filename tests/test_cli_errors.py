@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -14,7 +15,7 @@ from cli.common import Loaders
 from tasks.base import split_of
 
 
-def no_model(_model: str) -> None:
+def no_model(_model: str) -> NoReturn:
     raise AssertionError("the model must not load")
 
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from agents.monitor import RULES, decide, gains, risk_weight
+from agents.monitor import RULES, MonitorPolicy, decide, gains, risk_weight
 from agents.records import CycleMetrics
-from agents.monitor import MonitorPolicy
 
 
 def m(cycle: int, acc: float, **kw: Any) -> CycleMetrics:
@@ -211,10 +210,23 @@ def test_rules(case: Case) -> None:
     assert case.reason in decision.reason
     assert decision.promote is case.promote
     assert decision.source == "rules"
-    # every decision carries numeric evidence and the risk signal's worth
-    numbers = [v for v in decision.evidence.values() if isinstance(v, float)]
-    assert len(numbers) >= 8
-    assert isinstance(decision.evidence["risk_signal"], str)
+    # the evidence is what the rules read: this cycle's candidate, the counters, the budgets
+    signals = {**SIGNALS, **case.signals}
+    latest = case.history[-1]
+    candidate = latest if signals.get("trained", True) and len(case.history) > 1 else None
+    evidence = decision.evidence
+    assert evidence["cycle"] == signals.get("cycle", latest.cycle)
+    assert evidence["version"] == (candidate.version if candidate else None)
+    assert evidence["accuracy"] == (candidate.accuracy if candidate else None)
+    assert evidence["elapsed_minutes"] == signals["elapsed_minutes"]
+    assert evidence["retrains_so_far"] == signals.get("retrains_so_far", 0)
+    assert evidence["probe_baseline_auroc"] == signals["probe_baseline_auroc"]
+    assert (evidence["max_cycles"], evidence["max_wall_minutes"], evidence["min_gain"]) == (
+        policy.max_cycles,
+        policy.max_wall_minutes,
+        policy.min_gain,
+    )
+    assert evidence["risk_weight"] == risk_weight(latest.probe_auroc)
 
 
 def test_near_chance_probe_is_discounted_in_the_evidence() -> None:

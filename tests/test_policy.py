@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 import pytest
 from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from graph.policy import (
     PRESETS,
@@ -195,9 +195,22 @@ def test_policy_is_frozen() -> None:
         SessionPolicy().monitor.max_cycles = 9  # type: ignore[misc]
 
 
-def test_presets_validate() -> None:
-    for name in PRESETS:
-        assert isinstance(resolve_policy(name), SessionPolicy)
+def flat(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}"""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            out |= flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_every_preset_resolves_to_its_own_settings() -> None:
+    for name, preset in PRESETS.items():
+        resolved = flat(resolve_policy(name).model_dump(mode="json"))
+        assert flat(preset).items() <= resolved.items(), name
+    assert flat(PRESETS["quick"])  # a preset with settings
 
 
 class _State(TypedDict, total=False):
@@ -216,4 +229,3 @@ def test_langgraph_reads_the_policy_as_runtime_context() -> None:
     assert app.invoke({}, context=policy) == {"seen": 3}
     # a plain dict is coerced (and validated) by LangGraph
     assert app.invoke({}, context={"monitor": {"max_cycles": 2}}) == {"seen": 2}
-    assert issubclass(SessionPolicy, BaseModel)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from langchain_core.runnables import RunnableConfig
@@ -26,7 +27,6 @@ from tests.session_worker import (
     read_events,
     wait_for_key,
 )
-from tests.test_graph import run_tiny_session
 
 BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.integration)]
 DONE_BEFORE_OPTIMIZE = {(0, "probe"), (0, "baseline"), (1, "acquire"), (1, "select")}
@@ -39,20 +39,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("redis_url"))  # sessions get unique ids
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    """An uninterrupted run of the same tiny session, same seed (in this process: the
-    worker's stand-ins are the same engine, task and policy)."""
-    root = tmp_path_factory.mktemp("reference")
-    with open_store(f"sqlite:///{root}/autodidact.db", root) as store:
-        run_tiny_session(store, "reference")
-        return outcome(store, "reference")
-
-
 def assert_same_session(resumed: Outcome, reference: Outcome) -> None:
     assert resumed.status == "finished"
-    assert len(resumed.keys) == len(set(resumed.keys)), "an event was logged twice"
-    assert set(resumed.keys) == set(reference.keys), "events missing or extra"
+    assert resumed.keys == reference.keys, "events missing, extra or out of order"
     assert resumed.decisions == reference.decisions
     assert resumed.history == reference.history
     assert resumed.hashes == reference.hashes, "datasets or model weights differ"
@@ -67,7 +56,6 @@ def assert_checkpoint_is_select(store: Store, session: str) -> None:
 
 def assert_log_well_formed(events: list[Event]) -> None:
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert len({e.key for e in events}) == len(events)
 
 
 def test_kill_9_during_optimize_then_resume_matches_an_uninterrupted_run(
@@ -125,7 +113,7 @@ def test_kill_between_writing_a_version_and_checkpointing_it(
         assert_log_well_formed(store.events.read(session))
 
 
-def no_model(_model: str) -> None:
+def no_model(_model: str) -> NoReturn:
     raise AssertionError("the model must not load")
 
 
