@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import PolicyFileOption, PresetOption, SetOption, cli_command, console
+from cli.common import PolicyFileOption, PresetOption, SetOption, cli_command, console, fail
 
 
 def show(
@@ -23,8 +23,12 @@ def show(
 def validate(policy_file: Annotated[Path, typer.Argument(help="Policy YAML file.")]) -> None:
     """Check a policy file; exit 2 with the field and the fix when it is wrong."""
     from graph.policy import resolve_policy
+    from tasks import unknown_task_problem
 
-    resolve_policy(None, policy_file, [])
+    policy = resolve_policy(None, policy_file, [])
+    problem = unknown_task_problem(policy.task)
+    if problem:
+        raise fail(f"{policy_file}: task: {problem}")
     console.print(f"{policy_file}: valid")
 
 

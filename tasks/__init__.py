@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tasks.base import SPLITS, Item, Split, Task, TaskError, split_of
+from tasks.base import (
+    MIN_SESSION_SPLITS,
+    SPLITS,
+    Item,
+    Split,
+    Task,
+    TaskError,
+    split_of,
+    split_sizes_problem,
+)
 from tasks.verifiers import ANSWER_KEYS, VERIFIERS, normalize
 
 
@@ -70,10 +80,26 @@ TASKS: dict[str, TaskInfo] = {
 }
 
 
+def unknown_task_problem(name: str) -> str | None:
+    """None for a registered task; else one line with the nearest name and the known ones.
+
+    >>> unknown_task_problem("capitals") is None
+    True
+    >>> unknown_task_problem("capitls")
+    "unknown task 'capitls': did you mean 'capitals'? (choose one of arithmetic, capitals, facts, jsonl, shapes)"
+    """
+    if name in TASKS:
+        return None
+    near = difflib.get_close_matches(name, TASKS, n=1)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return f"unknown task {name!r}: {hint}(choose one of {', '.join(TASKS)})"
+
+
 def get_task(name: str, **options: Any) -> Task:
     """Build a task by name; unknown names raise TaskError listing the known ones."""
-    if name not in TASKS:
-        raise TaskError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    problem = unknown_task_problem(name)
+    if problem:
+        raise TaskError(problem)
     task = TASKS[name].build(**options)
     if not task.items:
         raise TaskError(f"task {name!r} has no items")
@@ -92,6 +118,7 @@ def with_verifier(task: Task, verifier: str | None) -> Task:
 
 __all__ = [
     "ANSWER_KEYS",
+    "MIN_SESSION_SPLITS",
     "SPLITS",
     "TASKS",
     "VERIFIERS",
@@ -102,5 +129,7 @@ __all__ = [
     "get_task",
     "normalize",
     "split_of",
+    "split_sizes_problem",
+    "unknown_task_problem",
     "with_verifier",
 ]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -79,3 +80,54 @@ def split_of(group: str, seed: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)
         if u < cumulative:
             return split
     return SPLITS[-1]
+
+
+# A session decides each cycle on dev accuracy and reports test accuracy: below these
+# counts one item moves either number by more than 10 points, so nothing can be decided.
+MIN_SESSION_SPLITS: dict[Split, int] = {"train": 1, "dev": 10, "test": 10}
+
+
+def split_sizes(
+    groups: Sequence[str], seed: int = 0, fractions: Sequence[float] = (0.6, 0.2, 0.2)
+) -> dict[Split, int]:
+    """How many rows (given by their group) land in each split.
+
+    >>> split_sizes(["a", "a", "b"], fractions=(1.0, 0.0, 0.0))
+    {'train': 3, 'dev': 0, 'test': 0}
+    """
+    sizes = dict.fromkeys(SPLITS, 0)
+    for group in groups:
+        sizes[split_of(group, seed, fractions)] += 1
+    return sizes
+
+
+def split_sizes_problem(
+    name: str,
+    groups: Sequence[str],
+    *,
+    seed: int = 0,
+    minimum: Mapping[Split, int] = MIN_SESSION_SPLITS,
+    why: str = "dev decides each cycle, test reports the result",
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    names: Mapping[Split, str] | None = None,
+    fix: str = "add about {n} rows in new groups",
+) -> str | None:
+    """One line saying which split of `name`'s rows (by group) is below `minimum` and how
+    many rows to add (`fix`, formatted with `n`), or None when every split is large enough.
+
+    >>> split_sizes_problem("t", [f"g{i}" for i in range(100)]) is None
+    True
+    >>> print(split_sizes_problem("t", ["g1", "g2"]))
+    task 't' splits into train 1, dev 1, test 0 items (seed 0): need dev >= 10 and test >= 10 (dev decides each cycle, test reports the result); add about 50 rows in new groups
+    """
+    sizes = split_sizes(groups, seed, fractions)
+    short = {split: n for split, n in minimum.items() if sizes[split] < n}
+    if not short:
+        return None
+    label = names or {}
+    shown = ", ".join(f"{label.get(s, s)} {sizes[s]}" for s in SPLITS)
+    needs = " and ".join(f"{label.get(s, s)} >= {n}" for s, n in short.items())
+    share = dict(zip(SPLITS, fractions, strict=True))
+    more = max(math.ceil((n - sizes[s]) / share[s]) if share[s] else 0 for s, n in short.items())
+    add = fix.format(n=more) if more else "change the split fractions"
+    return f"task {name!r} splits into {shown} items (seed {seed}): need {needs} ({why}); {add}"
