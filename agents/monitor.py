@@ -423,7 +423,11 @@ def make_decision(
 ) -> Decision:
     promote = not a.regressed and action not in ("retrain", "rollback")
     return Decision(
-        action=action, reason=reason, evidence={**a.evidence(policy), **extra}, promote=promote
+        cycle=a.cycle,
+        action=action,
+        reason=reason,
+        evidence={**a.evidence(policy), **extra},
+        promote=promote,
     )
 
 

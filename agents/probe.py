@@ -16,10 +16,7 @@ from engines.base import Engine, ProgressFn
 from probes.artifact import Probe, load_probe
 from probes.calibration import Thresholds, choose_thresholds
 from probes.data import collect
-from probes.labels import label_array, usable
-from probes.metrics import auroc_and_ece
 from probes.runtime import RiskScorer
-from probes.split import grouped_split
 from probes.sweep import sweep
 from tasks.base import Item, Task
 
@@ -90,22 +87,18 @@ def fit_session_probe(
             None, None, None, None, None, None, f"none ({error})", Thresholds(), str(error)
         )
     result.probe.save(folder)
-    split = grouped_split(data.groups, seed=probe_seed).restrict(usable(data.labels))
-    scorer, matrix, y = (
-        RiskScorer(result.probe),
-        data.features.matrix(result.probe.spec),
-        label_array(data.labels),
-    )
-    risks = scorer.score(matrix[split.validation])
     thresholds = choose_thresholds(
-        list(map(float, risks)), [not bool(w) for w in y[split.validation]], target_precision
+        list(map(float, result.validation_risks)),
+        [not bool(w) for w in result.validation_wrong],
+        target_precision,
     )
-    # the monitor's drift baseline: rows the sweep never read (the validation AUROC is the
-    # best of many candidates on a small split, so it overstates the probe on new data)
-    held_out_auroc, held_out_ece = auroc_and_ece(y[split.test], scorer.score(matrix[split.test]))
+    # the monitor's drift baseline: the probe's held-out rows, which the sweep never read
+    # (the validation AUROC is the best of many candidates on a small split, so it
+    # overstates the probe on new data)
+    held_out_auroc, held_out_ece = result.held_out_auroc, result.held_out_ece
     auroc = result.validation.auroc
     description = f"{result.chosen.spec.name}, validation AUROC {auroc:.3f}" + (
-        f", held-out AUROC {held_out_auroc:.3f} (n={len(split.test)})"
+        f", held-out AUROC {held_out_auroc:.3f} (n={result.n_held_out})"
         if held_out_auroc is not None
         else ""
     )

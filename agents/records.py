@@ -15,7 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.selection import SelectStrategy
 
-RECORDS_SCHEMA_VERSION = 1
+# One version per record layout; changing a record's fields means bumping its own.
+METRICS_SCHEMA_VERSION = 1
+DECISION_SCHEMA_VERSION = 2  # 2: a decision carries its cycle
+PLAN_SCHEMA_VERSION = 1
+CHOICE_SCHEMA_VERSION = 2  # 2: a planned choice carries its cycle
 Action = Literal["loop", "retrain", "refit_probe", "rollback", "stop"]
 ACTIONS: tuple[Action, ...] = ("loop", "retrain", "refit_probe", "rollback", "stop")
 Stage = Literal["acquire", "select", "optimize", "monitor"]
@@ -30,7 +34,7 @@ class _Record(BaseModel):
 class CycleMetrics(_Record):
     """One model version on the dev split (cycle 0: the initial model)."""
 
-    schema_version: int = RECORDS_SCHEMA_VERSION
+    schema_version: int = METRICS_SCHEMA_VERSION
     cycle: int = Field(ge=0)
     version: str
     accuracy: float = Field(ge=0.0, le=1.0)
@@ -66,7 +70,8 @@ class Decision(_Record):
     after a regression past the tolerance (the guard), nor on a retrain (which starts again
     from the best version)."""
 
-    schema_version: int = RECORDS_SCHEMA_VERSION
+    schema_version: int = DECISION_SCHEMA_VERSION
+    cycle: int = Field(default=0, ge=0, description="the cycle the decision was made in")
     action: Action
     reason: str
     evidence: Evidence = Field(default_factory=dict)
@@ -80,7 +85,7 @@ class Decision(_Record):
 class _Plan(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    schema_version: int = Field(default=RECORDS_SCHEMA_VERSION, description="leave as 1")
+    schema_version: int = Field(default=PLAN_SCHEMA_VERSION, description="leave as 1")
     reason: str = Field(default="", description="one sentence: why this choice")
 
 
@@ -102,9 +107,7 @@ class AcquirePlan(_Plan):
 class SelectPlan(_Plan):
     """How to choose training examples from the labelled samples."""
 
-    strategy: SelectStrategy = Field(
-        description="correct_only, risk_weighted or self_judge"
-    )
+    strategy: SelectStrategy = Field(description="correct_only, risk_weighted or self_judge")
     max_per_prompt: int = Field(default=1, description="distinct correct samples kept per prompt")
 
 
@@ -132,7 +135,8 @@ PLAN_SCHEMAS: dict[Stage, type[_Plan]] = {
 class PlannedChoice(_Record):
     """What a stage's planner proposed, what was finally used, and why."""
 
-    schema_version: int = RECORDS_SCHEMA_VERSION
+    schema_version: int = CHOICE_SCHEMA_VERSION
+    cycle: int = Field(default=0, ge=0, description="the cycle the choice was made in")
     stage: Stage
     proposal: dict[str, Any] | None = None
     final: dict[str, Any]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # annotations only: importing the protocol does not load torch
+    import torch
 
 FinishReason = Literal["stop", "length"]
 FEATURE_KINDS = ("query_token", "prompt_mean")

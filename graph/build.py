@@ -3,9 +3,11 @@ from the policy, passed at run time as the graph's context (`context_schema`).""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
@@ -14,9 +16,10 @@ from agents.planner import Planner
 from engines.base import Engine
 from graph.nodes import Nodes
 from graph.policy import SessionPolicy
-from graph.state import SessionState
+from graph.state import RECORD_TYPES, SessionState
 from graph.versions import EngineLoader, ModelVersions, load_engine_from
 from storage import ArtifactStore
+from storage.checkpointer import restoring
 from tasks.base import Task
 
 
@@ -52,7 +55,16 @@ def build_graph(
     graph.add_edge("optimize", "evaluate")
     graph.add_edge("evaluate", "monitor")
     graph.set_finish_point("finalize")
-    return graph.compile(checkpointer=store.checkpointer)
+    return graph.compile(checkpointer=restoring_records(store.checkpointer))
+
+
+def restoring_records(checkpointer: BaseCheckpointSaver[Any]) -> BaseCheckpointSaver[Any]:
+    """The checkpointer, its serializer allowed to restore the state's records (and
+    LangGraph's own safe types), nothing else: no warning per type on resume, and a
+    checkpoint cannot name arbitrary classes to build."""
+    clone = copy.copy(checkpointer)
+    clone.serde = restoring(RECORD_TYPES)
+    return clone
 
 
 def fallback_answerer(policy: SessionPolicy, engine: Engine) -> Callable[[str], str] | None:

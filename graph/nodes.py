@@ -101,7 +101,7 @@ class Nodes:
         emit.end()
         record = version_record("v0", None, None, engine.fingerprint)
         record["dev_accuracy"] = metrics.accuracy
-        return {"history": [metrics.model_dump()], "versions": {"v0": record}}
+        return {"history": [metrics], "versions": {"v0": record}}
 
     def acquire(self, state: SessionState, runtime: Ctx) -> dict[str, Any]:
         """Fresh train prompts (and self-instruct ones), K samples each, risk per prompt."""
@@ -177,7 +177,7 @@ class Nodes:
         metrics = candidate_metrics(metrics, state, time.time())
         emit("metric", f"{version}: dev accuracy {metrics.accuracy:.1%}", **metrics.model_dump())
         emit.end()
-        return {"history": [metrics.model_dump()]}
+        return {"history": [metrics]}
 
     def monitor(self, state: SessionState, runtime: Ctx) -> Command[MonitorRoute]:
         """Decide loop | retrain | refit_probe | rollback | stop, and promote or not."""
@@ -188,7 +188,7 @@ class Nodes:
         decision, choice = self.planner.decide(policy, history, **signals)
         emit("decision", f"{decision.action}: {decision.reason}", **decision.model_dump())
         update = promotion(state, decision, history) | {
-            "decisions": [{"cycle": cycle, **decision.model_dump()}],
+            "decisions": [decision],
             "plans": [plan_record(choice, cycle, emit)],
         }
         update |= retrain_counters(state, decision)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agents.evaluate import measure
+from agents.records import CycleMetrics, Decision
 from engines.base import Engine
 from graph.events import Emitter
 from graph.policy import SessionPolicy
@@ -53,16 +54,16 @@ def final_report(
             **scores[role],
         )
     history = state.get("history", [])
-    dev = {h["version"]: h["accuracy"] for h in history}
+    dev = {h.version: h.accuracy for h in history}
     decisions = state.get("decisions", [])
     return {
         "initial": scores["initial"] | {"dev_accuracy": dev.get("v0")},
         "final": scores["final"] | {"dev_accuracy": dev.get(final_version)},
         "cycles": [cycle_row(h, decisions) for h in history],
         "decisions": [
-            {"cycle": d["cycle"], "action": d["action"], "reason": d["reason"]} for d in decisions
+            {"cycle": d.cycle, "action": d.action, "reason": d.reason} for d in decisions
         ],
-        "stop_reason": decisions[-1]["reason"] if decisions else "no decision",
+        "stop_reason": decisions[-1].reason if decisions else "no decision",
         "wall_seconds": round(time.time() - state["started_at"], 1),
     }
 
@@ -72,14 +73,16 @@ def test_items(task: Task, policy: SessionPolicy) -> list[Item]:
     return task.split("test", seed=policy.seed)[: policy.evaluate.test_limit]
 
 
-def cycle_row(metrics: dict[str, Any], decisions: list[dict[str, Any]]) -> dict[str, Any]:
-    decided = next((d for d in decisions if d["cycle"] == metrics["cycle"]), None)
+def cycle_row(metrics: CycleMetrics, decisions: list[Decision]) -> dict[str, Any]:
+    """One row of the report's cycle table: the version's dev numbers and what the monitor
+    decided first in that cycle."""
+    decided = next((d for d in decisions if d.cycle == metrics.cycle), None)
     return {
-        "cycle": metrics["cycle"],
-        "version": metrics["version"],
-        "accuracy": metrics["accuracy"],
-        "hallucination_rate": metrics["hallucination_rate"],
-        "mean_risk": metrics.get("mean_risk"),
-        "probe_auroc": metrics.get("probe_auroc"),
-        "decision": decided["action"] if decided else None,
+        "cycle": metrics.cycle,
+        "version": metrics.version,
+        "accuracy": metrics.accuracy,
+        "hallucination_rate": metrics.hallucination_rate,
+        "mean_risk": metrics.mean_risk,
+        "probe_auroc": metrics.probe_auroc,
+        "decision": decided.action if decided else None,
     }

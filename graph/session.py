@@ -136,8 +136,8 @@ class Session:
                 store_url=self.store.url,
                 created_at=previous.created_at if previous else now,
                 updated_at=now,
-                cycles=max((h.get("cycle", 0) for h in history), default=0),
-                best_accuracy=max((h.get("accuracy", 0.0) for h in history), default=None),
+                cycles=max((h.cycle for h in history), default=0),
+                best_accuracy=max((h.accuracy for h in history), default=None),
                 pid=os.getpid(),
                 host=socket.gethostname(),
             )

@@ -1,12 +1,17 @@
 """The session's graph state: one TypedDict, explicit reducers. Everything in it is plain
-data (str, numbers, lists, dicts) so any checkpointer can store it; bulky things (samples,
-datasets, model weights, probes) live in the session's artifact folder and the state
-holds their names."""
+data (str, numbers, lists, dicts) or one of the agents' records (`RECORD_TYPES`, pydantic
+models the checkpointer is allowed to restore), so any checkpointer can store it; bulky
+things (samples, datasets, model weights, probes) live in the session's artifact folder
+and the state holds their names."""
 
 from __future__ import annotations
 
 import operator
 from typing import Annotated, Any, TypedDict
+
+from agents.records import CycleMetrics, Decision, PlannedChoice
+
+RECORD_TYPES = (CycleMetrics, Decision, PlannedChoice)
 
 
 def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -50,8 +55,8 @@ class SessionState(TypedDict, total=False):
     train: dict[str, Any]  # the last training run's settings
     retrain_settings: dict[str, Any] | None  # set by a retrain decision: settings to adjust
     retrains: int
-    history: Annotated[list[dict[str, Any]], operator.add]  # CycleMetrics, one per evaluation
-    decisions: Annotated[list[dict[str, Any]], operator.add]  # Decision records
-    plans: Annotated[list[dict[str, Any]], operator.add]  # planner choices, every stage
+    history: Annotated[list[CycleMetrics], operator.add]  # one per evaluation (v0 first)
+    decisions: Annotated[list[Decision], operator.add]  # the monitor's, in order
+    plans: Annotated[list[PlannedChoice], operator.add]  # planner choices, every stage
     final: dict[str, Any]  # final model: dev and test metrics, and why the session stopped
     status: str  # running | finished

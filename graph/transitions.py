@@ -30,7 +30,7 @@ MONITOR_ROUTES: dict[str, MonitorRoute] = {
 
 
 def history_of(state: SessionState) -> list[CycleMetrics]:
-    return [CycleMetrics.model_validate(h) for h in state.get("history", [])]
+    return list(state.get("history", []))
 
 
 # -- probe ------------------------------------------------------------------------------
@@ -39,7 +39,7 @@ def history_of(state: SessionState) -> list[CycleMetrics]:
 def probe_fits(state: SessionState) -> int:
     """The index of the probe fit about to run: 0 at the start, one more per refit.
 
-    >>> probe_fits({}), probe_fits({"probe_refits": 0, "history": [{}]})
+    >>> probe_fits({}), probe_fits({"probe_refits": 0, "history": [...]})
     (0, 1)
     """
     return state.get("probe_refits", 0) + (1 if state.get("history") else 0)
@@ -48,7 +48,7 @@ def probe_fits(state: SessionState) -> int:
 def after_probe(state: SessionState) -> Literal["baseline", "acquire"]:
     """The first fit is followed by the initial model's baseline; a refit by a new cycle.
 
-    >>> after_probe({}), after_probe({"history": [{}]})
+    >>> after_probe({}), after_probe({"history": [...]})
     ('baseline', 'acquire')
     """
     return "acquire" if state.get("history") else "baseline"
@@ -226,7 +226,8 @@ def retrain_counters(state: SessionState, decision: Decision) -> dict[str, Any]:
     }
 
 
-def plan_record(choice: PlannedChoice, cycle: int, emit: Emitter) -> dict[str, Any]:
-    """Record a planner's choice in the state and the event stream."""
+def plan_record(choice: PlannedChoice, cycle: int, emit: Emitter) -> PlannedChoice:
+    """Record a planner's choice, stamped with its cycle, in the state and the event stream."""
+    choice = choice.model_copy(update={"cycle": cycle})
     emit("action", f"{choice.stage} plan ({choice.source}): {choice.reason}", **choice.model_dump())
-    return {"cycle": cycle, **choice.model_dump()}
+    return choice

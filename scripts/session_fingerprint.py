@@ -22,8 +22,18 @@ from typing import Any
 
 # wall-clock readings: they differ between any two runs of the same session
 WALL_KEYS = frozenset(
-    {"seconds", "eval_seconds", "train_seconds", "wall_seconds", "ts", "elapsed_minutes",
-     "last_cycle_minutes", "finalize_minutes", "minutes_left", "samples_per_second"}
+    {
+        "seconds",
+        "eval_seconds",
+        "train_seconds",
+        "wall_seconds",
+        "ts",
+        "elapsed_minutes",
+        "last_cycle_minutes",
+        "finalize_minutes",
+        "minutes_left",
+        "samples_per_second",
+    }
 )
 
 
@@ -71,7 +81,9 @@ def main() -> None:
         subprocess.run([*exe, "run", *args.run_args, *where], check=True)
     trace = subprocess.run(
         [*exe, "trace", args.session_id, "--json", "--root", str(args.root)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     events = [json.loads(line) for line in trace.splitlines() if line.strip()]
     fingerprint = {
@@ -82,7 +94,9 @@ def main() -> None:
         "hashes": file_hashes(args.root / "sessions" / args.session_id),
     }
     args.out.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
-    print(f"{len(fingerprint['events'])} events, {len(fingerprint['hashes'])} weight files -> {args.out}")
+    print(
+        f"{len(fingerprint['events'])} events, {len(fingerprint['hashes'])} weight files -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

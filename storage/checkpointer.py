@@ -8,11 +8,12 @@ checkpointer conformance suite (tests/test_storage_conformance.py)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 
 import redis
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph_checkpoint_plainredis import RedisSaver
 
@@ -22,16 +23,28 @@ from storage.urls import backend_of, sqlite_path
 CHECKPOINT_PREFIX = "autodidact:lg"
 
 
-def sqlite_saver(conn: sqlite3.Connection) -> SqliteSaver:
+def restoring(restorable: Sequence[type]) -> JsonPlusSerializer:
+    """A checkpoint serializer allowed to restore `restorable` (pydantic records a graph's
+    state holds) besides LangGraph's own safe types, and nothing else: no warning per
+    type on load, and a checkpoint cannot name arbitrary classes to build.
+    """
+    return JsonPlusSerializer(
+        allowed_msgpack_modules=[(kind.__module__, kind.__name__) for kind in restorable]
+    )
+
+
+def sqlite_saver(conn: sqlite3.Connection, restorable: Sequence[type] = ()) -> SqliteSaver:
     """A `SqliteSaver` on `conn`, its tables created now rather than on first use."""
-    saver = SqliteSaver(conn)
+    saver = SqliteSaver(conn, serde=restoring(restorable) if restorable else None)
     saver.setup()
     return saver
 
 
-def redis_saver(client: redis.Redis) -> RedisSaver:
+def redis_saver(client: redis.Redis, restorable: Sequence[type] = ()) -> RedisSaver:
     """plainredis's sync saver on `client`, its keys under `autodidact:lg:`."""
-    return RedisSaver(client=client, prefix=CHECKPOINT_PREFIX)
+    return RedisSaver(
+        client=client, prefix=CHECKPOINT_PREFIX, serde=restoring(restorable) if restorable else None
+    )
 
 
 @contextmanager

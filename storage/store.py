@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +41,15 @@ def default_store_url(root: Path | str) -> str:
 
 
 @contextmanager
-def open_store(url: str, root: Path | str) -> Iterator[Store]:
+def open_store(url: str, root: Path | str, *, restorable: Sequence[type] = ()) -> Iterator[Store]:
     """Open the store `url` names (SQLite: the events tables sit in the checkpoint db file;
-    Redis: one client for both); `StoreError` with the fix when it cannot be opened."""
+    Redis: one client for both); `StoreError` with the fix when it cannot be opened.
+    `restorable`: the record types the checkpoints hold (`graph.state.RECORD_TYPES`)."""
     folder = Path(root)
     if backend_of(url) == "sqlite":
         path = sqlite_path(url)
         with closing(connect_sqlite(path)) as conn, closing(SqliteEventLog(path)) as events:
-            yield Store(url, sqlite_saver(conn), events, folder)
+            yield Store(url, sqlite_saver(conn, restorable), events, folder)
         return
     with closing(connect_redis(url)) as client:
-        yield Store(url, redis_saver(client), RedisEventLog(client), folder)
+        yield Store(url, redis_saver(client, restorable), RedisEventLog(client), folder)

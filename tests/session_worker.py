@@ -172,10 +172,8 @@ def outcome(store: Any, session: str) -> Outcome:
     info = store.events.get_session(session)
     return Outcome(
         keys=[e.key for e in store.events.read(session)],
-        decisions=[(d["action"], d["reason"], d["promote"]) for d in values.get("decisions", [])],
-        history=[
-            {k: v for k, v in h.items() if k not in WALL_TIMES} for h in values.get("history", [])
-        ],
+        decisions=[(d.action, d.reason, d.promote) for d in values.get("decisions", [])],
+        history=[h.model_dump(exclude=set(WALL_TIMES)) for h in values.get("history", [])],
         hashes=hashes,
         status=info.status if info else None,
     )

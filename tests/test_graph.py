@@ -67,21 +67,22 @@ def run_tiny_session(store, session_id: str = "s1", **sets: str):  # type: ignor
 def test_two_cycle_session_completes_and_records_everything(store) -> None:  # type: ignore[no-untyped-def]
     state, events = run_tiny_session(store)
     assert state["status"] == "finished"
-    cycles = [h["cycle"] for h in state["history"]]
+    cycles = [h.cycle for h in state["history"]]
     assert cycles[0] == 0 and max(cycles) >= 1
     assert state["decisions"], "the monitor decided at least once"
     assert state["probe"] == "probes/probe-0", "a probe was fitted on train-split answers"
     assert "probe_fit_auroc" in state, "the drift baseline comes from the probe's held-out rows"
-    assert all(h["mean_risk"] is not None for h in state["history"]), (
-        "every evaluation carries risk"
-    )
-    assert state["decisions"][-1]["action"] == "stop"
+    assert all(h.mean_risk is not None for h in state["history"]), "every evaluation carries risk"
+    assert state["decisions"][-1].action == "stop"
     assert {"initial", "final", "cycles"} <= set(state["final"])
     kinds = {e.kind for e in events}
     assert {"node_start", "node_end", "decision", "metric"} <= kinds
     logged = store.events.read("s1")
-    assert len({e.key for e in logged}) == len(logged), "no duplicate events"
-    assert all(e.kind != "progress" for e in logged)
+    emitted = [e for e in events if e.kind != "progress"]
+    assert [(e.key, e.message) for e in logged] == [(e.key, e.message) for e in emitted], (
+        "the log keeps every non-progress event the session emitted, once, in order"
+    )
+    assert [e.seq for e in logged] == list(range(1, len(logged) + 1))
     info = store.events.get_session("s1")
     assert info is not None and info.status == "finished"
 
