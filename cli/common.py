@@ -36,6 +36,14 @@ TaskOption = Annotated[
     str, typer.Option("--task", "-t", help="Task suite name (see `autodidact tasks list`).")
 ]
 PathOption = Annotated[Path | None, typer.Option("--path", help="JSONL file for --task jsonl.")]
+VerifierOption = Annotated[
+    str | None,
+    typer.Option(
+        "--verifier",
+        help="Judge answers with exact, alias, numeric, yes_no or pope (default: the task's "
+        "own; a JSONL file's is numeric when every answer is a number, else alias).",
+    ),
+]
 OutOption = Annotated[Path, typer.Option("--out", help="Folder under which results are written.")]
 RootOption = Annotated[
     Path, typer.Option("--root", help="Folder for sessions, the SQLite store and runs.")

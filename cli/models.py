@@ -15,6 +15,7 @@ from cli.common import (
     OutOption,
     PathOption,
     TaskOption,
+    VerifierOption,
     cli_command,
     console,
     fail,
@@ -77,6 +78,10 @@ class ModelCommands:
         """Generate from a model: each sample with its finish reason and mean token logprob."""
         positive(n, "--n")
         positive(max_new_tokens, "--max-new-tokens")
+        if temperature < 0:
+            raise fail(f"--temperature must be >= 0, 0 = greedy (got {temperature})")
+        if not 0 < top_p <= 1:
+            raise fail(f"--top-p must be in (0, 1], 1 = no nucleus cut (got {top_p})")
         engine = self.loaders.load_engine(model)
         generation = engine.generate(
             [prompt],
@@ -102,15 +107,17 @@ class ModelCommands:
             int | None, typer.Option(help="Token budget (default: the task's).")
         ] = None,
         path: PathOption = None,
+        verifier: VerifierOption = None,
         out: OutOption = DEFAULT_ROOT,
     ) -> None:
         """Greedy answers on a task: accuracy, and per-item JSONL in an output folder."""
         from agents.evaluate import EvalSummary, greedy_eval
+        from tasks import with_verifier
 
         positive(limit, "--limit")
         if split not in {"train", "dev", "test", "all"}:
             raise fail(f"--split must be train, dev, test or all (got {split!r})")
-        suite = self.loaders.load_task(task, path)
+        suite = with_verifier(self.loaders.load_task(task, path), verifier)
         items = list(suite.items) if split == "all" else suite.split(split)  # type: ignore[arg-type]
         items = items[:limit] if limit else items
         if not items:

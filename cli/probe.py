@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,13 +16,24 @@ from cli.common import (
     OutOption,
     PathOption,
     TaskOption,
+    VerifierOption,
     cli_command,
     console,
+    fail,
     new_output_dir,
     positive,
     progress_bar,
 )
 from engines.loading import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from tasks.base import Split
+
+
+# Below these the sweep cannot have both labels in train and in validation to choose on.
+SWEEP_MIN_SPLITS: dict[Split, int] = {"train": 4, "dev": 4}
+# Below this many right and wrong answers each, a test ROC curve is undefined.
+EVAL_MIN_PER_LABEL = 2
 
 
 def _fmt(value: object) -> str:
@@ -40,6 +51,7 @@ class ProbeCommands:
         task: TaskOption = "capitals",
         model: ModelOption = DEFAULT_MODEL,
         path: PathOption = None,
+        verifier: VerifierOption = None,
         limit: Annotated[int | None, typer.Option(help="Use only the first N items.")] = None,
         max_new_tokens: Annotated[
             int | None, typer.Option(help="Answer budget (default: the task's).")
@@ -50,17 +62,33 @@ class ProbeCommands:
         out: OutOption = DEFAULT_ROOT,
     ) -> None:
         """Validation AUROC per layer and feature kind (table + PNG); the chosen probe saved."""
+        from probes.labels import summarize_labels
         from probes.sweep import collect, plot_sweep, sweep
+        from tasks import split_sizes_problem, with_verifier
 
         positive(limit, "--limit")
-        suite = self.loaders.load_task(task, path)
+        suite = with_verifier(self.loaders.load_task(task, path), verifier)
         items = list(suite.items)[:limit] if limit else list(suite.items)
+        problem = split_sizes_problem(
+            suite.name,
+            [item.group for item in items],
+            seed=seed,
+            minimum=SWEEP_MIN_SPLITS,
+            why="a probe is fitted on train and chosen on validation, each with both labels",
+            names={"dev": "validation"},
+            fix="use about {n} more items (raise --limit, or a larger task)",
+        )
+        if problem:
+            raise fail(problem)
         engine = self.loaders.load_engine(model)
         with progress_bar(f"greedy answers on {suite.name}", len(items)) as on_progress:
             data = collect(
                 engine, suite, items, max_new_tokens=max_new_tokens, progress_cb=on_progress
             )
-        result = sweep(data, seed=seed)
+        try:
+            result = sweep(data, seed=seed)
+        except ValueError as error:
+            raise fail(f"{error} (labels: {summarize_labels(data.labels).describe()})") from None
         folder = new_output_dir(out, f"probe-{suite.name.replace(':', '-')}")
         data.save(folder / "data")
         result.probe.save(folder / "probe")
@@ -92,6 +120,7 @@ class ProbeCommands:
         task: TaskOption = "capitals",
         model: ModelOption = DEFAULT_MODEL,
         path: PathOption = None,
+        verifier: VerifierOption = None,
         k: Annotated[
             int, typer.Option(help="Samples for the self-consistency baseline (0: skip it).")
         ] = 5,
@@ -100,8 +129,9 @@ class ProbeCommands:
         """Test-split metrics with 95% CIs, the baselines beside them, and a ROC curve PNG."""
         from probes.artifact import load_probe
         from probes.sweep import collect, evaluate, held_out_items, plot_roc, sample_consistency
+        from tasks import with_verifier
 
-        suite = self.loaders.load_task(task, path)
+        suite = with_verifier(self.loaders.load_task(task, path), verifier)
         engine = self.loaders.load_engine(model)
         fitted = load_probe(probe, expected_fingerprint=engine.fingerprint)
         items = held_out_items(suite, fitted)
@@ -118,7 +148,8 @@ class ProbeCommands:
         if k > 0:
             with progress_bar(f"self-consistency, {k} samples", len(items)) as on_progress:
                 data = sample_consistency(engine, data, k=k, progress_cb=on_progress)
-        report = evaluate(fitted, data)
+        check_eval_labels(suite.name, data.labels)
+        report = evaluate(fitted, data, task=suite)
         folder = new_output_dir(out, "probe-eval")
         plot_roc(report, folder / "roc.png")
         (folder / "report.json").write_text(json.dumps(report.to_json(), indent=2, default=str))
@@ -140,6 +171,21 @@ class ProbeCommands:
         engine = self.loaders.load_engine(model)
         (risk,) = score_prompts(engine, load_probe(probe), [question])
         console.print(f"{risk:.3f}")
+
+
+def check_eval_labels(task: str, labels: Any) -> None:
+    """Exit 2 (nothing written) when the test split's usable labels cannot make a ROC."""
+    from probes.labels import summarize_labels
+
+    summary = summarize_labels(labels)
+    wrong = sum(label.wrong for label in labels if not label.truncated)
+    right = summary.included - wrong
+    if min(right, wrong) < EVAL_MIN_PER_LABEL:
+        raise fail(
+            f"the probe's test split of task {task!r} has {right} right and {wrong} wrong "
+            f"answers ({summary.describe()}): a ROC needs >= {EVAL_MIN_PER_LABEL} of each; "
+            "evaluate on a task with more items"
+        )
 
 
 def print_report_table(report: Any) -> None:

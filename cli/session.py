@@ -23,6 +23,7 @@ from cli.common import (
     RootOption,
     SetOption,
     StoreOption,
+    VerifierOption,
     cli_command,
     console,
     err_console,
@@ -89,6 +90,7 @@ class SessionCommands:
         self,
         task: TaskOverride = None,
         path: PathOption = None,
+        verifier: VerifierOption = None,
         model: ModelOverride = None,
         policy_file: PolicyFileOption = None,
         preset: PresetOption = None,
@@ -98,17 +100,29 @@ class SessionCommands:
         session_id: Annotated[
             str | None, typer.Option("--session-id", help="Name the session (default: generated).")
         ] = None,
+        seed: Annotated[
+            int | None,
+            typer.Option("--seed", help="Seed for splits, sampling and training (policy seed)."),
+        ] = None,
     ) -> None:
         """Run an autonomous improvement session to the monitor's stop."""
         from graph.policy import resolve_policy
         from graph.session import new_session_id
+        from tasks import split_sizes_problem
 
         overrides = list(sets or [])
+        overrides += [f"seed={seed}"] if seed is not None else []
         overrides += [f"task={task}"] if task else []
         overrides += [f"task_path={path}"] if path else []
+        overrides += [f"task_verifier={verifier}"] if verifier else []
         overrides += [f"model={model}"] if model else []
         policy = resolve_policy(preset, policy_file, overrides)
         suite = self.load_policy_task(policy)
+        problem = split_sizes_problem(
+            suite.name, [item.group for item in suite.items], seed=policy.seed
+        )
+        if problem:
+            raise fail(problem)
         session = session_id or new_session_id(suite.name)
         url = store_url(store or policy.store, root)
         self._run_session(policy, suite, session, url, root, resume=False)
@@ -142,8 +156,13 @@ class SessionCommands:
             raise fail(
                 "task jsonl needs a file: pass --path FILE.jsonl (or task_path in the policy)"
             )
-        suite = self.loaders.load_task(
-            policy.task, Path(policy.task_path) if policy.task_path else None
+        from tasks import with_verifier
+
+        suite = with_verifier(
+            self.loaders.load_task(
+                policy.task, Path(policy.task_path) if policy.task_path else None
+            ),
+            policy.task_verifier,
         )
         if not suite.split("train", seed=policy.seed):
             raise fail(
@@ -155,10 +174,11 @@ class SessionCommands:
         self, policy: Any, suite: Any, session_id: str, url: str, root: Path, *, resume: bool
     ) -> None:
         from graph.session import Session
+        from graph.state import RECORD_TYPES
         from storage import open_store
 
         root.mkdir(parents=True, exist_ok=True)
-        with open_store(url, root) as opened:
+        with open_store(url, root, restorable=RECORD_TYPES) as opened:
             check_checkpoint(opened, session_id, root, resume=resume)
             engine = self.loaders.load_engine(policy.model)
             session = Session(session_id, policy, opened, suite, engine)
@@ -232,20 +252,39 @@ class SessionCommands:
             k=k,
             temperature=0.7,
             max_new_tokens=max_new_tokens,
-            numeric=False,
         )
         risk = "-" if result.risk is None else f"{result.risk:.3f}"
         console.print(f"[dim]risk {risk}; route {result.route}[/]")
         console.print(result.text, highlight=False)
 
 
+def where_flags(store: str | None, root: Path, display_url: str) -> str:
+    """The `--store`/`--root` a follow-up command needs to look where this one did."""
+    return (f" --store {display_url}" if store else "") + f" --root {root}"
+
+
+def open_existing_store(store: str | None, root: Path) -> Any:
+    """Open the store to read from; a SQLite file that is not there is an error, and is
+    not created (nor its folder): reading never writes."""
+    from storage import open_store
+    from storage.urls import backend_of, sqlite_path
+
+    url = store_url(store, root)
+    if backend_of(url) == "sqlite":
+        path = sqlite_path(url)
+        if path != ":memory:" and not Path(path).is_file():
+            raise fail(
+                f"no sessions in {root} (no store at {path}): pass the --root/--store "
+                "the session ran with"
+            )
+    return open_store(url, root)
+
+
 def sessions(
     store: StoreOption = None, root: RootOption = DEFAULT_ROOT, as_json: JsonOption = False
 ) -> None:
     """The sessions in a store: status, cycles, best dev accuracy."""
-    from storage import open_store
-
-    with open_store(store_url(store, root), root) as opened:
+    with open_existing_store(store, root) as opened:
         rows = opened.events.list_sessions()
         url = opened.display_url
     if as_json:
@@ -262,6 +301,8 @@ def sessions(
         best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.1%}"
         table.add_row(r.session_id, r.shown_status, r.task, r.model, str(r.cycles), best)
     console.print(table)
+    if not rows:
+        console.print(f"no sessions in {url}: --root/--store must match the run's")
 
 
 def trace(
@@ -275,13 +316,13 @@ def trace(
 ) -> None:
     """A session's timeline: each node with its duration, every decision with its reason
     and evidence, key metrics. --follow prints a running session live."""
-    from storage import open_store
-
-    with open_store(store_url(store, root), root) as opened:
+    with open_existing_store(store, root) as opened:
         info = opened.events.get_session(session_id)
         if info is None:
+            flags = where_flags(store, root, opened.display_url)
             raise fail(
-                f"no session {session_id!r} in {opened.display_url}: see `autodidact sessions`"
+                f"no session {session_id!r} in {opened.display_url}: see "
+                f"`autodidact sessions{flags}`"
             )
         if follow:
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import Loaders, PathOption, cli_command, console, positive
+from cli.common import Loaders, PathOption, VerifierOption, cli_command, console, positive
 
 
 def tasks_list() -> None:
@@ -31,10 +31,13 @@ class TaskCommands:
         name: Annotated[str, typer.Argument(help="Task name.")],
         limit: Annotated[int, typer.Option(help="Items to show.")] = 5,
         path: PathOption = None,
+        verifier: VerifierOption = None,
     ) -> None:
-        """A task's description, split sizes and first items."""
+        """A task's description, verifier, split sizes and first items."""
+        from tasks import with_verifier
+
         positive(limit, "--limit")
-        task = self.loaders.load_task(name, path)
+        task = with_verifier(self.loaders.load_task(name, path), verifier)
         sizes = ", ".join(f"{split} {len(task.split(split))}" for split in ("train", "dev", "test"))
         console.print(
             f"[bold]{task.name}[/]: {task.description}; verifier {task.verifier_name}; {sizes}"

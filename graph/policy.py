@@ -33,6 +33,7 @@ from agents.probe import ProbePolicy
 from agents.refine import RefinePolicy
 from agents.selection import SelectPolicy
 from engines.loading import DEFAULT_MODEL
+from storage.urls import mask_password
 from tasks.verifiers import VERIFIERS
 
 POLICY_SCHEMA_VERSION = 1
@@ -175,6 +176,8 @@ def _preset(name: str) -> dict[str, Any]:
 def load_policy_file(path: Path) -> dict[str, Any]:
     """A policy YAML file as a mapping (empty file: no settings)."""
     path = Path(path)
+    if path.is_dir():
+        raise PolicyError(f"policy file {path} is a folder: pass a YAML file in it")
     if not path.is_file():
         raise PolicyError(f"policy file {path} not found: check the path")
     try:
@@ -347,5 +350,13 @@ def policy_schema() -> dict[str, Any]:
 
 
 def dump_policy(policy: SessionPolicy) -> str:
-    """The policy as YAML, in field order: loadable again with `resolve_policy(file=...)`."""
-    return yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False)
+    """The policy as YAML, in field order: loadable again with `resolve_policy(file=...)`.
+    A store password is masked (`***`): resume takes it from the environment.
+
+    >>> "hunter2" in dump_policy(SessionPolicy(store="redis://:hunter2@host:6379/0"))
+    False
+    """
+    data = policy.model_dump(mode="json")
+    if data.get("store"):
+        data["store"] = mask_password(data["store"])
+    return yaml.safe_dump(data, sort_keys=False)

@@ -11,8 +11,9 @@ The test split is scored here only, after the sweep has chosen and saved a probe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -68,14 +69,17 @@ def evaluate(
     probe: Probe,
     data: ProbeData,
     *,
+    task: Task | None = None,
     include_truncated: bool = False,
-    normalize: Callable[[str], str] = normalize_answer,
+    normalize: Callable[[str], Hashable] = normalize_answer,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> EvalReport:
     """Test-split metrics of the probe and of the baselines on the same items, with their
     cost per item. Rows of `data` outside the probe's test split are ignored; the
-    self-consistency baseline is included when every test item has sampled answers."""
+    self-consistency baseline is included when every test item has sampled answers, which
+    it compares by the task's `answer_key` (the final number, the references named, ...),
+    else (no `task`) by their `normalize`d text."""
     check_fingerprint(probe.card, data.features.fingerprint, where="probe")
     check_template(probe.card, data.features.template_hash, where="probe")
     info = probe.card.split
@@ -103,7 +107,10 @@ def evaluate(
     }
     sampled = [data.consistency.get(data.item_ids[row], []) for row in rows]
     if all(sampled):
-        scores["self_consistency"] = np.array([disagreement_risk(s, normalize) for s in sampled])
+        keys = answer_keys(task, [data.item_ids[row] for row in rows], normalize)
+        scores["self_consistency"] = np.array(
+            [disagreement_risk(answers, key) for answers, key in zip(sampled, keys, strict=True)]
+        )
         costs["self_consistency"] = data.timing.get("self_consistency", float("nan"))
     methods = {
         name: risk_metrics(
@@ -121,6 +128,23 @@ def evaluate(
         y=y,
         scores=scores,
     )
+
+
+def answer_keys(
+    task: Task | None, item_ids: Sequence[str], normalize: Callable[[str], Hashable]
+) -> list[Callable[[str], Hashable]]:
+    """How each item's sampled answers are compared: by the task's `answer_key` of that
+    item, else (no task) by `normalize`."""
+    if task is None:
+        return [normalize] * len(item_ids)
+    items = {item.id: item for item in task.items}
+    missing = [item_id for item_id in item_ids if item_id not in items]
+    if missing:
+        raise ValueError(
+            f"item {missing[0]!r} is not in task {task.name!r}: pass the task the data was "
+            "collected on"
+        )
+    return [partial(task.answer_key, item=items[item_id]) for item_id in item_ids]
 
 
 def score_prompts(engine: Engine, probe: Probe, prompts: Sequence[str]) -> list[float]:

@@ -19,6 +19,7 @@ from engines.base import Generation, Sample
 from probes.calibration import Thresholds, choose_thresholds
 from tasks import get_task
 from tasks.base import Item
+from tasks.verifiers import number_key
 from tests.tiny_models import tiny_engine
 
 
@@ -86,7 +87,7 @@ def test_risk_adaptive_routes_by_risk_on_a_real_engine() -> None:
             k=3,
             temperature=1.0,
             max_new_tokens=4,
-            numeric=True,
+            keys=[number_key] * len(prompts),
         )
     finally:
         engine.risk_fn = None
@@ -106,7 +107,7 @@ def test_risk_adaptive_uses_the_fallback_above_the_high_threshold() -> None:
             k=2,
             temperature=1.0,
             max_new_tokens=4,
-            numeric=True,
+            keys=[number_key],
             fallback=lambda prompt: "2",
         )
     finally:

@@ -4,8 +4,10 @@ loads (unit tier: the app in this process, a model loader that must not be calle
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from types import SimpleNamespace
+from typing import Any, NoReturn
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -56,3 +58,121 @@ def test_task_with_no_train_items_is_exit_2(tmp_path: Path) -> None:
     rows.write_text(json.dumps({"question": "2+2?", "answer": "4", "group": group}) + "\n")
     result = autodidact("run", "--task", "jsonl", "--path", str(rows), "--root", str(tmp_path))
     assert_one_line_exit_2(result, "no train items")
+
+
+# -- inputs refused before any work: one line on stderr, exit 2, nothing written ----------
+
+
+def jsonl_rows(folder: Path, n: int) -> Path:
+    rows = folder / "rows.jsonl"
+    rows.write_text(
+        "".join(json.dumps({"question": f"{i}+0?", "answer": str(i)}) + "\n" for i in range(n))
+    )
+    return rows
+
+
+def policy_file(folder: Path, text: str) -> Path:
+    path = folder / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+def existing_store(folder: Path) -> Path:
+    from storage import open_store
+
+    root = folder / "elsewhere"
+    with open_store(f"sqlite:///{root}/autodidact.db", root):
+        pass
+    return root
+
+
+class Labelled:
+    """What `collect` returns, as far as the CLI reads it after labelling."""
+
+    def __init__(self, wrong: list[int]) -> None:
+        from probes.labels import Label
+
+        self.labels = [Label(f"i{i}", w, "stop") for i, w in enumerate(wrong)]
+
+
+def stand_in_engine(_model: str) -> Any:
+    """An engine that is never asked to generate (the stand-ins answer for it)."""
+    return SimpleNamespace(name="stand-in", fingerprint="stand-in")
+
+
+def one_class_sweep(*_args: object, **_kwargs: object) -> NoReturn:
+    raise ValueError("the validation split has 0 labelled items of one class only")
+
+
+@pytest.fixture()
+def probe_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`probe sweep`/`eval` past their model: labels of one class, a one-item test split."""
+    import probes.artifact
+    import probes.sweep
+
+    monkeypatch.setattr(probes.sweep, "collect", lambda *a, **k: Labelled([1, 1, 1]), False)
+    monkeypatch.setattr(probes.sweep, "sweep", one_class_sweep)
+    monkeypatch.setattr(probes.sweep, "held_out_items", lambda task, probe: task.items[:1], False)
+    fitted = SimpleNamespace(card=SimpleNamespace(max_new_tokens=8))
+    monkeypatch.setattr(probes.artifact, "load_probe", lambda *a, **k: fitted)
+
+
+# (case, argv built in the tmp folder, what the line says, True when nothing may be written)
+REFUSED = [
+    ("1 tiny dev/test split", lambda d: ["run", "-t", "jsonl", "--path", str(jsonl_rows(d, 20))],
+     "need dev >= 10 and test >= 10", True),
+    ("2 sweep limit", lambda d: ["probe", "sweep", "-t", "jsonl", "--path",
+     str(jsonl_rows(d, 30)), "--limit", "6"], "raise --limit", True),
+    ("2 sweep one class", lambda d: ["probe", "sweep", "-t", "jsonl", "--path",
+     str(jsonl_rows(d, 60))], "labels: 3 labels, 3 wrong", True),
+    ("3 task name", lambda d: ["policy", "validate", str(policy_file(d, "task: capitls\n"))],
+     "did you mean 'capitals'", True),
+    ("4 folder as policy", lambda d: ["policy", "validate", str(d)], "is a folder", True),
+    ("4 folder to run", lambda d: ["run", "--policy", str(d)], "is a folder", True),
+    ("5 temperature", lambda d: ["generate", "hi", "--temperature", "-1"], "--temperature", True),
+    ("5 top_p 0", lambda d: ["generate", "hi", "--top-p", "0"], "--top-p must be in (0, 1]", True),
+    ("5 top_p 1.5", lambda d: ["generate", "hi", "--top-p", "1.5"], "--top-p", True),
+    ("6 eval one item", lambda d: ["probe", "eval", str(d), "-t", "jsonl", "--path",
+     str(jsonl_rows(d, 12)), "--k", "0"], "a ROC needs >= 2 of each", True),
+    ("7 run --seed", lambda d: ["run", "--seed", "-1"], "seed must be >= 0", True),
+    ("8 trace hint", lambda d: ["trace", "nope", "--root", str(existing_store(d))],
+     "sessions --root", False),
+    ("9 sessions, no store", lambda d: ["sessions"], "no store at runs/autodidact.db", True),
+    ("9 trace, no store", lambda d: ["trace", "x", "--root", "r"], "no store at r/", True),
+    ("9 run, unknown task", lambda d: ["run", "-t", "capitls"], "did you mean 'capitals'", True),
+]  # fmt: skip
+
+
+@pytest.mark.usefixtures("probe_stand_ins")
+@pytest.mark.parametrize(
+    ("case", "argv", "message", "read_only"), REFUSED, ids=[c[0] for c in REFUSED]
+)
+def test_refused_before_any_work(
+    case: str,
+    argv: Callable[[Path], list[str]],
+    message: str,
+    read_only: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each bad input: exit 2, one line on stderr and nothing on stdout, no traceback; the
+    model is never needed, and (read-only or refused) nothing is created."""
+    monkeypatch.chdir(tmp_path)
+    args = argv(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    app = make_app(Loaders(load_engine=stand_in_engine))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not result.stdout.strip(), result.stdout
+    if read_only:
+        assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_empty_sessions_table_says_where_to_look(tmp_path: Path) -> None:
+    root = existing_store(tmp_path)
+    result = CliRunner().invoke(make_app(), ["sessions", "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "--root/--store must match the run's" in result.stdout
