@@ -9,8 +9,9 @@ from functools import partial
 from pydantic import Field
 
 from agents.config import StageConfig
-from agents.refine import RefinePolicy, Strategy, Thresholds, refine_answers
+from agents.refine import RefinePolicy, Strategy, refine_answers
 from engines.base import Engine, Generation, ProgressFn
+from probes.calibration import Thresholds
 from tasks.base import Item, Task
 
 

@@ -62,8 +62,10 @@ class ProbeCommands:
         out: OutOption = DEFAULT_ROOT,
     ) -> None:
         """Validation AUROC per layer and feature kind (table + PNG); the chosen probe saved."""
+        from probes.data import collect
         from probes.labels import summarize_labels
-        from probes.sweep import collect, plot_sweep, sweep
+        from probes.plots import plot_sweep
+        from probes.sweep import sweep
         from tasks import split_sizes_problem, with_verifier
 
         positive(limit, "--limit")
@@ -128,7 +130,9 @@ class ProbeCommands:
     ) -> None:
         """Test-split metrics with 95% CIs, the baselines beside them, and a ROC curve PNG."""
         from probes.artifact import load_probe
-        from probes.sweep import collect, evaluate, held_out_items, plot_roc, sample_consistency
+        from probes.data import collect, sample_consistency
+        from probes.evaluation import evaluate, held_out_items
+        from probes.plots import plot_roc
         from tasks import with_verifier
 
         suite = with_verifier(self.loaders.load_task(task, path), verifier)
@@ -166,7 +170,7 @@ class ProbeCommands:
     ) -> None:
         """The hallucination risk of a question, from one prefill, before any token."""
         from probes.artifact import load_probe
-        from probes.sweep import score_prompts
+        from probes.evaluation import score_prompts
 
         engine = self.loaders.load_engine(model)
         (risk,) = score_prompts(engine, load_probe(probe), [question])

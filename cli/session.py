@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agents.refine import Thresholds
 from cli.common import (
     DEFAULT_ROOT,
     JsonOption,
@@ -31,6 +30,7 @@ from cli.common import (
 )
 from cli.view import EventView, console_view, print_cycle_table, print_event
 from engines.loading import DEFAULT_MODEL
+from probes.calibration import Thresholds
 
 TaskOverride = Annotated[
     str | None, typer.Option("--task", "-t", help="Task suite (overrides the policy's).")

@@ -121,7 +121,7 @@ class HFEngine:
                     position_ids=prompt_positions(mask),
                     use_cache=False,
                 )
-            states += _split_states(*capture.stacked())
+            states += capture.prompt_states()
             if on_progress:
                 on_progress(len(states), len(prompts))
         return states
@@ -180,7 +180,7 @@ class HFEngine:
         samples = [self._sample(row, stop) for row in rows]
         states: list[PromptStates | None] = [None] * len(prompts)
         if prefill_capture is not None:
-            states = list(_split_states(*prefill_capture.stacked()))
+            states = list(prefill_capture.prompt_states())
         generations = []
         for i, prompt in enumerate(prompts):
             drawn = samples[i * copies : (i + 1) * copies]
@@ -211,10 +211,6 @@ class HFEngine:
             entropies=row.entropies,
             finish_reason=finish,  # type: ignore[arg-type]
         )
-
-
-def _split_states(query: torch.Tensor, mean: torch.Tensor) -> list[PromptStates]:
-    return [PromptStates(query_token=q, prompt_mean=m) for q, m in zip(query, mean, strict=True)]
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -12,12 +12,13 @@ from agents.monitor import finalize_minutes
 from agents.optimize import TrainResult, TrainSettings
 from agents.probe import FittedProbe
 from agents.records import CycleMetrics, Decision, PlannedChoice
-from agents.refine import RefinePolicy, Thresholds
+from agents.refine import RefinePolicy
 from agents.selection import usable_count
 from graph.events import Emitter
 from graph.policy import SessionPolicy
 from graph.state import SessionState
 from graph.versions import version_record
+from probes.calibration import Thresholds
 
 MonitorRoute = Literal["acquire", "optimize", "probe", "finalize"]
 MONITOR_ROUTES: dict[str, MonitorRoute] = {

@@ -10,10 +10,8 @@ The choice never reads test labels; `held_out_auroc` / `held_out_ece` are measur
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -156,22 +154,3 @@ def sweep(
         held_out_ece=held_out_ece,
         n_held_out=len(split.test),
     )
-
-
-# Moved out of this module; kept importable from here until the CLI (graph/cli_probe.py,
-# moving to cli/) imports them from their new homes.
-_MOVED = {
-    "collect": "probes.data",
-    "sample_consistency": "probes.data",
-    "evaluate": "probes.evaluation",
-    "held_out_items": "probes.evaluation",
-    "score_prompts": "probes.evaluation",
-    "plot_sweep": "probes.plots",
-    "plot_roc": "probes.plots",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module 'probes.sweep' has no attribute {name!r}")
