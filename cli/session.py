@@ -180,6 +180,8 @@ class SessionCommands:
         root.mkdir(parents=True, exist_ok=True)
         with open_store(url, root, restorable=RECORD_TYPES) as opened:
             check_checkpoint(opened, session_id, root, resume=resume)
+            for warning in opened.warnings:
+                err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
             engine = self.loaders.load_engine(policy.model)
             session = Session(session_id, policy, opened, suite, engine)
             verb = "resuming" if resume else "session"

@@ -126,4 +126,11 @@ def print_event(event: Any, as_json: bool) -> None:
 
 
 def _short(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    """An evidence value for a trace line: whole numbers as integers, others to 3 places.
+
+    >>> _short(2.0), _short(0.12345), _short("v1"), _short(None)
+    ('2', '0.123', 'v1', 'None')
+    """
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.3f}"
+    return str(value)

@@ -40,6 +40,7 @@ from graph.transitions import (
     retrain_counters,
     selection_message,
     session_thresholds,
+    trained_message,
     trained_update,
     training_message,
 )
@@ -163,7 +164,7 @@ class Nodes:
         emit("action", training_message(name, parent, settings))
         result = self._train(state, name, sft, pairs, settings, emit)
         engine = self.versions.register(name, result.version_dir / "merged")
-        emit.end(f"{name}: {result.steps} steps, loss {result.final_loss}", **result.summary())
+        emit.end(trained_message(name, result), **result.summary())
         update = trained_update(name, parent, result, engine.fingerprint, settings)
         return update | {"plans": [plan_record(choice, cycle, emit)]}
 

@@ -131,6 +131,17 @@ def training_message(name: str, parent: str, settings: TrainSettings) -> str:
     )
 
 
+def trained_message(name: str, result: TrainResult) -> str:
+    """The trace line of a finished training run (the loss to 4 significant digits).
+
+    >>> from pathlib import Path
+    >>> trained_message("v1", TrainResult(Path("v1"), 2, 0.6425477266311646, 1.0, 8))
+    'v1: 2 steps, loss 0.6425'
+    """
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4g}"
+    return f"{name}: {result.steps} steps, loss {loss}"
+
+
 def trained_update(
     name: str, parent: str, result: TrainResult, fingerprint: str, settings: TrainSettings
 ) -> dict[str, Any]:

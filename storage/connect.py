@@ -79,3 +79,32 @@ def connect_redis(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> redis.Redis
     finally:
         probe.close()
     return redis_client(url, timeout_s, retries=3)
+
+
+def persistence_problem(config: dict[str, str], url: str) -> str | None:
+    """A warning when the Redis server keeps nothing on disk (`appendonly no` and an empty
+    `save`): a Redis restart would lose every checkpoint and event. `config`: the server's
+    `CONFIG GET appendonly` and `CONFIG GET save` answers.
+
+    >>> persistence_problem({"appendonly": "no", "save": ""}, "redis://h:6379/0")[:45]
+    'redis://h:6379/0 keeps nothing on disk (appen'
+    >>> persistence_problem({"appendonly": "yes", "save": ""}, "redis://h:6379/0") is None
+    True
+    """
+    if config.get("appendonly", "no") == "yes" or config.get("save", "").strip():
+        return None
+    return (
+        f'{mask_password(url)} keeps nothing on disk (appendonly no, save ""): a Redis '
+        "restart loses this session's checkpoints and events; turn persistence on with "
+        "`CONFIG SET appendonly yes` (and `appendonly yes` in redis.conf)"
+    )
+
+
+def redis_persistence_problem(client: redis.Redis, url: str) -> str | None:
+    """`persistence_problem` of the server behind `client`; None when the server does not
+    let us read its configuration (CONFIG renamed or forbidden)."""
+    try:
+        config = {**client.config_get("appendonly"), **client.config_get("save")}
+    except redis.RedisError:
+        return None
+    return persistence_problem({str(k): str(v) for k, v in config.items()}, url)

@@ -10,7 +10,7 @@ from pathlib import Path
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from storage.checkpointer import redis_saver, sqlite_saver
-from storage.connect import connect_redis, connect_sqlite
+from storage.connect import connect_redis, connect_sqlite, redis_persistence_problem
 from storage.events import EventLog, RedisEventLog, SqliteEventLog
 from storage.urls import backend_of, mask_password, sqlite_path
 
@@ -24,6 +24,7 @@ class Store:
     checkpointer: BaseCheckpointSaver
     events: EventLog
     root: Path
+    warnings: tuple[str, ...] = ()  # worth telling the user once (e.g. Redis keeps no disk copy)
 
     @property
     def display_url(self) -> str:
@@ -52,4 +53,11 @@ def open_store(url: str, root: Path | str, *, restorable: Sequence[type] = ()) -
             yield Store(url, sqlite_saver(conn, restorable), events, folder)
         return
     with closing(connect_redis(url)) as client:
-        yield Store(url, redis_saver(client, restorable), RedisEventLog(client), folder)
+        warning = redis_persistence_problem(client, url)
+        yield Store(
+            url,
+            redis_saver(client, restorable),
+            RedisEventLog(client),
+            folder,
+            (warning,) if warning else (),
+        )

@@ -59,6 +59,33 @@ def test_redis_store_shares_one_client(redis_url: str, tmp_path: Path) -> None:
         assert store.display_url == store.url  # no password in the test URL
 
 
+@pytest.mark.integration
+def test_redis_without_persistence_is_a_warning_that_follows_the_setting(
+    redis_url: str, tmp_path: Path
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    before = {**client.config_get("appendonly"), **client.config_get("save")}
+    try:
+        client.config_set("appendonly", "no")
+        client.config_set("save", "")
+        with open_store(redis_url, tmp_path) as store:
+            assert len(store.warnings) == 1 and "keeps nothing on disk" in store.warnings[0]
+        client.config_set("save", "3600 1")
+        with open_store(redis_url, tmp_path) as store:
+            assert store.warnings == ()
+    finally:
+        client.config_set("appendonly", before["appendonly"])
+        client.config_set("save", before["save"])
+        client.close()
+
+
+def test_sqlite_store_has_no_warnings(tmp_path: Path) -> None:
+    with open_store(f"sqlite:///{tmp_path}/a.db", tmp_path) as store:
+        assert store.warnings == ()
+
+
 def test_unreachable_redis_store_raises_store_error(tmp_path: Path) -> None:
     with (
         pytest.raises(StoreError, match="cannot reach Redis"),
