@@ -8,17 +8,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from agents.config import StageConfig
 from engines.base import Engine, ProgressFn
-from probes.artifact import Probe, load_probe
 from probes.calibration import Thresholds, choose_thresholds
-from probes.data import collect
-from probes.runtime import RiskScorer
-from probes.sweep import sweep
 from tasks.base import Item, Task
+
+if TYPE_CHECKING:
+    from probes.artifact import Probe
 
 
 class ProbePolicy(StageConfig):
@@ -78,6 +78,9 @@ def fit_session_probe(
 
     The items all sit in the task's train split for `seed`, so the probe splits them with
     another seed: its validation and test rows are train items the probe never fitted on."""
+    from probes.data import collect  # the probes stack loads when a probe is fitted, not
+    from probes.sweep import sweep  # when a policy is read
+
     probe_seed = seed + 1
     data = collect(engine, task, items, max_new_tokens=max_new_tokens, progress_cb=on_progress)
     try:
@@ -116,6 +119,8 @@ def fit_session_probe(
 
 @lru_cache(maxsize=8)
 def _load(path: str) -> Probe:
+    from probes.artifact import load_probe
+
     return load_probe(path)
 
 
@@ -123,4 +128,6 @@ def attach_probe(engine: Engine, path: Path | None) -> None:
     """Score every generation of `engine` with the probe saved at `path` (None: no probe).
     The probe may have been fitted on an earlier version: that is how the monitor measures
     its drift on the new model."""
+    from probes.runtime import RiskScorer
+
     engine.risk_fn = RiskScorer(_load(str(path))) if path else None
