@@ -108,11 +108,13 @@ def one_class_sweep(*_args: object, **_kwargs: object) -> NoReturn:
 def probe_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
     """`probe sweep`/`eval` past their model: labels of one class, a one-item test split."""
     import probes.artifact
+    import probes.data
+    import probes.evaluation
     import probes.sweep
 
-    monkeypatch.setattr(probes.sweep, "collect", lambda *a, **k: Labelled([1, 1, 1]), False)
+    monkeypatch.setattr(probes.data, "collect", lambda *a, **k: Labelled([1, 1, 1]))
     monkeypatch.setattr(probes.sweep, "sweep", one_class_sweep)
-    monkeypatch.setattr(probes.sweep, "held_out_items", lambda task, probe: task.items[:1], False)
+    monkeypatch.setattr(probes.evaluation, "held_out_items", lambda task, probe: task.items[:1])
     fitted = SimpleNamespace(card=SimpleNamespace(max_new_tokens=8))
     monkeypatch.setattr(probes.artifact, "load_probe", lambda *a, **k: fitted)
 
