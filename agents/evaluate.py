@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from functools import partial
 
 from pydantic import Field
 
@@ -142,7 +141,7 @@ def measure(
             k=refine.k,
             temperature=refine.temperature,
             max_new_tokens=max_new_tokens,
-            keys=[partial(task.answer_key, item=item) for item in items],
+            key=task.answer_key,
             seed=seed,
             fallback=fallback,
             greedy=greedy,

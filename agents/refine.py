@@ -160,14 +160,14 @@ def refine_answers(
     k: int,
     temperature: float,
     max_new_tokens: int,
-    keys: Sequence[VoteKey] | None = None,
+    key: VoteKey = text_key,
     seed: int = 0,
     fallback: Fallback | None = None,
     greedy: Sequence[Generation] | None = None,
 ) -> list[Refined]:
-    """Answer every prompt along its route. `keys[i]` reads prompt i's answers for the
-    self-consistency vote (default: normalized text). Greedy generations (with their
-    risk) may be passed in to avoid decoding twice."""
+    """Answer every prompt along its route. `key` reads answers for the self-consistency
+    vote (the task's `answer_key`; default: normalized text). Greedy generations (with
+    their risk) may be passed in to avoid decoding twice."""
     greedy = (
         list(greedy)
         if greedy is not None
@@ -189,7 +189,6 @@ def refine_answers(
     by_index = dict(zip(sampled_index, sampled, strict=True))
     answers = []
     for i, (route, generation) in enumerate(zip(routes, greedy, strict=True)):
-        key = keys[i] if keys is not None else text_key
         answers.append(_answer(route, generation, by_index.get(i), key, fallback, prompts[i]))
     return answers
 

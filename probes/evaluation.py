@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -107,9 +106,9 @@ def evaluate(
     }
     sampled = [data.consistency.get(data.item_ids[row], []) for row in rows]
     if all(sampled):
-        keys = answer_keys(task, [data.item_ids[row] for row in rows], normalize)
+        key = vote_key(task, [data.item_ids[row] for row in rows], normalize)
         scores["self_consistency"] = np.array(
-            [disagreement_risk(answers, key) for answers, key in zip(sampled, keys, strict=True)]
+            [disagreement_risk(answers, key) for answers in sampled]
         )
         costs["self_consistency"] = data.timing.get("self_consistency", float("nan"))
     methods = {
@@ -130,21 +129,21 @@ def evaluate(
     )
 
 
-def answer_keys(
+def vote_key(
     task: Task | None, item_ids: Sequence[str], normalize: Callable[[str], Hashable]
-) -> list[Callable[[str], Hashable]]:
-    """How each item's sampled answers are compared: by the task's `answer_key` of that
-    item, else (no task) by `normalize`."""
+) -> Callable[[str], Hashable]:
+    """How the items' sampled answers are compared: by the task's `answer_key` (the items
+    must be the task's), else (no task) by `normalize`."""
     if task is None:
-        return [normalize] * len(item_ids)
-    items = {item.id: item for item in task.items}
-    missing = [item_id for item_id in item_ids if item_id not in items]
+        return normalize
+    known = {item.id for item in task.items}
+    missing = [item_id for item_id in item_ids if item_id not in known]
     if missing:
         raise ValueError(
             f"item {missing[0]!r} is not in task {task.name!r}: pass the task the data was "
             "collected on"
         )
-    return [partial(task.answer_key, item=items[item_id]) for item_id in item_ids]
+    return task.answer_key
 
 
 def score_prompts(engine: Engine, probe: Probe, prompts: Sequence[str]) -> list[float]:

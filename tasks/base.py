@@ -44,12 +44,12 @@ class Task:
     def verify(self, answer: str, item: Item) -> bool:
         return self.verifier(answer, item.answers)
 
-    def answer_key(self, answer: str, item: Item) -> AnswerKey:
+    def answer_key(self, answer: str) -> AnswerKey:
         """What two answers must share to count as one vote (self-consistency): the
         verifier's reading of them (`ANSWER_KEYS`), else their normalized text. Alias keys
-        read which of the *task's* references an answer names, never only `item`'s: a
-        self-consistency vote must not see the item's right answer. (`item` is kept for
-        verifiers whose reading depends on it.)"""
+        read which of the *task's* references an answer names, never only the item's: a
+        self-consistency vote must not see the item's right answer, so one key serves
+        every item of the task."""
         return ANSWER_KEYS.get(self.verifier_name, text_key)(answer, self.references)
 
     @cached_property

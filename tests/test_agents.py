@@ -87,7 +87,7 @@ def test_risk_adaptive_routes_by_risk_on_a_real_engine() -> None:
             k=3,
             temperature=1.0,
             max_new_tokens=4,
-            keys=[number_key] * len(prompts),
+            key=number_key,
         )
     finally:
         engine.risk_fn = None
@@ -107,7 +107,7 @@ def test_risk_adaptive_uses_the_fallback_above_the_high_threshold() -> None:
             k=2,
             temperature=1.0,
             max_new_tokens=4,
-            keys=[number_key],
+            key=number_key,
             fallback=lambda prompt: "2",
         )
     finally:

@@ -155,7 +155,7 @@ def test_answer_keys_cluster_free_form_answers_by_the_references_they_name() -> 
     task = get_task("capitals")
     peru = next(item for item in task.items if item.group == "Peru")
     samples = ["The capital of Peru is Lima.", "Lima.", "It's Lima, I believe", "Cusco"]
-    keys = [task.answer_key(sample, peru) for sample in samples]
+    keys = [task.answer_key(sample) for sample in samples]
     assert keys[0] == keys[1] == keys[2] != keys[3]
     assert alias_key("Cusco", peru.answers) == ("cusco",)
     assert alias_key("Paris or Lima?", ["Lima", "Paris"]) == ("lima", "paris")
@@ -169,4 +169,4 @@ def test_numeric_answer_keys_are_the_final_number_as_before() -> None:
     task = get_task("arithmetic", n=5)
     texts = ["12 + 5 = 17.", "The sum is 17", "17.0", "1,204", "= 3 so", "no idea", "-2", ""]
     for text in texts:
-        assert task.answer_key(text, task.items[0]) == number_key(text) == (old_key(text),)
+        assert task.answer_key(text) == number_key(text) == (old_key(text),)
