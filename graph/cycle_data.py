@@ -26,21 +26,16 @@ def load_attempts(artifacts: ArtifactStore, name: str) -> list[Attempt]:
 
 def save_selected(artifacts: ArtifactStore, cycle: int, selected: Selected) -> dict[str, Any]:
     """The cycle's selected data saved; the state's record of it (names and counts)."""
-    data = save_data(artifacts, cycle, selected.examples, selected.pairs)
-    return data | {"prompts": selected.prompts, "sample_accuracy": selected.sample_accuracy}
-
-
-def save_data(
-    artifacts: ArtifactStore, cycle: int, sft: Sequence[SFTExample], pairs: Sequence[PreferencePair]
-) -> dict[str, Any]:
     sft_name, pairs_name = f"cycle-{cycle}/sft.jsonl", f"cycle-{cycle}/pairs.jsonl"
-    artifacts.write_jsonl(sft_name, [asdict(e) for e in sft])
-    artifacts.write_jsonl(pairs_name, [asdict(p) for p in pairs])
+    artifacts.write_jsonl(sft_name, [asdict(e) for e in selected.examples])
+    artifacts.write_jsonl(pairs_name, [asdict(p) for p in selected.pairs])
     return {
         "sft_artifact": sft_name,
         "pairs_artifact": pairs_name,
-        "sft": len(sft),
-        "pairs": len(pairs),
+        "sft": len(selected.examples),
+        "pairs": len(selected.pairs),
+        "prompts": selected.prompts,
+        "sample_accuracy": selected.sample_accuracy,
     }
 
 
