@@ -95,5 +95,12 @@ class Engine(Protocol):
     ) -> list[Generation]: ...
 
     def hidden_states(
-        self, prompts: Sequence[str], *, on_progress: ProgressFn | None = None
-    ) -> list[PromptStates]: ...
+        self,
+        prompts: Sequence[str],
+        *,
+        until_layer: int | None = None,
+        on_progress: ProgressFn | None = None,
+    ) -> list[PromptStates]:
+        """Prefill states of every prompt; with `until_layer`, layers 0..until_layer only
+        (an engine may stop its forward pass there)."""
+        ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+import contextlib
 from contextlib import nullcontext
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,7 @@ from transformers import (
 
 from engines.base import Generation, ProgressFn, PromptStates, Sample
 from engines.decoding import DecodedRow, Sampling, decode, prefill, prompt_positions
-from engines.hooks import capture_prefill, decoder_layers
+from engines.hooks import StopForward, capture_prefill, decoder_layers
 from engines.loading import resolve_model
 
 
@@ -106,21 +107,27 @@ class HFEngine:
 
     @torch.inference_mode()
     def hidden_states(
-        self, prompts: Sequence[str], *, on_progress: ProgressFn | None = None
+        self,
+        prompts: Sequence[str],
+        *,
+        until_layer: int | None = None,
+        on_progress: ProgressFn | None = None,
     ) -> list[PromptStates]:
-        """Prefill-only: runs the decoder without the LM head, so no vocabulary logits."""
+        """Prefill-only: runs the decoder without the LM head, so no vocabulary logits;
+        with `until_layer`, only up to that layer (the states hold layers 0..until_layer)."""
         states: list[PromptStates] = []
         decoder = self.model.get_decoder()
         for start in range(0, len(prompts), self.batch_size):
             batch = self._encode(prompts[start : start + self.batch_size])
             mask = batch["attention_mask"]
-            with capture_prefill(self.model, mask) as capture:
-                decoder(
-                    input_ids=batch["input_ids"],
-                    attention_mask=mask,
-                    position_ids=prompt_positions(mask),
-                    use_cache=False,
-                )
+            with capture_prefill(self.model, mask, until_layer=until_layer) as capture:
+                with contextlib.suppress(StopForward):
+                    decoder(
+                        input_ids=batch["input_ids"],
+                        attention_mask=mask,
+                        position_ids=prompt_positions(mask),
+                        use_cache=False,
+                    )
             states += capture.prompt_states()
             if on_progress:
                 on_progress(len(states), len(prompts))

@@ -87,7 +87,8 @@ class PrefillCapture:
         self.prompt_mean[index] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu()
 
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L+1, H) query-token and prompt-mean states."""
+        """(B, L'+1, H) query-token and prompt-mean states: every layer, or up to the
+        layer the capture stopped at."""
         if any(t is None for t in self.query_token):
             raise RuntimeError("the prefill was not captured at every layer")
         return torch.stack(self.query_token, 1), torch.stack(self.prompt_mean, 1)  # type: ignore[arg-type]
@@ -100,22 +101,34 @@ class PrefillCapture:
         ]
 
 
+class StopForward(Exception):
+    """Raised by the hook of the last layer a prefill needs: the layers above it never run."""
+
+
 @contextmanager
 def capture_prefill(
-    model: PreTrainedModel, attention_mask: torch.Tensor
+    model: PreTrainedModel, attention_mask: torch.Tensor, *, until_layer: int | None = None
 ) -> Iterator[PrefillCapture]:
-    """Hooks on the embeddings (layer 0) and every decoder layer, for the `with` block."""
+    """Hooks on the embeddings (layer 0) and every decoder layer, for the `with` block.
+    With `until_layer`, only layers 0..until_layer are captured and the hook of the last
+    one raises `StopForward` (the caller catches it): a prefill that stops there."""
     layers = decoder_layers(model)
+    last = len(layers) if until_layer is None else until_layer
+    if not 0 <= last <= len(layers):
+        raise ValueError(f"until_layer={until_layer}: the model has layers 0..{len(layers)}")
     capture = PrefillCapture(attention_mask)
-    capture.query_token = [None] * (len(layers) + 1)
-    capture.prompt_mean = [None] * (len(layers) + 1)
+    capture.query_token = [None] * (last + 1)
+    capture.prompt_mean = [None] * (last + 1)
+    stops = until_layer is not None
 
     def hook_for(index: int) -> Callable[[nn.Module, object, object], None]:
         def hook(_module: nn.Module, _args: object, output: object) -> None:
             capture.record(index, hidden_of(output))
+            if stops and index == last:
+                raise StopForward
 
         return hook
 
-    modules = [model.get_input_embeddings(), *layers]
+    modules = [model.get_input_embeddings(), *layers][: last + 1]
     with hooked(Hook(module, hook_for(i)) for i, module in enumerate(modules)):
         yield capture

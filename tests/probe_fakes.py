@@ -127,6 +127,16 @@ class FakeEngine:
         return generations
 
     def hidden_states(
-        self, prompts: Sequence[str], *, on_progress: ProgressFn | None = None
+        self,
+        prompts: Sequence[str],
+        *,
+        until_layer: int | None = None,
+        on_progress: ProgressFn | None = None,
     ) -> list[PromptStates]:
-        return [self.states(prompt) for prompt in prompts]
+        states = [self.states(prompt) for prompt in prompts]
+        if until_layer is None:
+            return states
+        return [
+            PromptStates(s.query_token[: until_layer + 1], s.prompt_mean[: until_layer + 1])
+            for s in states
+        ]

@@ -153,3 +153,20 @@ def test_sampled_rows_that_end_early_keep_exact_logprobs() -> None:
                 logp = torch.log_softmax(engine.model(ids).logits[0].float(), -1)
             expected = [logp[len(start) - 1 + i, t].item() for i, t in enumerate(sample.token_ids)]
             assert sample.logprobs == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_prefill_until_a_layer_never_runs_the_layers_above() -> None:
+    from engines.hooks import decoder_layers
+
+    engine = tiny_engine()
+    layers = decoder_layers(engine.model)
+    ran: list[int] = []
+    handles = [
+        layer.register_forward_hook(lambda *_a, i=i: ran.append(i)) for i, layer in enumerate(layers)
+    ]
+    try:
+        engine.hidden_states(["What is 1 + 1?"], until_layer=1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert ran == [0]  # decoder layer 0 is layer 1 of the states (0 = embeddings)

@@ -266,6 +266,17 @@ def test_hidden_states_are_per_prompt_and_every_layer(engine: Engine) -> None:
     assert engine.hidden_states([]) == []
 
 
+def test_hidden_states_until_a_layer_match_the_full_pass(engine: Engine) -> None:
+    """`until_layer` keeps layers 0..until_layer, equal to the full pass's."""
+    full = engine.hidden_states(PROMPTS)
+    until = engine.num_layers // 2
+    partial = engine.hidden_states(PROMPTS, until_layer=until)
+    for whole, part in zip(full, partial, strict=True):
+        for kind in FEATURE_KINDS:
+            assert part.feature(kind).shape[0] == until + 1
+            torch.testing.assert_close(part.feature(kind), whole.feature(kind)[: until + 1])
+
+
 def test_generation_captures_the_prefill_states(engine: Engine) -> None:
     """With `capture` (the default) an engine that captures its prefill returns the states
     `hidden_states` gives, whatever the sampling; one that does not returns none."""
