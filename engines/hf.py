@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-import contextlib
 from contextlib import nullcontext
 from functools import cached_property
 from pathlib import Path
@@ -120,14 +120,16 @@ class HFEngine:
         for start in range(0, len(prompts), self.batch_size):
             batch = self._encode(prompts[start : start + self.batch_size])
             mask = batch["attention_mask"]
-            with capture_prefill(self.model, mask, until_layer=until_layer) as capture:
-                with contextlib.suppress(StopForward):
-                    decoder(
-                        input_ids=batch["input_ids"],
-                        attention_mask=mask,
-                        position_ids=prompt_positions(mask),
-                        use_cache=False,
-                    )
+            with (
+                capture_prefill(self.model, mask, until_layer=until_layer) as capture,
+                contextlib.suppress(StopForward),
+            ):
+                decoder(
+                    input_ids=batch["input_ids"],
+                    attention_mask=mask,
+                    position_ids=prompt_positions(mask),
+                    use_cache=False,
+                )
             states += capture.prompt_states()
             if on_progress:
                 on_progress(len(states), len(prompts))
