@@ -67,7 +67,7 @@ class PassRateRows:
         >>> rows.sample_counts()
         (3, 5)
         """
-        wrong = int(round(float(np.sum(self.wrong_share)) * self.samples_per_prompt))
+        wrong = round(float(np.sum(self.wrong_share)) * self.samples_per_prompt)
         return len(self) * self.samples_per_prompt - wrong, wrong
 
     def split(self, seed: int) -> SplitIndices:
@@ -173,7 +173,7 @@ def soft_targets(wrong_share: FloatArray) -> tuple[NDArray[np.int64], FloatArray
     return labels, np.concatenate([wrong_share, 1.0 - wrong_share])
 
 
-def fit_soft(matrix: FloatArray, wrong_share: FloatArray, config: EstimatorConfig) -> Pipeline:
+def fit_soft(matrix: NDArray[np.floating], wrong_share: FloatArray, config: EstimatorConfig) -> Pipeline:
     """Standardize and fit a logistic regression to soft targets (N, D) -> (N,)."""
     labels, weights = soft_targets(wrong_share)
     with warnings.catch_warnings():
@@ -301,5 +301,8 @@ def _card(
 def _empty_features(n: int) -> FeatureSet:
     """A feature set of `n` rows of zeros (doctests)."""
     return FeatureSet(
-        [str(i) for i in range(n)], {"query_token": np.zeros((n, 1, 1))}, "fp", "tmpl"
+        [str(i) for i in range(n)],
+        {"query_token": np.zeros((n, 1, 1), dtype=np.float32)},
+        "fp",
+        "tmpl",
     )
