@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from agents.config import StageConfig
-from engines.base import Engine, ProgressFn, Sample
+from engines.base import Engine, ProgressFn, PromptStates, Sample
 from tasks.base import Item, Task
 
 
@@ -48,19 +49,29 @@ class AcquirePolicy(StageConfig):
         ge=0,
         description="The most self-instruct prompts a planner may ask for in one cycle.",
     )
+    candidate_factor: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Probe-guided acquisition: a pool of candidate_factor x prompts_per_cycle "
+        "train prompts is scored by the probe from prefill alone (the forward pass stops at "
+        "the probe's layer), and K samples are drawn only for the prompts whose predicted "
+        "risk is nearest 0.5 within [min_risk, max_risk]; the others wait for later cycles. "
+        "1: no scoring (a uniform draw).",
+    )
     min_risk: float = Field(
         default=0.0,
         ge=0.0,
         le=1.0,
-        description="Difficulty band, low end: prompts whose pre-generation probe risk is "
+        description="Learnability band, low end: prompts whose pre-generation probe risk is "
         "below are skipped as too easy (0 keeps all).",
     )
     max_risk: float = Field(
         default=1.0,
         ge=0.0,
         le=1.0,
-        description="Difficulty band, high end: prompts whose probe risk is above are skipped as "
-        "hopeless (1 keeps all).",
+        description="Learnability band, high end: prompts whose probe risk is above are skipped "
+        "as hopeless (1 keeps all; the honesty loop keeps them, it needs the always-wrong ones).",
     )
 
     @model_validator(mode="after")
@@ -92,6 +103,9 @@ class Attempt:
     samples: tuple[Sample, ...]
     risk: float | None  # the probe's risk from this generation's own prefill
     synthesized: bool = False
+    # the prefill states this generation captured (the pass-rate probe's features); not
+    # part of the JSON row: they are saved beside it as a feature set
+    states: PromptStates | None = field(default=None, compare=False, repr=False)
 
     def to_row(self) -> dict[str, Any]:
         """The attempt as one JSON-ready row (the session's `attempts.jsonl`)."""
@@ -124,6 +138,8 @@ class CyclePrompts:
     drawn: list[Item]
     synthetic: list[Item]
     notes: list[str]  # what is worth a line in the trace
+    scored: int = 0  # candidates the probe scored from prefill (0: a uniform draw)
+    scoring_seconds: float = 0.0
 
     @property
     def items(self) -> list[Item]:
@@ -131,24 +147,36 @@ class CyclePrompts:
 
 
 def cycle_prompts(
-    engine: Engine, task: Task, plan: dict[str, Any], *, cycle: int, seed: int
+    engine: Engine,
+    task: Task,
+    plan: dict[str, Any],
+    *,
+    candidate_factor: int,
+    cycle: int,
+    seed: int,
 ) -> CyclePrompts:
-    """This cycle's prompts per the acquire plan: a fresh draw from the train split (twice
-    what is needed, so the risk band can choose), kept within the band, plus the
-    self-instruct prompts the plan asks for (none whose group is held out)."""
+    """This cycle's prompts per the acquire plan: a fresh draw of `candidate_factor` times
+    the prompts needed from the train split, narrowed by the probe to the most learnable
+    ones (`guided_prompts`), plus the self-instruct prompts the plan asks for (none whose
+    group is held out)."""
     train = task.split("train", seed=seed)
-    pool = choose_prompts(train, plan["prompts"] * 2, cycle=cycle, seed=seed)
-    drawn = within_risk_band(engine, pool, plan["min_risk"], plan["max_risk"], plan["prompts"])
+    pool = choose_prompts(train, plan["prompts"] * candidate_factor, cycle=cycle, seed=seed)
+    started = time.perf_counter()
+    drawn, scored = guided_prompts(engine, pool, plan)
+    scoring_seconds = time.perf_counter() - started if scored else 0.0
     held_out = frozenset(i.group for s in ("dev", "test") for i in task.split(s, seed=seed))
     synthetic = synthesize_items(
         engine, task, train, plan["synthesize"], blocked_groups=held_out, seed=seed + cycle
     )
-    notes = (
-        [f"self-instruct: kept {len(synthetic)} of {plan['synthesize']} asked"]
-        if plan["synthesize"]
-        else []
+    notes = [f"self-instruct: kept {len(synthetic)} of {plan['synthesize']} asked"] * bool(
+        plan["synthesize"]
     )
-    return CyclePrompts(drawn, synthetic, notes)
+    if scored:
+        notes.append(
+            f"probe-guided: scored {scored} candidates from prefill, sampling the {len(drawn)} "
+            f"nearest risk 0.5 in [{plan['min_risk']:g}, {plan['max_risk']:g}]"
+        )
+    return CyclePrompts(drawn, synthetic, notes, scored, scoring_seconds)
 
 
 def sample_cycle(
@@ -179,12 +207,19 @@ def summary(attempts: Sequence[Attempt], k: int) -> tuple[str, dict[str, Any]]:
     """A line for the trace and the numbers behind it.
 
     >>> summary([], 4)
-    ('0 prompts x 4 samples', {'prompts': 0, 'mean_risk': None})
+    ('0 prompts x 4 samples, 0 tokens', {'prompts': 0, 'tokens': 0, 'mean_risk': None})
     """
-    return f"{len(attempts)} prompts x {k} samples", {
+    tokens = tokens_sampled(attempts)
+    return f"{len(attempts)} prompts x {k} samples, {tokens} tokens", {
         "prompts": len(attempts),
+        "tokens": tokens,
         "mean_risk": mean_risk(attempts),
     }
+
+
+def tokens_sampled(attempts: Sequence[Attempt]) -> int:
+    """New tokens generated across every sample of every attempt."""
+    return sum(len(sample.token_ids) for a in attempts for sample in a.samples)
 
 
 def mean_risk(attempts: Sequence[Attempt]) -> float | None:
@@ -233,7 +268,7 @@ def sample_attempts(
         on_progress=on_progress,
     )
     return [
-        Attempt(item, tuple(g.samples), g.risk, item.id in synthesized)
+        Attempt(item, tuple(g.samples), g.risk, item.id in synthesized, g.states)
         for item, g in zip(items, generations, strict=True)
     ]
 
@@ -297,15 +332,42 @@ def first_question(text: str) -> str | None:
     return None
 
 
-def within_risk_band(
-    engine: Engine, pool: Sequence[Item], min_risk: float, max_risk: float, count: int
+def guided_prompts(
+    engine: Engine, pool: Sequence[Item], plan: dict[str, Any]
+) -> tuple[list[Item], int]:
+    """(the prompts to sample, how many candidates were scored). With a probe attached
+    and a pool larger than the plan's prompts (or a narrowed band), every candidate is
+    scored from one prefill that stops at the probe's layer, and `learnable` picks; without
+    a probe, the first prompts of the (seeded, random) pool."""
+    count, band = plan["prompts"], (plan["min_risk"], plan["max_risk"])
+    narrowed = band != (0.0, 1.0)
+    if engine.risk_fn is None or (len(pool) <= count and not narrowed):
+        return list(pool[:count]), 0
+    states = engine.hidden_states([i.prompt for i in pool], until_layer=probe_depth(engine))
+    risks = [engine.risk_fn(s) for s in states]
+    return learnable(pool, risks, count, *band), len(pool)
+
+
+def probe_depth(engine: Engine) -> int | None:
+    """The deepest layer the attached probe reads (None: unknown, run every layer)."""
+    spec = getattr(engine.risk_fn, "spec", None)
+    return max(spec.layers) if spec is not None else None
+
+
+def learnable(
+    pool: Sequence[Item], risks: Sequence[float], count: int, min_risk: float, max_risk: float
 ) -> list[Item]:
-    """Up to `count` items whose pre-generation risk lies in [min_risk, max_risk] (the
-    difficulty band), from one prefill-only pass over the pool. With no probe attached, or
-    the full band, the first `count` of the pool."""
-    if engine.risk_fn is None or (min_risk <= 0.0 and max_risk >= 1.0):
-        return list(pool[:count])
-    risks = [engine.risk_fn(states) for states in engine.hidden_states([i.prompt for i in pool])]
-    return [item for item, risk in zip(pool, risks, strict=True) if min_risk <= risk <= max_risk][
-        :count
-    ]
+    """Up to `count` items whose risk lies in [min_risk, max_risk], nearest 0.5 first (the
+    prompts whose K samples are least likely to all get the same verdict); ties keep pool
+    order.
+
+    >>> items = [Item(str(i), f"q{i}", ("a",), str(i)) for i in range(5)]
+    >>> [i.id for i in learnable(items, [0.05, 0.9, 0.5, 0.6, 0.99], 2, 0.0, 0.95)]
+    ['2', '3']
+    >>> [i.id for i in learnable(items, [0.05, 0.9, 0.5, 0.6, 0.99], 9, 0.4, 0.95)]
+    ['2', '3', '1']
+    """
+    ranked = sorted(
+        (abs(risk - 0.5), index) for index, risk in enumerate(risks) if min_risk <= risk <= max_risk
+    )
+    return [pool[index] for _, index in ranked[:count]]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from pydantic import Field
 
 from agents.config import StageConfig
 from agents.refine import RefinePolicy, Strategy, refine_answers
-from engines.base import Engine, Generation, ProgressFn
+from engines.base import Engine, Generation, ProgressFn, PromptStates
 from probes.calibration import Thresholds
 from tasks.base import Item, Task
 
@@ -43,6 +43,7 @@ class ItemResult:
     abstained: bool = False
     risk: float | None = None
     mean_logprob: float | None = None
+    mean_entropy: float | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -79,6 +80,7 @@ def score_generation(task: Task, item: Item, generation: Generation) -> ItemResu
         finish_reason=sample.finish_reason,
         risk=generation.risk,
         mean_logprob=sample.mean_logprob,
+        mean_entropy=sample.mean_entropy,
     )
 
 
@@ -109,6 +111,10 @@ class Measurement:
     mean_risk: float | None
     probe_auroc: float | None  # the probe's AUROC on this version's own (fresh) labels
     probe_ece: float | None  # calibration error of the probe's risk on those labels
+    stale_auroc: float | None = None  # an older probe's, on the same labels and states
+    stale_ece: float | None = None
+    logprob_auroc: float | None = None  # baselines read after generation, same labels
+    entropy_auroc: float | None = None
 
 
 def measure(
@@ -122,10 +128,12 @@ def measure(
     thresholds: Thresholds | None = None,
     fallback: Callable[[str], str] | None = None,
     seed: int = 0,
+    stale: Callable[[PromptStates], float] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> Measurement:
     """Greedy answers (risk from their own prefill), refined by `strategy` (with the
-    refine policy's k and temperature, and `thresholds` for the risk routes), then scored."""
+    refine policy's k and temperature, and `thresholds` for the risk routes), then scored.
+    `stale` (an older probe) is scored on the same prefill states and labels."""
 
     prompts = [item.prompt for item in items]
     greedy = engine.generate(prompts, max_new_tokens=max_new_tokens, on_progress=on_progress)
@@ -159,7 +167,35 @@ def measure(
             )
             for item, r in zip(items, refined, strict=True)
         ]
-    return Measurement(results, EvalSummary.of(results), *probe_on_fresh_labels(plain))
+    measurement = Measurement(
+        results,
+        EvalSummary.of(results),
+        *probe_on_fresh_labels(plain),
+        logprob_auroc=baseline_auroc(plain, lambda r: -(r.mean_logprob or 0.0)),
+        entropy_auroc=baseline_auroc(plain, lambda r: r.mean_entropy or 0.0),
+    )
+    if stale is None:
+        return measurement
+    scored = [
+        replace(r, risk=stale(g.states) if g.states is not None else None)
+        for r, g in zip(plain, greedy, strict=True)
+    ]
+    _, stale_auroc, stale_ece = probe_on_fresh_labels(scored)
+    return replace(measurement, stale_auroc=stale_auroc, stale_ece=stale_ece)
+
+
+def baseline_auroc(
+    results: Sequence[ItemResult], risk: Callable[[ItemResult], float]
+) -> float | None:
+    """AUROC of a post-generation signal (low mean logprob, high entropy) on the answers
+    that finished: what the probe must beat before any token exists."""
+    from probes.metrics import auroc
+
+    finished = [r for r in results if r.finish_reason == "stop"]
+    labels = [int(not r.correct) for r in finished]
+    if len(set(labels)) < 2:
+        return None
+    return auroc(labels, [risk(r) for r in finished])
 
 
 def probe_on_fresh_labels(

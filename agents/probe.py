@@ -1,10 +1,14 @@
-"""Probe: the session's hallucination-risk probe, fitted on the current model's greedy
-answers to train-split items, saved in the session's folder, attached to engines so that
-every generation carries its pre-generation risk."""
+"""Probe: the session's hallucination-risk probe, saved in the session's folder and
+attached to engines so that every generation carries its pre-generation risk.
+
+Two fits: at the start, on the initial model's greedy answers to train-split items
+(`fit_session_probe`); then every cycle, on the current version's own samples
+(`refit_from_samples`): each acquired prompt labelled by the share of its K samples that
+were wrong, its features the prefill states its generation captured."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -12,13 +16,17 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from agents.acquire import Attempt
 from agents.config import StageConfig
-from engines.base import Engine, ProgressFn
+from agents.selection import label_with_verifier
+from engines.base import Engine, ProgressFn, PromptStates
 from probes.calibration import Thresholds, choose_thresholds
 from tasks.base import Item, Task
 
 if TYPE_CHECKING:
     from probes.artifact import Probe
+    from probes.features import FeatureSet
+    from probes.passrate import PassRateRows
 
 
 class ProbePolicy(StageConfig):
@@ -32,6 +40,12 @@ class ProbePolicy(StageConfig):
         ge=1,
         description="Token budget of those answers (null: evaluate.max_new_tokens). Labels from a "
         "smaller budget teach the probe truncation, not hallucination.",
+    )
+    refit_every_cycle: bool = Field(
+        default=True,
+        description="Refit the probe every cycle on the current version's own samples (each "
+        "prompt labelled by the share of its K samples that were wrong), so it is never stale "
+        "and a session gets one as soon as some samples are right and some wrong.",
     )
 
 
@@ -128,6 +142,97 @@ def attach_probe(engine: Engine, path: Path | None) -> None:
     """Score every generation of `engine` with the probe saved at `path` (None: no probe).
     The probe may have been fitted on an earlier version: that is how the monitor measures
     its drift on the new model."""
+    engine.risk_fn = risk_scorer(path) if path else None
+
+
+def risk_scorer(path: Path) -> Callable[[PromptStates], float]:
+    """The probe saved at `path` as a function of a prompt's prefill states."""
     from probes.runtime import RiskScorer
 
-    engine.risk_fn = RiskScorer(_load(str(path))) if path else None
+    return RiskScorer(_load(str(path)))
+
+
+def loop_probe_name(cycle: int) -> str:
+    """The artifact folder of the probe refit on cycle `cycle`'s samples.
+
+    >>> loop_probe_name(2)
+    'probes/cycle-2'
+    """
+    return f"probes/cycle-{cycle}"
+
+
+def loop_features(engine: Engine, attempts: Sequence[Attempt]) -> FeatureSet | None:
+    """The prefill features the attempts' generations captured (None when an engine did
+    not capture them, or there are none)."""
+    states = [a.states for a in attempts]
+    if not states or any(s is None for s in states):
+        return None
+    from probes.features import FeatureSet, prompt_template_hash
+
+    return FeatureSet.from_states(
+        [s for s in states if s is not None],
+        [a.item.id for a in attempts],
+        fingerprint=engine.fingerprint,
+        template_hash=prompt_template_hash(engine),
+        model_name=engine.name,
+    )
+
+
+def pass_rate_rows(
+    task: Task,
+    parts: Sequence[tuple[Sequence[Attempt], FeatureSet]],
+    *,
+    samples_per_prompt: int,
+    max_new_tokens: int,
+) -> PassRateRows | None:
+    """One version's acquired prompts (from every cycle that sampled it) as soft-labelled
+    rows: the share of each prompt's samples the verifier found wrong (None: no rows)."""
+    if not parts:
+        return None
+    import numpy as np
+
+    from probes.features import FeatureSet
+    from probes.passrate import PassRateRows
+
+    labelled = [lab for attempts, _ in parts for lab in label_with_verifier(task, attempts)]
+    return PassRateRows(
+        FeatureSet.concat([features for _, features in parts]),
+        np.array([1.0 - lab.pass_rate for lab in labelled]),
+        [lab.attempt.item.group for lab in labelled],
+        task=task.name,
+        samples_per_prompt=samples_per_prompt,
+        max_new_tokens=max_new_tokens,
+    )
+
+
+def refit_from_samples(
+    rows: PassRateRows | None, *, name: str, folder: Path, seed: int
+) -> FittedProbe:
+    """A pass-rate probe on `rows`, saved in `folder`; when the rows cannot support one yet
+    (no rows, or all samples right or all wrong), no probe and the reason with the counts.
+    Its `val_auroc` / `held_out_auroc` are concordances with the soft labels (AUROC when
+    the labels are 0/1)."""
+    if rows is None:
+        return _no_probe("no samples with prefill features from this version yet")
+    from probes.passrate import fit_pass_rate_probe
+
+    try:
+        fit = fit_pass_rate_probe(rows, seed=seed + 1)
+    except ValueError as error:
+        return _no_probe(str(error))
+    fit.probe.save(folder)
+    concordance = fit.chosen.validation_concordance
+    return FittedProbe(
+        name,
+        fit.chosen.spec.name,
+        None if concordance != concordance else concordance,  # NaN: one label on validation
+        None,
+        fit.held_out_concordance,
+        None,
+        fit.description,
+        Thresholds(),
+    )
+
+
+def _no_probe(reason: str) -> FittedProbe:
+    return FittedProbe(None, None, None, None, None, None, f"none ({reason})", Thresholds(), reason)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.selection import SelectStrategy
 
 # One version per record layout; changing a record's fields means bumping its own.
-METRICS_SCHEMA_VERSION = 1
+METRICS_SCHEMA_VERSION = 2
 DECISION_SCHEMA_VERSION = 2  # 2: a decision carries its cycle
 PLAN_SCHEMA_VERSION = 1
 CHOICE_SCHEMA_VERSION = 2  # 2: a planned choice carries its cycle
@@ -52,8 +52,32 @@ class CycleMetrics(_Record):
     probe_ece: float | None = Field(
         default=None, description="probe calibration error on those labels"
     )
+    predicted_accuracy: float | None = Field(
+        default=None, description="1 - mean probe risk on dev: the probe's accuracy forecast"
+    )
+    stale_probe_auroc: float | None = Field(
+        default=None,
+        description="last cycle's probe on the same fresh labels (staleness, measured)",
+    )
+    stale_probe_ece: float | None = None
+    logprob_auroc: float | None = Field(
+        default=None, description="low mean token logprob as a risk, same labels (baseline)"
+    )
+    entropy_auroc: float | None = Field(
+        default=None, description="mean token entropy as a risk, same labels (baseline)"
+    )
     n_dev: int = Field(default=0, ge=0)
     train_examples: int = Field(default=0, ge=0, description="examples this version was trained on")
+    candidates_scored: int = Field(
+        default=0, ge=0, description="train prompts the probe scored from prefill this cycle"
+    )
+    prompts_sampled: int = Field(default=0, ge=0, description="prompts sampled K times")
+    tokens_sampled: int = Field(default=0, ge=0, description="new tokens across those samples")
+    wasted_share: float | None = Field(
+        default=None, description="prompts whose K samples all got the same verdict / prompts"
+    )
+    scoring_seconds: float = Field(default=0.0, description="wall time scoring candidates")
+    sampling_seconds: float = Field(default=0.0, description="wall time drawing the K samples")
     refine: str = "none"
     eval_seconds: float | None = Field(
         default=None, description="wall time of this evaluation on dev"

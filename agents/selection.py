@@ -185,6 +185,19 @@ def sample_accuracy(labelled: Sequence[Labelled]) -> float:
     return sum(sum(lab.correct) for lab in labelled) / max(total, 1)
 
 
+def wasted_share(labelled: Sequence[Labelled]) -> float:
+    """Share of prompts whose samples all got the same verdict (all right or all wrong):
+    their samples teach the learner nothing a single one would not (DAPO drops them).
+
+    >>> from tasks.base import Item
+    >>> a = Attempt(Item("1", "q", ("a",), "1"), (), None)
+    >>> wasted_share([Labelled(a, (True, True)), Labelled(a, (True, False))])
+    0.5
+    """
+    same = sum(len(set(lab.correct)) <= 1 for lab in labelled)
+    return same / max(len(labelled), 1)
+
+
 @dataclass(frozen=True)
 class Selected:
     """One cycle's training data, and how many prompts it came from."""
@@ -193,6 +206,7 @@ class Selected:
     pairs: list[PreferencePair]
     prompts: int
     sample_accuracy: float
+    wasted_share: float  # prompts whose samples all got the same verdict
 
 
 def select_data(
@@ -213,7 +227,9 @@ def select_data(
     examples = STRATEGIES[strategy](labelled, per_prompt)
     examples = dedupe(examples) if policy.dedupe else examples
     pairs = preference_pairs(labelled) if policy.pairs else []
-    return Selected(examples, pairs, len(labelled), sample_accuracy(labelled))
+    return Selected(
+        examples, pairs, len(labelled), sample_accuracy(labelled), wasted_share(labelled)
+    )
 
 
 def usable_count(method: str, sft: int, pairs: int) -> int:

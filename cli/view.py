@@ -72,20 +72,28 @@ def print_cycle_table(state: dict[str, Any]) -> None:
         "cycle",
         "version",
         "dev acc",
+        "forecast",
         "halluc.",
-        "mean risk",
         "probe AUROC",
+        "last probe",
+        "logprob",
+        "tokens",
+        "wasted",
         "decision",
-        title="cycles",
+        title="cycles (AUROCs on the version's fresh dev labels; forecast = 1 - mean risk)",
     )
     for row in final.get("cycles", []):
         table.add_row(
             str(row["cycle"]),
             row["version"],
             f"{row['accuracy']:.1%}",
+            _pct(row.get("predicted_accuracy")),
             f"{row['hallucination_rate']:.1%}",
-            _num(row.get("mean_risk")),
             _num(row.get("probe_auroc")),
+            _num(row.get("stale_probe_auroc")),
+            _num(row.get("logprob_auroc")),
+            str(row.get("tokens_sampled") or "-"),
+            _pct(row.get("wasted_share")),
             row.get("decision") or "",
         )
     console.print(table)
@@ -101,6 +109,10 @@ def print_cycle_table(state: dict[str, Any]) -> None:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def print_event(event: Any, as_json: bool) -> None:

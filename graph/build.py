@@ -32,8 +32,8 @@ def build_graph(
     artifacts: ArtifactStore,
     load_engine: EngineLoader = load_engine_from,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """Wire probe -> baseline -> (acquire -> select -> optimize -> evaluate -> monitor)* ->
-    finalize, checkpointed by the store's checkpointer (thread id = session id).
+    """Wire probe -> baseline -> (acquire -> select -> refit -> optimize -> evaluate ->
+    monitor)* -> finalize, checkpointed by the store's checkpointer (thread id = session id).
 
     `policy` builds the planners (chat models named in it); the run's behaviour reads the
     policy passed as context to `invoke`/`stream`."""
@@ -45,6 +45,7 @@ def build_graph(
     graph.add_node("baseline", nodes.baseline)
     graph.add_node("acquire", nodes.acquire)
     graph.add_node("select", nodes.select)
+    graph.add_node("refit", nodes.refit)
     graph.add_node("optimize", nodes.optimize)
     graph.add_node("evaluate", nodes.evaluate)
     graph.add_node("monitor", nodes.monitor)

@@ -1,5 +1,6 @@
-"""The bulky things a cycle produces, kept in the session's artifact store as JSONL (the
-state holds only their names): the samples acquire drew, the data select chose."""
+"""The bulky things a cycle produces, kept in the session's artifact store (the state
+holds only their names): the samples acquire drew (JSONL) with the prefill features their
+generation captured (a feature set: the pass-rate probe's rows), the data select chose."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.acquire import Attempt
 from agents.selection import PreferencePair, Selected, SFTExample
 from storage import ArtifactStore
+
+if TYPE_CHECKING:
+    from probes.features import FeatureSet
 
 
 def save_attempts(artifacts: ArtifactStore, cycle: int, attempts: Sequence[Attempt]) -> str:
@@ -22,6 +26,37 @@ def save_attempts(artifacts: ArtifactStore, cycle: int, attempts: Sequence[Attem
 
 def load_attempts(artifacts: ArtifactStore, name: str) -> list[Attempt]:
     return [Attempt.from_row(row) for row in read_jsonl(artifacts, name)]
+
+
+def features_name(cycle: int) -> str:
+    return f"cycle-{cycle}/features"
+
+
+def save_features(artifacts: ArtifactStore, cycle: int, features: FeatureSet | None) -> None:
+    """The cycle's prefill features (rows aligned with its attempts), when captured."""
+    if features is None:
+        return
+    folder = artifacts.root / features_name(cycle)
+    features.save(folder)
+    artifacts.add_dir(features_name(cycle), folder, kind="features")
+
+
+def version_samples(
+    artifacts: ArtifactStore, fingerprint: str, cycles: range
+) -> list[tuple[list[Attempt], FeatureSet]]:
+    """The attempts and features of every cycle in `cycles` that sampled the model with
+    `fingerprint` (a version kept across cycles gathers rows from each)."""
+    from probes.features import FeatureSet
+
+    parts = []
+    for cycle in cycles:
+        name = features_name(cycle)
+        if artifacts.manifest().find(name) is None:
+            continue
+        features = FeatureSet.load(artifacts.verify(name))
+        if features.fingerprint == fingerprint:
+            parts.append((load_attempts(artifacts, f"cycle-{cycle}/attempts.jsonl"), features))
+    return parts
 
 
 def save_selected(artifacts: ArtifactStore, cycle: int, selected: Selected) -> dict[str, Any]:
@@ -36,6 +71,7 @@ def save_selected(artifacts: ArtifactStore, cycle: int, selected: Selected) -> d
         "pairs": len(selected.pairs),
         "prompts": selected.prompts,
         "sample_accuracy": selected.sample_accuracy,
+        "wasted_share": selected.wasted_share,
     }
 
 

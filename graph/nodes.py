@@ -16,7 +16,17 @@ from agents import selection
 from agents.evaluate import measure
 from agents.optimize import TrainSettings, train_version
 from agents.planner import Planner
-from agents.probe import FittedProbe, attach_probe, fit_session_probe, probe_artifact_name
+from agents.probe import (
+    FittedProbe,
+    attach_probe,
+    fit_session_probe,
+    loop_features,
+    loop_probe_name,
+    pass_rate_rows,
+    probe_artifact_name,
+    refit_from_samples,
+    risk_scorer,
+)
 from agents.records import CycleMetrics
 from engines.base import Engine
 from graph import cycle_data, reporting
@@ -26,17 +36,20 @@ from graph.state import SessionState
 from graph.transitions import (
     MONITOR_ROUTES,
     MonitorRoute,
+    acquisition_record,
     after_probe,
     after_select,
     candidate_metrics,
     cycle_metrics,
     history_of,
+    loop_probe_update,
     monitor_signals,
     next_version_name,
     plan_record,
     probe_fits,
     probe_update,
     promotion,
+    refit_message,
     retrain_counters,
     selection_message,
     session_thresholds,
@@ -105,20 +118,17 @@ class Nodes:
         return {"history": [metrics], "versions": {"v0": record}}
 
     def acquire(self, state: SessionState, runtime: Ctx) -> dict[str, Any]:
-        """Fresh train prompts (and self-instruct ones), K samples each, risk per prompt."""
+        """Train prompts (probe-guided from a scored pool, or a uniform draw) and
+        self-instruct ones, K samples each, risk per prompt; the prefill features saved."""
         policy, cycle, started = runtime.context, state.get("cycle", 0) + 1, time.time()
         emit = _emitter(runtime, "acquire", cycle, f"cycle {cycle} from {state['current_version']}")
         engine = self._with_probe(self.versions.engine(state), state)
         choice = self.planner.acquire(policy, cycle=cycle, history=history_of(state))
+        factor = policy.acquire.candidate_factor
         prompts = acquiring.cycle_prompts(
-            engine, self.task, choice.final, cycle=cycle, seed=policy.seed
+            engine, self.task, choice.final, candidate_factor=factor, cycle=cycle, seed=policy.seed
         )
-        for note in prompts.notes:
-            emit("action", note)
-        sampling = emit.progress("sampling")
-        attempts = acquiring.sample_cycle(
-            engine, prompts, policy.acquire, seed=policy.seed, cycle=cycle, on_progress=sampling
-        )
+        attempts, seconds = self._sample(engine, prompts, policy, cycle, emit)
         message, summary = acquiring.summary(attempts, policy.acquire.samples_per_prompt)
         emit.end(message, **summary)
         return {
@@ -126,10 +136,15 @@ class Nodes:
             "cycle_started_at": started,
             "attempts": cycle_data.save_attempts(self.artifacts, cycle, attempts),
             "candidate_version": None,
+            "acquisition": acquisition_record(
+                prompts.scored, len(attempts), summary["tokens"], prompts.scoring_seconds, seconds
+            ),
             "plans": [plan_record(choice, cycle, emit)],
         }
 
-    def select(self, state: SessionState, runtime: Ctx) -> Command[Literal["optimize", "monitor"]]:
+    def select(
+        self, state: SessionState, runtime: Ctx
+    ) -> Command[Literal["refit", "optimize", "monitor"]]:
         """Verifier (or self-judge) labels -> an SFT set and preference pairs."""
         policy, cycle = runtime.context, state["cycle"]
         emit = _emitter(runtime, "select", cycle)
@@ -148,7 +163,30 @@ class Nodes:
             emit("action", note)
         emit.end()
         update = {"data": data, "plans": [plan_record(choice, cycle, emit)]}
-        return Command(goto=route, update=update)
+        return Command(goto="refit" if policy.probe.refit_every_cycle else route, update=update)
+
+    def refit(self, state: SessionState, runtime: Ctx) -> Command[Literal["optimize", "monitor"]]:
+        """Refit the probe on the current version's own samples: each acquired prompt
+        labelled by the share of its K samples that were wrong, its features the prefill
+        its generation captured (every cycle that sampled this version contributes)."""
+        policy, cycle = runtime.context, state["cycle"]
+        emit = _emitter(runtime, "refit", cycle)
+        fingerprint = self.versions.engine(state).fingerprint
+        parts = cycle_data.version_samples(self.artifacts, fingerprint, range(1, cycle + 1))
+        rows = pass_rate_rows(
+            self.task,
+            parts,
+            samples_per_prompt=policy.acquire.samples_per_prompt,
+            max_new_tokens=policy.acquire.max_new_tokens,
+        )
+        name = loop_probe_name(cycle)
+        fitted = refit_from_samples(
+            rows, name=name, folder=self.artifacts.root / name, seed=policy.seed
+        )
+        self._record_probe(fitted, emit)
+        emit.end(refit_message(fitted), val_auroc=fitted.val_auroc, held_out=fitted.held_out_auroc)
+        route, _ = after_select(state.get("data") or {"sft": 0, "pairs": 0}, policy)
+        return Command(goto=route, update=loop_probe_update(fitted, fingerprint, state))
 
     def optimize(self, state: SessionState, runtime: Ctx) -> dict[str, Any]:
         """LoRA SFT or DPO from the current version -> a new candidate version."""
@@ -215,6 +253,31 @@ class Nodes:
         attach_probe(engine, self.artifacts.root / name if name else None)
         return engine
 
+    def _sample(
+        self,
+        engine: Engine,
+        prompts: acquiring.CyclePrompts,
+        policy: SessionPolicy,
+        cycle: int,
+        emit: Emitter,
+    ) -> tuple[list[acquiring.Attempt], float]:
+        """The prompts' notes traced, K samples of each prompt, their prefill features
+        saved; and the seconds the sampling took."""
+        for note in prompts.notes:
+            emit("action", note)
+        started = time.time()
+        attempts = acquiring.sample_cycle(
+            engine,
+            prompts,
+            policy.acquire,
+            seed=policy.seed,
+            cycle=cycle,
+            on_progress=emit.progress("sampling"),
+        )
+        seconds = time.time() - started
+        cycle_data.save_features(self.artifacts, cycle, loop_features(engine, attempts))
+        return attempts, seconds
+
     def _record_probe(self, fitted: FittedProbe, emit: Emitter) -> None:
         if fitted.name is None:
             emit("error", f"no probe fitted: {fitted.error}")
@@ -264,7 +327,7 @@ class Nodes:
     ) -> CycleMetrics:
         """`version` on the dev split, timed (the monitor scales that time to the test
         split it holds back from the wall budget)."""
-        started = time.time()
+        started, stale = time.time(), state.get("stale_probe")
         measured = measure(
             self._with_probe(engine, state),
             self.task,
@@ -275,6 +338,7 @@ class Nodes:
             thresholds=session_thresholds(policy.refine, state),
             fallback=self.fallback,
             seed=policy.seed,
+            stale=risk_scorer(self.artifacts.root / stale) if stale else None,
             on_progress=emit.progress("evaluating"),
         )
         metrics = cycle_metrics(

@@ -74,15 +74,10 @@ def test_items(task: Task, policy: SessionPolicy) -> list[Item]:
 
 
 def cycle_row(metrics: CycleMetrics, decisions: list[Decision]) -> dict[str, Any]:
-    """One row of the report's cycle table: the version's dev numbers and what the monitor
-    decided first in that cycle."""
+    """One row of the report's cycle table: the version's dev numbers (the probe's
+    forecast and AUROC beside the post-generation baselines), what its cycle's acquisition
+    cost, and what the monitor decided first in that cycle."""
     decided = next((d for d in decisions if d.cycle == metrics.cycle), None)
-    return {
-        "cycle": metrics.cycle,
-        "version": metrics.version,
-        "accuracy": metrics.accuracy,
-        "hallucination_rate": metrics.hallucination_rate,
-        "mean_risk": metrics.mean_risk,
-        "probe_auroc": metrics.probe_auroc,
-        "decision": decided.action if decided else None,
+    return metrics.model_dump(exclude={"schema_version"}) | {
+        "decision": decided.action if decided else None
     }

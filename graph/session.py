@@ -115,6 +115,11 @@ class Session:
         )
         return state
 
+    def mark_interrupted(self) -> None:
+        """Record the session `interrupted` now: for a process that is about to end without
+        unwinding (on a signal), where `run`'s own handler never runs."""
+        self._record_session("interrupted", self.graph())
+
     def _publish(self, payload: dict[str, Any], on_event: EventSink | None) -> None:
         event = Event(session_id=self.session_id, seq=0, **payload)
         if event.kind != "progress":

@@ -48,9 +48,11 @@ class SessionState(TypedDict, total=False):
     probe_fit_auroc: float | None  # on the probe's own held-out rows: the drift baseline
     probe_fit_ece: float | None
     probe_refits: int
+    stale_probe: str | None  # the probe before the last refit: measured beside the fresh one
     thresholds: dict[str, float]  # refine thresholds chosen on the probe's validation split
     attempts: str | None  # artifact name of this cycle's samples
     data: dict[str, Any] | None  # this cycle's selected data: artifact names and counts
+    acquisition: dict[str, Any]  # this cycle's acquisition: candidates scored, tokens, times
     cycle_started_at: float
     train: dict[str, Any]  # the last training run's settings
     retrain_settings: dict[str, Any] | None  # set by a retrain decision: settings to adjust

@@ -68,6 +68,36 @@ def probe_update(fitted: FittedProbe, fingerprint: str, fits: int) -> dict[str, 
     }
 
 
+def loop_probe_update(fitted: FittedProbe, fingerprint: str, state: SessionState) -> dict[str, Any]:
+    """A probe refit on the loop's samples replaces the session's probe, which becomes the
+    stale one the next evaluation measures beside it; no fit keeps the probe it had.
+
+    >>> no_fit = FittedProbe(None, None, None, None, None, None, "none", Thresholds())
+    >>> loop_probe_update(no_fit, "fp", {"probe": "probes/probe-0"})
+    {}
+    """
+    if fitted.name is None:
+        return {}
+    return {
+        "probe": fitted.name,
+        "stale_probe": state.get("probe"),
+        "probe_fingerprint": fingerprint,
+        "probe_val_auroc": fitted.val_auroc,
+        "probe_val_ece": fitted.val_ece,
+        "probe_fit_auroc": fitted.held_out_auroc,
+        "probe_fit_ece": fitted.held_out_ece,
+    }
+
+
+def refit_message(fitted: FittedProbe) -> str:
+    """
+    >>> refit_message(FittedProbe(None, None, None, None, None, None, "none (x)", Thresholds()))
+    "probe refit on this version's samples: none (x); the session keeps its probe"
+    """
+    keeps = "; the session keeps its probe" if fitted.name is None else ""
+    return f"probe refit on this version's samples: {fitted.description}{keeps}"
+
+
 def session_thresholds(policy: RefinePolicy, state: SessionState) -> Thresholds:
     """The policy's refine thresholds, else those chosen on the probe's validation split,
     else the defaults.
@@ -159,7 +189,7 @@ def trained_update(
 
 
 def cycle_metrics(measured: Measurement, *, cycle: int, version: str, refine: str) -> CycleMetrics:
-    s = measured.summary
+    s, risk = measured.summary, measured.mean_risk
     return CycleMetrics(
         cycle=cycle,
         version=version,
@@ -170,19 +200,45 @@ def cycle_metrics(measured: Measurement, *, cycle: int, version: str, refine: st
         mean_risk=measured.mean_risk,
         probe_auroc=measured.probe_auroc,
         probe_ece=measured.probe_ece,
+        predicted_accuracy=None if risk is None else 1.0 - risk,
+        stale_probe_auroc=measured.stale_auroc,
+        stale_probe_ece=measured.stale_ece,
+        logprob_auroc=measured.logprob_auroc,
+        entropy_auroc=measured.entropy_auroc,
         n_dev=s.n,
         refine=refine,
     )
 
 
 def candidate_metrics(metrics: CycleMetrics, state: SessionState, now: float) -> CycleMetrics:
-    """The candidate's dev metrics with what made it: examples and the cycle's wall time."""
+    """The candidate's dev metrics with what made it: the cycle's acquisition, examples
+    and wall time."""
+    data = state.get("data") or {}
     return metrics.model_copy(
-        update={
-            "train_examples": (state.get("data") or {}).get("sft", 0),
+        update=(state.get("acquisition") or {})
+        | {
+            "train_examples": data.get("sft", 0),
+            "wasted_share": data.get("wasted_share"),
             "seconds": now - state.get("cycle_started_at", now),
         }
     )
+
+
+def acquisition_record(
+    scored: int, prompts: int, tokens: int, scoring_seconds: float, sampling_seconds: float
+) -> dict[str, Any]:
+    """What one cycle's acquisition cost (the cycle's metrics carry it).
+
+    >>> acquisition_record(0, 4, 100, 0.0, 2.5)["tokens_sampled"]
+    100
+    """
+    return {
+        "candidates_scored": scored,
+        "prompts_sampled": prompts,
+        "tokens_sampled": tokens,
+        "scoring_seconds": scoring_seconds,
+        "sampling_seconds": sampling_seconds,
+    }
 
 
 def monitor_signals(

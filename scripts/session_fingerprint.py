@@ -27,6 +27,8 @@ WALL_KEYS = frozenset(
         "eval_seconds",
         "train_seconds",
         "wall_seconds",
+        "scoring_seconds",
+        "sampling_seconds",
         "ts",
         "elapsed_minutes",
         "last_cycle_minutes",

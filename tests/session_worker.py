@@ -3,7 +3,7 @@
 
     python tests/session_worker.py --store URL --root DIR --session ID [--resume]
         [--events-out FILE] [--set key=value ...] [--die-after-version]
-        [--slow-checkpoints SECONDS]
+        [--slow-checkpoints SECONDS] [--stall-before-version SECONDS]
 
 It is `autodidact run --policy FILE` / `autodidact resume ID` with two stand-ins: the tiny
 random Llama of tests/tiny_models.py for the policy's model (seeded, so every process
@@ -17,6 +17,8 @@ log kept. --die-after-version: SIGKILL this process right after the first traine
 version is renamed into place, before its node is checkpointed. --slow-checkpoints S:
 every checkpoint put waits S seconds first, so a node that started before the previous
 checkpoint was written would show (and a session lasts long enough to follow).
+--stall-before-version S: optimize waits S seconds before it saves the first trained
+version, so a signal sent once `c1/optimize/0` is logged lands mid-node.
 
 Tests start it with `launch(...)` and watch the store with `wait_for_key(...)`.
 """
@@ -90,6 +92,7 @@ def launch(
     sets: Sequence[str] = (),
     die_after_version: bool = False,
     slow_checkpoints: float = 0.0,
+    stall_before_version: float = 0.0,
 ) -> Worker:
     """Start a worker running (or resuming) `session`; returns at once."""
     command = [sys.executable, str(Path(__file__).resolve())]
@@ -99,6 +102,7 @@ def launch(
     command += [arg for s in sets for arg in ("--set", s)]
     command += ["--die-after-version"] if die_after_version else []
     command += ["--slow-checkpoints", str(slow_checkpoints)] if slow_checkpoints else []
+    command += ["--stall-before-version", str(stall_before_version)] if stall_before_version else []
     logs = root / "worker-logs"
     logs.mkdir(parents=True, exist_ok=True)
     stem = f"{session}.{'resume' if resume else 'run'}.{time.monotonic_ns()}"
@@ -137,7 +141,9 @@ def read_events(path: Path) -> list[Any]:
     return [e for e in events if e.kind != "progress"]
 
 
-WALL_TIMES = frozenset({"seconds", "eval_seconds"})  # differ between any two runs
+WALL_TIMES = frozenset(
+    {"seconds", "eval_seconds", "scoring_seconds", "sampling_seconds"}
+)  # differ between any two runs
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--slow-checkpoints", type=float, default=0.0, help="seconds each checkpoint put waits"
     )
+    parser.add_argument(
+        "--stall-before-version", type=float, default=0.0, help="seconds before v1 is saved"
+    )
     return parser.parse_args(argv)
 
 
@@ -234,6 +243,8 @@ def stand_in_app(args: argparse.Namespace) -> Any:
         die_after_first_version()
     if args.slow_checkpoints:
         slow_checkpoints(args.slow_checkpoints)
+    if args.stall_before_version:
+        stall_before_first_version(args.stall_before_version)
     return make_app(stand_in_loaders(), view=view)
 
 
@@ -264,6 +275,22 @@ def die_after_first_version() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     agents.optimize._save_version = save_then_die
+
+
+def stall_before_first_version(seconds: float) -> None:
+    """The first version's save waits `seconds` first (a sleep a signal interrupts)."""
+    import agents.optimize
+
+    save = agents.optimize._save_version
+    stalled: list[bool] = []
+
+    def stall_then_save(*args: Any, **kwargs: Any) -> None:
+        if not stalled:
+            stalled.append(True)
+            time.sleep(seconds)
+        save(*args, **kwargs)
+
+    agents.optimize._save_version = stall_then_save
 
 
 def slow_checkpoints(seconds: float) -> None:

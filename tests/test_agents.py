@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from agents.acquire import Attempt, choose_prompts, synthesize_items, within_risk_band
+from agents.acquire import Attempt, choose_prompts, guided_prompts, synthesize_items
 from agents.refine import refine_answers
 from agents.selection import (
     correct_only,
@@ -15,8 +15,9 @@ from agents.selection import (
     preference_pairs,
     risk_weighted,
 )
-from engines.base import Generation, Sample
+from engines.base import Generation, PromptStates, Sample
 from probes.calibration import Thresholds, choose_thresholds
+from probes.features import FeatureSpec
 from tasks import get_task
 from tasks.base import Item
 from tasks.verifiers import number_key
@@ -115,16 +116,39 @@ def test_risk_adaptive_uses_the_fallback_above_the_high_threshold() -> None:
     assert (answer.route, answer.text) == ("fallback", "2")
 
 
-def test_risk_band_keeps_only_prompts_inside_it() -> None:
+class LayerOneScorer:
+    """A stand-in probe reading layer 1: risk 0.9 or 0.1 by the sign of one coordinate."""
+
+    spec = FeatureSpec("query_token", (1,))
+
+    def __call__(self, states: PromptStates) -> float:
+        return 0.9 if float(states.query_token[1, 1]) > 0 else 0.1
+
+
+def test_guided_prompts_score_the_pool_to_the_probe_layer_and_keep_the_band() -> None:
     engine = tiny_engine()
-    pool = [Item(str(i), f"What is {i} + 1?", (str(i + 1),), str(i)) for i in range(6)]
-    engine.risk_fn = lambda states: 0.9 if float(states.query_token[-1, 1]) > 0 else 0.1
+    pool = [Item(str(i), f"What is {i} + 1?", (str(i + 1),), str(i)) for i in range(8)]
+    engine.risk_fn = scorer = LayerOneScorer()
+    plan = {"prompts": 3, "min_risk": 0.5, "max_risk": 1.0}
     try:
-        kept = within_risk_band(engine, pool, 0.5, 1.0, count=6)
-        scored = [engine.risk_fn(s) for s in engine.hidden_states([i.prompt for i in pool])]
+        kept, scored = guided_prompts(engine, pool, plan)
     finally:
         engine.risk_fn = None
-    assert [i.id for i in kept] == [i.id for i, r in zip(pool, scored, strict=True) if r >= 0.5]
+    risks = [scorer(s) for s in engine.hidden_states([i.prompt for i in pool])]  # full depth
+    in_band = [i.id for i, r in zip(pool, risks, strict=True) if r >= 0.5]
+    assert scored == 8 and [i.id for i in kept] == in_band[:3]
+
+
+def test_without_a_probe_or_a_larger_pool_the_draw_is_uniform() -> None:
+    engine = tiny_engine()
+    pool = [Item(str(i), f"q{i}", ("a",), str(i)) for i in range(6)]
+    plan = {"prompts": 4, "min_risk": 0.0, "max_risk": 1.0}
+    assert guided_prompts(engine, pool, plan) == (pool[:4], 0)  # no probe attached
+    engine.risk_fn = LayerOneScorer()
+    try:
+        assert guided_prompts(engine, pool[:4], plan) == (pool[:4], 0)  # nothing to choose
+    finally:
+        engine.risk_fn = None
 
 
 class ScriptedWriter:
