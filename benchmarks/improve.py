@@ -1,19 +1,35 @@
 """The default improvement session on the default model, measured.
 
     python -m benchmarks.improve [--preset default] [--set key=value ...]
+    python -m benchmarks.improve --compare [--seeds 0 1 2] [--tasks arithmetic hard]
+                                 [--factor 3] [--cycles 3] [--set key=value ...]
+                                 [--out runs/bench-compare.json]
 
-Runs one session (arithmetic by default) to the monitor's stop and prints: wall time;
-test accuracy and hallucination rate of the initial and the final model (the initial one
-answers with the same >= 96-token budget, so truncation is no handicap); every decision the
-monitor made and why; and the share of wall time spent outside model compute (generation,
-prefill and optimizer steps), measured by timing those calls.
+One session (arithmetic by default) to the monitor's stop prints: wall time; test accuracy
+and hallucination rate of the initial and the final model (the initial one answers with the
+same >= 96-token budget, so truncation is no handicap); every decision the monitor made and
+why; and the share of wall time spent outside model compute (generation, prefill and
+optimizer steps), measured by timing those calls.
+
+`--compare` runs uniform acquisition (`acquire.candidate_factor=1`) against probe-guided
+acquisition (`--factor`) for every seed and task, same seed and policy otherwise, a fixed
+number of cycles with the wall-clock budget rule off (so both arms do the same work), one
+session after another in this process; `hard` is 2-digit subtraction and multiplication.
+It prints, per task: test accuracy of each arm, the paired difference, sampled tokens,
+wasted-prompt share, the probe's AUROC on each new version's fresh dev labels beside last
+cycle's probe and the mean-logprob and entropy baselines, the probe's accuracy forecast
+error, and the cost of scoring the candidate pool relative to sampling; means over seeds
+with 95% t-intervals. Results are written to `--out` after every session.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +41,7 @@ from graph.policy import resolve_policy
 from graph.session import Session, new_session_id
 from storage import open_store
 from tasks import get_task
+from tasks.base import Task
 
 COMPUTE_SECONDS: dict[str, float] = {"generate": 0.0, "hidden_states": 0.0, "train": 0.0}
 
@@ -43,6 +60,149 @@ def timed(owner: Any, name: str, bucket: str) -> None:
     setattr(owner, name, wrapper)
 
 
+# the comparison's fixed schedule: the same number of cycles for both arms, whatever the
+# clock says (the budget rule reads the clock), no retrains, no greedy probe refits
+COMPARE_SETS = (
+    "monitor.patience=99",
+    "monitor.project_wall_budget=false",
+    "monitor.max_wall_minutes=600",
+    "monitor.max_retrains=0",
+    "monitor.max_probe_refits=0",
+)
+# the comparison's session size: 3 seeds x 2 tasks x 2 arms in about 75 minutes on 2 cores
+COMPARE_SIZE = (
+    "acquire.prompts_per_cycle=32",
+    "evaluate.dev_limit=100",
+    "evaluate.test_limit=100",
+    "probe.items=64",
+    "select.min_examples=4",
+)
+
+
+def compare_task(name: str) -> Task:
+    """`arithmetic` (2-digit addition, the default) or `hard` (2-digit subtraction and
+    multiplication: the initial model is right under 10% of the time)."""
+    if name == "hard":
+        return get_task("arithmetic", n=500, digits=2, operators="-*")
+    return get_task(name)
+
+
+def run_one(task: Task, sets: Sequence[str], root: Path, label: str) -> dict[str, Any]:
+    """One session of the comparison: its report, wall time and tokens."""
+    policy = resolve_policy("default", None, list(sets))
+    engine = load_model(policy.model)
+    started = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    with open_store(f"sqlite:///{root}/autodidact.db", root) as store:
+        state = Session(new_session_id(task.name), policy, store, task, engine).run()
+    final = state["final"]
+    return {
+        "label": label,
+        "wall_seconds": time.perf_counter() - started,
+        "initial_test_accuracy": final["initial"]["test_accuracy"],
+        "test_accuracy": final["final"]["test_accuracy"],
+        "n_test": final["final"]["n_test"],
+        "cycles": [row for row in final["cycles"] if row["cycle"] >= 1],
+    }
+
+
+def mean_ci(values: Sequence[float]) -> str:
+    """Mean and 95% t-interval half-width over seeds, e.g. '0.712 +- 0.040 (n=3)'."""
+    from scipy.stats import t
+
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:.3f} (n=1)"
+    half = t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return f"{mean:.3f} +- {half:.3f} (n={len(values)})"
+
+
+def per_seed(runs: list[dict[str, Any]], key: str, *, reduce: str = "mean") -> list[float]:
+    """One number per run: a top-level value, or the cycles' mean (or sum) of `key`."""
+    values = []
+    for run in runs:
+        if key in run:
+            values.append(run[key])
+            continue
+        found = [row[key] for row in run["cycles"] if row.get(key) is not None]
+        if found:
+            values.append(sum(found) if reduce == "sum" else statistics.fmean(found))
+    return values
+
+
+def forecast_error(run: dict[str, Any]) -> float | None:
+    """Mean |forecast - measured| dev accuracy over the run's cycles."""
+    rows = [r for r in run["cycles"] if r.get("predicted_accuracy") is not None]
+    if not rows:
+        return None
+    return statistics.fmean(abs(r["predicted_accuracy"] - r["accuracy"]) for r in rows)
+
+
+def scoring_share(run: dict[str, Any]) -> float | None:
+    scoring = sum(r["scoring_seconds"] for r in run["cycles"])
+    sampling = sum(r["sampling_seconds"] for r in run["cycles"])
+    return scoring / sampling if sampling else None
+
+
+def print_comparison(results: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+    """Markdown tables: per task, each arm's means over seeds with 95% t-intervals."""
+    for task, arms in results.items():
+        uniform, guided = arms.get("uniform", []), arms.get("guided", [])
+        print(f"\n### {task}: uniform vs probe-guided acquisition\n")
+        print("| measure | uniform | guided |\n|---|---|---|")
+        rows: list[tuple[str, Callable[[list[dict[str, Any]]], list[float]]]] = [
+            ("test accuracy, initial model", lambda r: per_seed(r, "initial_test_accuracy")),
+            ("test accuracy, final model", lambda r: per_seed(r, "test_accuracy")),
+            ("tokens sampled (all cycles)", lambda r: per_seed(r, "tokens_sampled", reduce="sum")),
+            ("wasted-prompt share", lambda r: per_seed(r, "wasted_share")),
+            ("probe AUROC, fresh dev labels", lambda r: per_seed(r, "probe_auroc")),
+            ("last cycle's probe, same labels", lambda r: per_seed(r, "stale_probe_auroc")),
+            ("mean token logprob AUROC", lambda r: per_seed(r, "logprob_auroc")),
+            ("mean token entropy AUROC", lambda r: per_seed(r, "entropy_auroc")),
+            ("probe ECE, fresh dev labels", lambda r: per_seed(r, "probe_ece")),
+            (
+                "|forecast - dev accuracy|",
+                lambda r: [e for e in map(forecast_error, r) if e is not None],
+            ),
+            (
+                "pool scoring / sampling time",
+                lambda r: [x for x in map(scoring_share, r) if x is not None],
+            ),
+            ("wall seconds", lambda r: per_seed(r, "wall_seconds")),
+        ]
+        for name, values in rows:
+            print(f"| {name} | {mean_ci(values(uniform))} | {mean_ci(values(guided))} |")
+        paired = [
+            g["test_accuracy"] - u["test_accuracy"] for u, g in zip(uniform, guided, strict=False)
+        ]
+        print(f"\nguided - uniform test accuracy, paired by seed: {mean_ci(paired)}")
+
+
+def compare(args: argparse.Namespace) -> None:
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    schedule = [*COMPARE_SIZE, *COMPARE_SETS, f"monitor.max_cycles={args.cycles}"]
+    tasks = {name: compare_task(name) for name in args.tasks}
+    for seed in args.seeds:  # seeds outermost: a cut-short run still has whole pairs
+        for name, task in tasks.items():
+            for arm, factor in (("uniform", 1), ("guided", args.factor)):
+                sets = [*schedule, f"seed={seed}", f"acquire.candidate_factor={factor}", *args.sets]
+                run = run_one(
+                    task, sets, args.root / f"{name}-{seed}-{arm}", f"{name} {seed} {arm}"
+                )
+                results.setdefault(name, {}).setdefault(arm, []).append(run)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(results, indent=1))
+                print(
+                    f"[{name} seed {seed} {arm}] test {run['initial_test_accuracy']:.1%} -> "
+                    f"{run['test_accuracy']:.1%}, {run['wall_seconds'] / 60:.1f} min",
+                    flush=True,
+                )
+    print_comparison(results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -50,7 +210,20 @@ def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--root", type=Path, default=Path("runs/bench-improve"))
+    parser.add_argument("--compare", action="store_true", help="uniform vs probe-guided")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--tasks", nargs="+", default=["arithmetic", "hard"])
+    parser.add_argument("--factor", type=int, default=3, help="guided arm's candidate_factor")
+    parser.add_argument("--cycles", type=int, default=2, help="cycles per session (--compare)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-compare.json"))
+    parser.add_argument("--report", type=Path, help="print the tables of a saved --out file")
     args = parser.parse_args()
+    if args.report:
+        print_comparison(json.loads(args.report.read_text()))
+        return
+    if args.compare:
+        compare(args)
+        return
 
     timed(HFEngine, "generate", "generate")
     timed(HFEngine, "hidden_states", "hidden_states")
