@@ -36,6 +36,7 @@ from probes.split import DEFAULT_FRACTIONS, SplitIndices, grouped_split
 FloatArray = NDArray[np.float64]
 MIN_TRAIN_ROWS = 4
 MIN_VALIDATION_ROWS = 2
+SPLIT_TRIES = 10  # split seeds tried before giving up on rows too few to split well
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,14 @@ class PassRateRows:
     def split(self, seed: int) -> SplitIndices:
         return grouped_split(self.groups, seed=seed, fractions=DEFAULT_FRACTIONS)
 
+    def usable_split_seed(self, seed: int) -> int | None:
+        """The first of `SPLIT_TRIES` split seeds from `seed` on whose split supports a fit
+        (with few right samples, one seed may put them all outside the train rows)."""
+        return next((s for s in range(seed, seed + SPLIT_TRIES) if self.problem(s) is None), None)
+
     def problem(self, seed: int) -> str | None:
-        """Why no probe can be fitted on these rows yet (None: it can), with the counts.
+        """Why no probe can be fitted on these rows with this split seed (None: it can),
+        with the counts.
 
         >>> rows = PassRateRows(_empty_features(3), np.ones(3), ["a", "b", "c"], task="t",
         ...                     samples_per_prompt=2)
@@ -173,7 +180,9 @@ def soft_targets(wrong_share: FloatArray) -> tuple[NDArray[np.int64], FloatArray
     return labels, np.concatenate([wrong_share, 1.0 - wrong_share])
 
 
-def fit_soft(matrix: NDArray[np.floating], wrong_share: FloatArray, config: EstimatorConfig) -> Pipeline:
+def fit_soft(
+    matrix: NDArray[np.floating], wrong_share: FloatArray, config: EstimatorConfig
+) -> Pipeline:
     """Standardize and fit a logistic regression to soft targets (N, D) -> (N,)."""
     labels, weights = soft_targets(wrong_share)
     with warnings.catch_warnings():
@@ -207,11 +216,11 @@ def fit_pass_rate_probe(
 ) -> PassRateFit:
     """Every layer x feature kind fitted on the train rows, the lowest validation log loss
     chosen and Platt-calibrated on validation, then scored once on the test rows. Raises
-    ValueError (with `rows.problem`) when the rows cannot support a fit."""
-    problem = rows.problem(seed)
-    if problem:
-        raise ValueError(problem)
-    split = rows.split(seed)
+    ValueError (with `rows.problem`) when no split of the rows supports a fit."""
+    split_seed = rows.usable_split_seed(seed)
+    if split_seed is None:
+        raise ValueError(rows.problem(seed))
+    seed, split = split_seed, rows.split(split_seed)
     share = rows.wrong_share
     candidates = [
         _score_candidate(rows.features, share, split, spec, config)

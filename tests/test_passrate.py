@@ -71,3 +71,14 @@ def test_rows_must_align() -> None:
     rows = rows_with_signal(n=5)
     with pytest.raises(ValueError, match="must align"):
         PassRateRows(rows.features, np.ones(4), rows.groups, task="t", samples_per_prompt=4)
+
+
+def test_a_single_prompt_with_right_samples_still_gets_a_probe() -> None:
+    """One prompt of 40 has a right sample: some split seed puts it in the train rows."""
+    rows = rows_with_signal(n=40)
+    share = np.ones(40)
+    share[7] = 0.75
+    few_right = PassRateRows(rows.features, share, rows.groups, task="t", samples_per_prompt=4)
+    fitted = fit_pass_rate_probe(few_right, seed=1)
+    assert fitted.right_samples == 1
+    assert 7 in few_right.split(fitted.probe.card.split.seed).train
