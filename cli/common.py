@@ -126,7 +126,7 @@ def fail(message: str) -> typer.Exit:
 
 
 def cli_command(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn known user errors into one line and exit code 2."""
+    """Turn known user errors, and a full disk, into one line and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -135,6 +135,12 @@ def cli_command(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except user_errors() as error:
             raise fail(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
+        except Exception as error:
+            from cli.interrupts import disk_full, disk_full_line
+
+            if isinstance(error, typer.Exit) or not disk_full(error):
+                raise
+            raise fail(f"{disk_full_line(error)}: free some space and run it again") from None
 
     return wrapper
 

@@ -3,8 +3,11 @@ The console output is one consumer of the graph's event stream."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +31,7 @@ from cli.common import (
     err_console,
     fail,
 )
+from cli.interrupts import disk_full, disk_full_line, ending_on_signals, exit_code, stop_line
 from cli.view import EventView, console_view, print_cycle_table, print_event
 from engines.loading import DEFAULT_MODEL
 from probes.calibration import Thresholds
@@ -76,6 +80,47 @@ def check_checkpoint(store: Any, session_id: str, root: Path, *, resume: bool) -
             f"{resume_hint(session_id, store.display_url, root)} continues it, "
             "or pick another --session-id"
         )
+
+
+def last_words(session: Any, shown: contextlib.ExitStack) -> Callable[[int], None]:
+    """What a session does when a signal ends it: `interrupted` in the registry, then
+    the progress bars closed. Each on its own: a store that is gone still closes them."""
+
+    def say(_signum: int) -> None:
+        with contextlib.suppress(Exception):
+            session.mark_interrupted()
+        shown.close()
+
+    return say
+
+
+def farewell(hint: str) -> Callable[[int], None]:
+    """The line a signal that ends a session leaves on stderr."""
+
+    def say(signum: int) -> None:
+        err_console.print(stop_line(signum, hint), highlight=False, soft_wrap=True)
+
+    return say
+
+
+def session_failure(error: Exception, display_url: str, hint: str) -> typer.Exit | None:
+    """A session stopped by a full disk or a lost store: one line, exit 2, and how to
+    resume once that is fixed (the last completed step is checkpointed). None for any
+    other error: a bug, to be raised with its traceback."""
+    from storage import StoreError
+
+    if disk_full(error):
+        return fail(
+            f"{disk_full_line(error)}; the last completed step is checkpointed: "
+            f"once space is freed, {hint}"
+        )
+    if isinstance(error, StoreError) or "redis" in type(error).__module__:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return fail(
+            f"lost the store {display_url} ({reason.rstrip('.')}); the last "
+            f"completed step is checkpointed there: once it is back, {hint}"
+        )
+    return None
 
 
 class SessionCommands:
@@ -190,21 +235,18 @@ class SessionCommands:
             )
             hint = resume_hint(session_id, opened.display_url, root)
             try:
-                with self.view() as view:
-                    state = session.run(resume=resume, on_event=view)
-            except KeyboardInterrupt:
-                err_console.print(f"interrupted: {hint} continues from the last completed step")
-                raise typer.Exit(130) from None
+                with contextlib.ExitStack() as shown:
+                    view = shown.enter_context(self.view())
+                    with ending_on_signals(last_words(session, shown), farewell(hint)):
+                        state = session.run(resume=resume, on_event=view)
+            except KeyboardInterrupt:  # Ctrl-C outside `ending_on_signals`
+                err_console.print(stop_line(signal.SIGINT, hint), highlight=False, soft_wrap=True)
+                raise typer.Exit(exit_code(signal.SIGINT)) from None
             except Exception as error:
-                from storage import StoreError
-
-                if isinstance(error, StoreError) or "redis" in type(error).__module__:
-                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                    raise fail(
-                        f"lost the store {opened.display_url} ({reason.rstrip('.')}); the last "
-                        f"completed step is checkpointed there: once it is back, {hint}"
-                    ) from None
-                raise
+                failure = session_failure(error, opened.display_url, hint)
+                if failure is None:
+                    raise
+                raise failure from None
         print_cycle_table(dict(state))
         console.print(f"session files: {session.folder}")
 

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import copy_checkpoint
+from langgraph.checkpoint.base.id import uuid6
+
 from engines.base import Engine
 from graph.build import build_graph
 from graph.policy import SessionPolicy
@@ -64,7 +68,7 @@ class Session:
         return Path(self.store.root) / "sessions" / self.session_id
 
     @property
-    def config(self) -> dict[str, Any]:
+    def config(self) -> RunnableConfig:
         return {"configurable": {"thread_id": self.session_id}, "recursion_limit": 500}
 
     def graph(self) -> Any:
@@ -89,25 +93,27 @@ class Session:
         inputs = (
             None if resume else initial_state(self.session_id, self.policy, self.engine, self.task)
         )
+        if resume:
+            self._rerun_unfinished_step(graph)
         self._record_session("running", graph)
+        # durability="sync": a node starts only once the previous one's checkpoint is
+        # written, so after a kill -9 no completed node runs again.
+        stream = graph.stream(
+            inputs,
+            self.config,
+            context=self.policy,
+            stream_mode=["custom", "updates"],
+            durability="sync",
+        )
         try:
-            # durability="sync": a node starts only once the previous one's checkpoint is
-            # written, so after a kill -9 no completed node runs again.
-            for mode, chunk in graph.stream(
-                inputs,
-                self.config,
-                context=self.policy,
-                stream_mode=["custom", "updates"],
-                durability="sync",
-            ):
-                if mode == "custom":
-                    self._publish(chunk, on_event)
-                else:
-                    self._record_session("running", graph)
+            with contextlib.closing(stream):  # on any error the graph has stopped after this
+                for mode, chunk in stream:
+                    if mode == "custom":
+                        self._publish(chunk, on_event)
+                    else:
+                        self._record_session("running", graph)
         except BaseException:
-            # best effort: with the store gone this fails too, and must not hide why
-            with contextlib.suppress(Exception):
-                self._record_session("interrupted", graph)
+            self._record_interrupted(graph)
             raise
         state: SessionState = graph.get_state(self.config).values  # type: ignore[assignment]
         self._record_session(
@@ -118,7 +124,37 @@ class Session:
     def mark_interrupted(self) -> None:
         """Record the session `interrupted` now: for a process that is about to end without
         unwinding (on a signal), where `run`'s own handler never runs."""
-        self._record_session("interrupted", self.graph())
+        self._record_interrupted(self.graph())
+
+    def _record_interrupted(self, graph: Any) -> None:
+        # best effort: with the store gone this fails too, and must not hide why
+        with contextlib.suppress(Exception):
+            self._record_session("interrupted", graph)
+
+    def _rerun_unfinished_step(self, graph: Any) -> None:
+        """Make `resume` run again the step that was under way when the session stopped.
+        Its node's events reach the log through the stream of the process that ran it;
+        when that stream stops (a signal, a full disk, a lost store, a kill), the node may
+        still finish in its worker thread and save its writes. Resumed from those, the node
+        would be skipped and its missing events never logged. So the latest checkpoint is
+        written again under a new id, with the writes of that step's tasks left out (any
+        other pending write, such as LangGraph's own input writes, kept): the node runs
+        again, and logs each event once, as after a kill -9 mid-node."""
+        saver = self.store.checkpointer
+        saved = saver.get_tuple(self.config)
+        pending = (saved.pending_writes or []) if saved else []
+        step_tasks = {task.id for task in graph.get_state(self.config).tasks}
+        if saved is None or not any(task_id in step_tasks for task_id, _, _ in pending):
+            return
+        checkpoint = copy_checkpoint(saved.checkpoint)
+        checkpoint["id"] = str(uuid6(clock_seq=saved.metadata.get("step", -1)))
+        config = saver.put(saved.config, checkpoint, saved.metadata, {})
+        kept: dict[str, list[tuple[str, Any]]] = {}
+        for task_id, channel, value in pending:
+            if task_id not in step_tasks:
+                kept.setdefault(task_id, []).append((channel, value))
+        for task_id, writes in kept.items():
+            saver.put_writes(config, writes, task_id)
 
     def _publish(self, payload: dict[str, Any], on_event: EventSink | None) -> None:
         event = Event(session_id=self.session_id, seq=0, **payload)
