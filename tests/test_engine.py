@@ -162,7 +162,8 @@ def test_a_prefill_until_a_layer_never_runs_the_layers_above() -> None:
     layers = decoder_layers(engine.model)
     ran: list[int] = []
     handles = [
-        layer.register_forward_hook(lambda *_a, i=i: ran.append(i)) for i, layer in enumerate(layers)
+        layer.register_forward_hook(lambda *_a, i=i: ran.append(i))
+        for i, layer in enumerate(layers)
     ]
     try:
         engine.hidden_states(["What is 1 + 1?"], until_layer=1)
