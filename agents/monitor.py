@@ -144,6 +144,8 @@ class Assessment:
             "probe_ece": c.probe_ece if c else None,
             "ece_rise": self.ece_rise,
             "mean_risk": c.mean_risk if c else None,
+            "predicted_accuracy": c.predicted_accuracy if c else None,
+            "stale_probe_auroc": c.stale_probe_auroc if c else None,
             "risk_weight": self.risk_weight,
             "risk_drop": self.risk_drop,
             "risk_signal": self.risk_signal,
@@ -177,6 +179,22 @@ def risk_signal_note(auroc: float | None, trust: float) -> str:
     if auroc < trust:
         return f"probe near chance (AUROC {auroc:.2f}): risk signal informs little"
     return f"probe AUROC {auroc:.2f} on fresh labels: risk signal weighted {risk_weight(auroc):.2f}"
+
+
+def forecast_note(metrics: CycleMetrics) -> str:
+    """The probe's forecast of dev accuracy beside the measured one (empty: no probe).
+
+    >>> m = CycleMetrics(cycle=1, version="v1", accuracy=0.45, hallucination_rate=0.5,
+    ...                  predicted_accuracy=0.41)
+    >>> forecast_note(m)
+    '; probe forecast dev accuracy 41.0%, measured 45.0%'
+    """
+    if metrics.predicted_accuracy is None:
+        return ""
+    return (
+        f"; probe forecast dev accuracy {metrics.predicted_accuracy:.1%}, "
+        f"measured {metrics.accuracy:.1%}"
+    )
 
 
 def finalize_minutes(history: Sequence[CycleMetrics], n_test: int) -> float:
@@ -257,7 +275,8 @@ def assess(
         auroc_drop=_diff(probe_baseline_auroc, latest.probe_auroc) if candidate else None,
         ece_rise=_diff(latest.probe_ece, probe_baseline_ece) if candidate else None,
         risk_weight=weight,
-        risk_signal=risk_signal_note(latest.probe_auroc, policy.min_probe_auroc_to_trust),
+        risk_signal=risk_signal_note(latest.probe_auroc, policy.min_probe_auroc_to_trust)
+        + forecast_note(latest),
         risk_drop=_weighted_drop(best, candidate, weight),
     )
 
