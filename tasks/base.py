@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
-from tasks.verifiers import ANSWER_KEYS, AnswerKey, text_key
+from tasks.verifiers import ANSWER_KEYS, ECHO_MASKED, AnswerKey, mask_echoes, text_key
 
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[Split, ...] = ("train", "dev", "test")
@@ -42,6 +42,11 @@ class Task:
     oracle: Callable[[str], Item | None] | None = None
 
     def verify(self, answer: str, item: Item) -> bool:
+        """The verifier's verdict on one answer; a verifier that reads references anywhere
+        in the answer (`ECHO_MASKED`) does not count one named only in the words the answer
+        repeats from the question (`mask_echoes`)."""
+        if self.verifier_name in ECHO_MASKED:
+            answer = mask_echoes(answer, item.prompt, item.answers)
         return self.verifier(answer, item.answers)
 
     def answer_key(self, answer: str) -> AnswerKey:

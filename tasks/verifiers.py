@@ -52,6 +52,77 @@ def _named(answer: str, references: Sequence[str]) -> set[str]:
     return {ref for ref in map(normalize, references) if ref and f" {ref} " in padded}
 
 
+def mask_echoes(answer: str, question: str, references: Sequence[str]) -> str:
+    """The normalized answer with every reference it names only inside words repeated from
+    the question masked as `_`. A reference the question itself contains ("Bissau" in
+    "Guinea-Bissau", "Luxembourg" in "capital of Luxembourg") is an echo where the answer
+    has it beside the same word as the question does ("guinea bissau", "of luxembourg"), or
+    as a possessive ("Luxembourg's capital is ..."); anywhere else it is the answer.
+
+    >>> q = "What is the capital of Guinea-Bissau?"
+    >>> mask_echoes("The capital of Guinea-Bissau is Portoão.", q, ["Bissau"])
+    'the capital of guinea _ is portoao'
+    >>> mask_echoes("Bissau is the capital of Guinea-Bissau.", q, ["Bissau"])
+    'bissau is the capital of guinea _'
+    >>> q = "What is the capital of Luxembourg?"
+    >>> mask_echoes("The capital of Luxembourg is Luxembourg City.", q, ["Luxembourg"])
+    'the capital of _ is luxembourg city'
+    >>> mask_echoes("Luxembourg's capital is Brussels.", q, ["Luxembourg"])
+    '_ s capital is brussels'
+    >>> mask_echoes("Luxembourg.", q, ["Luxembourg"])
+    'luxembourg'
+    >>> q = "What is the capital of São Tomé and Príncipe?"
+    >>> mask_echoes("São Tomé and Príncipe's capital is São Tomé.", q, ["São Tomé"])
+    '_ _ and principe s capital is sao tome'
+    >>> mask_echoes("The capital of Peru is Lima.", "What is the capital of Peru?", ["Lima"])
+    'the capital of peru is lima'
+    """
+    words = normalize(answer).split()
+    asked = normalize(question).split()
+    for reference in references:
+        ref = normalize(reference).split()
+        beside = _neighbours(asked, ref)
+        if not ref or not (beside[0] or beside[1]):
+            continue  # the question does not name it: every occurrence is an answer
+        for start in _occurrences(words, ref):
+            if _is_echo(words, start, len(ref), beside):
+                words[start : start + len(ref)] = ["_"] * len(ref)
+    return " ".join(words)
+
+
+def _occurrences(words: Sequence[str], phrase: Sequence[str]) -> list[int]:
+    """Where `phrase` starts in `words` (whole words).
+
+    >>> _occurrences("a b a b".split(), ["a", "b"])
+    [0, 2]
+    """
+    n = len(phrase)
+    return [i for i in range(len(words) - n + 1) if list(words[i : i + n]) == list(phrase)]
+
+
+def _neighbours(words: Sequence[str], phrase: Sequence[str]) -> tuple[set[str], set[str]]:
+    """The words just before and just after each occurrence of `phrase` in `words`."""
+    before: set[str] = set()
+    after: set[str] = set()
+    for start in _occurrences(words, phrase):
+        end = start + len(phrase)
+        before |= {words[start - 1]} if start > 0 else {_EDGE}
+        after |= {words[end]} if end < len(words) else {_EDGE}
+    return before, after
+
+
+_EDGE = ""  # the question's start or end: beside it nothing repeats
+
+
+def _is_echo(
+    words: Sequence[str], start: int, length: int, beside: tuple[set[str], set[str]]
+) -> bool:
+    end = start + length
+    before = words[start - 1] if start > 0 else None
+    after = words[end] if end < len(words) else None
+    return before in beside[0] or after in beside[1] or after == "s"
+
+
 def final_number(text: str) -> float | None:
     """The answer's number: the first after the last '=', else the last one in the text.
 
@@ -207,6 +278,11 @@ VERIFIERS: dict[str, Callable[[str, Sequence[str]], bool]] = {
     "yes_no": yes_no_match,
     "pope": pope_match,
 }
+
+# Verifiers that find a reference anywhere in the answer's words: `Task.verify` hands them
+# the answer with the question's echoes masked (`mask_echoes`), so that "The capital of
+# Guinea-Bissau is Portoão." does not name Bissau.
+ECHO_MASKED: frozenset[str] = frozenset({"alias"})
 
 # What two answers to one item must share to count as the same vote (self-consistency),
 # read the way each verifier reads an answer.

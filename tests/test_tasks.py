@@ -170,3 +170,31 @@ def test_numeric_answer_keys_are_the_final_number_as_before() -> None:
     texts = ["12 + 5 = 17.", "The sum is 17", "17.0", "1,204", "= 3 so", "no idea", "-2", ""]
     for text in texts:
         assert task.answer_key(text) == number_key(text) == (old_key(text),)
+
+
+def test_capitals_never_count_a_reference_the_answer_repeats_from_the_question() -> None:
+    """The 10 countries whose name contains their capital (Guinea-Bissau, Luxembourg, São
+    Tomé and Príncipe, ...) passed with any answer before the echo was masked."""
+    task = get_task("capitals")
+    echoing = [item for item in task.items if alias_match(item.prompt, item.answers)]
+    assert len(echoing) == 10
+    for item in task.items:
+        country, capital = item.group, item.answers[0]
+        for wrong in (
+            f"The capital of {country} is Xyzzy.",
+            f"{country}'s capital is Xyzzy.",
+            f"Xyzzy is the capital of {country}.",
+        ):
+            assert not task.verify(wrong, item), (wrong, capital)
+        for right in (
+            f"{capital}.",
+            f"The capital of {country} is {capital}.",
+            f"{capital} is the capital of {country}.",
+        ):
+            assert task.verify(right, item), (right, capital)
+
+
+def test_the_echo_mask_is_for_alias_verifiers_only() -> None:
+    arithmetic = get_task("arithmetic", n=5)
+    item = arithmetic.items[0]
+    assert arithmetic.verify(f"{item.prompt} = {item.answers[0]}", item)
