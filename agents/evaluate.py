@@ -1,4 +1,6 @@
-"""Evaluate: greedy answers on held-out items, checked by the task's verifier."""
+"""Evaluate: greedy answers on held-out items, checked by the task's verifier; an answer
+that opens with the policy's abstention text or a refusal phrase (and is not correct) is an
+abstention, neither right nor a hallucination."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pydantic import Field
 
 from agents.config import StageConfig
-from agents.refine import RefinePolicy, Strategy, refine_answers
+from agents.refine import Refined, RefinePolicy, Strategy, is_abstention, refine_answers
 from engines.base import Engine, Generation, ProgressFn, PromptStates
 from probes.calibration import Thresholds
 from tasks.base import Item, Task
@@ -56,28 +58,50 @@ class EvalSummary:
     hallucination_rate: float  # answered and wrong / n
     abstention_rate: float
     truncated: int  # answers cut off at max_new_tokens
+    answered_precision: float | None = None  # correct / answered (None: nothing answered)
 
     @classmethod
     def of(cls, results: Sequence[ItemResult]) -> EvalSummary:
+        """
+        >>> r = lambda ok, abstained: ItemResult("i", "q", ("a",), "x", ok, "stop", abstained)
+        >>> s = EvalSummary.of([r(True, False), r(False, False), r(False, True), r(False, True)])
+        >>> s.accuracy, s.hallucination_rate, s.abstention_rate, s.answered_precision
+        (0.25, 0.25, 0.5, 0.5)
+        """
         n = max(len(results), 1)
+        answered = sum(not r.abstained for r in results)
+        correct = sum(r.correct for r in results)
         return cls(
             n=len(results),
-            accuracy=sum(r.correct for r in results) / n,
+            accuracy=correct / n,
             hallucination_rate=sum(not r.correct and not r.abstained for r in results) / n,
             abstention_rate=sum(r.abstained for r in results) / n,
             truncated=sum(r.finish_reason == "length" for r in results),
+            answered_precision=correct / answered if answered else None,
         )
 
 
-def score_generation(task: Task, item: Item, generation: Generation) -> ItemResult:
+DEFAULT_ABSTENTIONS = RefinePolicy().abstentions
+
+
+def score_generation(
+    task: Task,
+    item: Item,
+    generation: Generation,
+    abstentions: Sequence[str] = DEFAULT_ABSTENTIONS,
+) -> ItemResult:
+    """The greedy answer, verified; an incorrect one that opens with one of `abstentions`
+    (the policy's abstention text and refusal phrases) is an abstention."""
     sample = generation.samples[0]
+    correct = task.verify(sample.text, item)
     return ItemResult(
         id=item.id,
         prompt=item.prompt,
         answers=item.answers,
         output=sample.text,
-        correct=task.verify(sample.text, item),
+        correct=correct,
         finish_reason=sample.finish_reason,
+        abstained=not correct and is_abstention(sample.text, abstentions),
         risk=generation.risk,
         mean_logprob=sample.mean_logprob,
         mean_entropy=sample.mean_entropy,
@@ -91,6 +115,7 @@ def greedy_eval(
     *,
     max_new_tokens: int | None = None,
     on_progress: ProgressFn | None = None,
+    abstentions: Sequence[str] = DEFAULT_ABSTENTIONS,
 ) -> list[ItemResult]:
     """Greedy answers with room to finish (the task's token budget by default)."""
     generations = engine.generate(
@@ -99,7 +124,10 @@ def greedy_eval(
         max_new_tokens=max_new_tokens or task.max_new_tokens,
         on_progress=on_progress,
     )
-    return [score_generation(task, item, g) for item, g in zip(items, generations, strict=True)]
+    return [
+        score_generation(task, item, g, abstentions)
+        for item, g in zip(items, generations, strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -115,6 +143,7 @@ class Measurement:
     stale_ece: float | None = None
     logprob_auroc: float | None = None  # baselines read after generation, same labels
     entropy_auroc: float | None = None
+    probe_aurc: float | None = None  # area under the probe's risk-coverage curve, same labels
 
 
 def measure(
@@ -132,15 +161,17 @@ def measure(
     on_progress: ProgressFn | None = None,
 ) -> Measurement:
     """Greedy answers (risk from their own prefill), refined by `strategy` (with the
-    refine policy's k and temperature, and `thresholds` for the risk routes), then scored.
+    refine policy's k and temperature, and `thresholds` for the risk routes), then scored;
+    the refine policy's abstention text and refusal phrases mark abstentions.
     `stale` (an older probe) is scored on the same prefill states and labels."""
 
+    refine = refine or RefinePolicy()
+    said = refine.abstentions
     prompts = [item.prompt for item in items]
     greedy = engine.generate(prompts, max_new_tokens=max_new_tokens, on_progress=on_progress)
-    plain = [score_generation(task, item, g) for item, g in zip(items, greedy, strict=True)]
+    plain = [score_generation(task, item, g, said) for item, g in zip(items, greedy, strict=True)]
     results = plain
     if strategy != "none":
-        refine = refine or RefinePolicy()
         refined = refine_answers(
             engine,
             prompts,
@@ -153,19 +184,10 @@ def measure(
             seed=seed,
             fallback=fallback,
             greedy=greedy,
+            abstention=refine.abstention_text,
         )
         results = [
-            ItemResult(
-                id=item.id,
-                prompt=item.prompt,
-                answers=item.answers,
-                output=r.text,
-                correct=not r.abstained and task.verify(r.text, item),
-                finish_reason=r.finish_reason,
-                abstained=r.abstained,
-                risk=r.risk,
-            )
-            for item, r in zip(items, refined, strict=True)
+            refined_result(task, item, r, said) for item, r in zip(items, refined, strict=True)
         ]
     measurement = Measurement(
         results,
@@ -173,6 +195,7 @@ def measure(
         *probe_on_fresh_labels(plain),
         logprob_auroc=baseline_auroc(plain, lambda r: -(r.mean_logprob or 0.0)),
         entropy_auroc=baseline_auroc(plain, lambda r: r.mean_entropy or 0.0),
+        probe_aurc=probe_aurc(plain),
     )
     if stale is None:
         return measurement
@@ -182,6 +205,24 @@ def measure(
     ]
     _, stale_auroc, stale_ece = probe_on_fresh_labels(scored)
     return replace(measurement, stale_auroc=stale_auroc, stale_ece=stale_ece)
+
+
+def refined_result(
+    task: Task, item: Item, refined: Refined, abstentions: Sequence[str]
+) -> ItemResult:
+    """A refined answer, verified: abstained when its route abstained, or when it is not
+    correct and opens with one of `abstentions`."""
+    correct = not refined.abstained and task.verify(refined.text, item)
+    return ItemResult(
+        id=item.id,
+        prompt=item.prompt,
+        answers=item.answers,
+        output=refined.text,
+        correct=correct,
+        finish_reason=refined.finish_reason,
+        abstained=refined.abstained or (not correct and is_abstention(refined.text, abstentions)),
+        risk=refined.risk,
+    )
 
 
 def baseline_auroc(
@@ -213,3 +254,21 @@ def probe_on_fresh_labels(
     labels = [int(not r.correct) for r in finished]
     risks = [r.risk or 0.0 for r in finished]
     return mean_risk, *auroc_and_ece(labels, risks)
+
+
+def probe_aurc(results: Sequence[ItemResult]) -> float | None:
+    """Area under the risk-coverage curve of the attached probe on the greedy answers'
+    labels (1 = not correct: wrong or abstained), answers cut off at the budget left out, as
+    for the AUROC: the mean error rate among the k lowest-risk answers, k = 1..n (lower is
+    better; a probe that ranks every error last scores the least the labels allow).
+
+    >>> r = lambda ok, risk: ItemResult("i", "q", ("a",), "x", ok, "stop", risk=risk)
+    >>> probe_aurc([r(True, 0.1), r(False, 0.9)]), probe_aurc([r(True, None)])
+    (0.25, None)
+    """
+    from probes.metrics import aurc
+
+    finished = [r for r in results if r.risk is not None and r.finish_reason == "stop"]
+    if not finished:
+        return None
+    return aurc([int(not r.correct) for r in finished], [r.risk or 0.0 for r in finished])

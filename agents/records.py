@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.selection import SelectStrategy
 
 # One version per record layout; changing a record's fields means bumping its own.
-METRICS_SCHEMA_VERSION = 2
+METRICS_SCHEMA_VERSION = 3  # 3: answered_precision and probe_aurc
 DECISION_SCHEMA_VERSION = 2  # 2: a decision carries its cycle
 PLAN_SCHEMA_VERSION = 1
 CHOICE_SCHEMA_VERSION = 2  # 2: a planned choice carries its cycle
@@ -39,7 +39,10 @@ class CycleMetrics(_Record):
     version: str
     accuracy: float = Field(ge=0.0, le=1.0)
     hallucination_rate: float = Field(ge=0.0, le=1.0, description="answered and wrong / n")
-    abstention_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    abstention_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="abstained / n")
+    answered_precision: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="correct / answered (None: nothing answered)"
+    )
     truncation_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="answers cut at the budget / n"
     )
@@ -51,6 +54,10 @@ class CycleMetrics(_Record):
     )
     probe_ece: float | None = Field(
         default=None, description="probe calibration error on those labels"
+    )
+    probe_aurc: float | None = Field(
+        default=None,
+        description="area under the probe's risk-coverage curve on those labels (lower: better)",
     )
     predicted_accuracy: float | None = Field(
         default=None, description="1 - mean probe risk on dev: the probe's accuracy forecast"
@@ -131,7 +138,9 @@ class AcquirePlan(_Plan):
 class SelectPlan(_Plan):
     """How to choose training examples from the labelled samples."""
 
-    strategy: SelectStrategy = Field(description="correct_only, risk_weighted or self_judge")
+    strategy: SelectStrategy = Field(
+        description="correct_only, risk_weighted, self_judge or learn_abstention"
+    )
     max_per_prompt: int = Field(default=1, description="distinct correct samples kept per prompt")
 
 

@@ -5,6 +5,7 @@ Routing rules and threshold choice are pure functions; `refine_answers` runs the
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,37 @@ from pydantic import Field, model_validator
 from agents.config import StageConfig
 from engines.base import Engine, Generation, Sample
 from probes.calibration import Thresholds
-from tasks.verifiers import text_key
+from tasks.verifiers import normalize, text_key
+
+ABSTAIN_TEXT = "I don't know."  # the default of `RefinePolicy.abstention_text`
+REFUSAL_PHRASES: tuple[str, ...] = (
+    "I don't know",
+    "I do not know",
+    "I'm not sure",
+    "I am not sure",
+    "I cannot answer",
+    "I can't answer",
+)
+# After a refusal's opening, a guess still makes the answer an answer.
+_GUESS = re.compile(r"\b(but|maybe|perhaps|probably|possibly|i think|i believe|i guess)\b")
+
+
+def is_abstention(text: str, openings: Sequence[str]) -> bool:
+    """The answer opens with one of `openings` (normalized) and ventures no guess after it.
+
+    >>> said = ("I don't know.", *REFUSAL_PHRASES)
+    >>> [is_abstention(t, said) for t in ("I don't know.", "i do not know the capital of Chad")]
+    [True, True]
+    >>> [is_abstention(t, said) for t in ("I'm not sure, but it is Lyon.", "Paris. I don't know")]
+    [False, False]
+    >>> is_abstention("", said)
+    False
+    """
+    words = normalize(text)
+    for opening in map(normalize, openings):
+        if opening and (words == opening or words.startswith(opening + " ")):
+            return not _GUESS.search(words[len(opening) :])
+    return False
 
 
 class RefinePolicy(StageConfig):
@@ -50,6 +81,17 @@ class RefinePolicy(StageConfig):
         description="Chat model ('provider:model') that answers high-risk prompts in "
         "risk_adaptive; null: abstain instead.",
     )
+    abstention_text: str = Field(
+        default=ABSTAIN_TEXT,
+        min_length=1,
+        description="What an abstention says: the abstain routes answer it, select's "
+        "learn_abstention teaches it, evaluate counts it as an abstention.",
+    )
+    refusal_phrases: tuple[str, ...] = Field(
+        default=REFUSAL_PHRASES,
+        description="Openings that make an answer an abstention when evaluating (besides "
+        "abstention_text), unless a guess follows ('I'm not sure, but ...') or it is correct.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RefinePolicy:
@@ -66,8 +108,12 @@ class RefinePolicy(StageConfig):
             )
         return self
 
+    @property
+    def abstentions(self) -> tuple[str, ...]:
+        """Every opening that makes an answer an abstention (see `is_abstention`)."""
+        return (self.abstention_text, *self.refusal_phrases)
 
-ABSTAIN_TEXT = "I don't know."
+
 Strategy = Literal["none", "self_consistency", "abstain", "best_of_n", "risk_adaptive"]
 Route = Literal["greedy", "self_consistency", "best_of_n", "abstain", "fallback"]
 STRATEGIES: tuple[Strategy, ...] = (
@@ -164,10 +210,12 @@ def refine_answers(
     seed: int = 0,
     fallback: Fallback | None = None,
     greedy: Sequence[Generation] | None = None,
+    abstention: str = ABSTAIN_TEXT,
 ) -> list[Refined]:
     """Answer every prompt along its route. `key` reads answers for the self-consistency
     vote (the task's `answer_key`; default: normalized text). Greedy generations (with
-    their risk) may be passed in to avoid decoding twice."""
+    their risk) may be passed in to avoid decoding twice. An abstaining route answers
+    `abstention` (the policy's `abstention_text`)."""
     greedy = (
         list(greedy)
         if greedy is not None
@@ -189,7 +237,8 @@ def refine_answers(
     by_index = dict(zip(sampled_index, sampled, strict=True))
     answers = []
     for i, (route, generation) in enumerate(zip(routes, greedy, strict=True)):
-        answers.append(_answer(route, generation, by_index.get(i), key, fallback, prompts[i]))
+        sampled_i = by_index.get(i)
+        answers.append(_answer(route, generation, sampled_i, key, fallback, prompts[i], abstention))
     return answers
 
 
@@ -200,9 +249,10 @@ def _answer(
     key: VoteKey,
     fallback: Fallback | None,
     prompt: str,
+    abstention: str,
 ) -> Refined:
     if route == "abstain":
-        return Refined(ABSTAIN_TEXT, route, greedy.risk)
+        return Refined(abstention, route, greedy.risk)
     if route == "fallback" and fallback is not None:
         return Refined(fallback(prompt), route, greedy.risk)
     if sampled is not None:

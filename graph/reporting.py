@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agents.evaluate import measure
+from agents.evaluate import Measurement, measure
 from agents.records import CycleMetrics, Decision
 from engines.base import Engine
 from graph.events import Emitter
@@ -36,20 +36,16 @@ def final_report(
             task,
             test,
             max_new_tokens=policy.evaluate.max_new_tokens,
+            refine=policy.refine,
             seed=policy.seed,
             on_progress=emit.progress(f"test split, {role} model"),
         )
-        s = measured.summary
-        scores[role] = {
-            "version": version,
-            "test_accuracy": s.accuracy,
-            "test_hallucination_rate": s.hallucination_rate,
-            "test_truncated": s.truncated,
-            "n_test": s.n,
-        }
+        scores[role] = {"version": version, **held_out_scores(measured)}
         emit(
             "metric",
-            f"test accuracy, {role} model ({version}): {s.accuracy:.1%}",
+            f"test accuracy, {role} model ({version}): {measured.summary.accuracy:.1%} "
+            f"(hallucination {measured.summary.hallucination_rate:.1%}, abstention "
+            f"{measured.summary.abstention_rate:.1%})",
             role=role,
             **scores[role],
         )
@@ -65,6 +61,29 @@ def final_report(
         ],
         "stop_reason": decisions[-1].reason if decisions else "no decision",
         "wall_seconds": round(time.time() - state["started_at"], 1),
+    }
+
+
+def held_out_scores(measured: Measurement) -> dict[str, Any]:
+    """A version's test-split numbers: the four rates (accuracy and hallucination rate
+    over all questions, abstention rate, precision of the answered ones) and the probe's
+    AURC on the version's fresh labels.
+
+    >>> from agents.evaluate import EvalSummary
+    >>> s = EvalSummary(n=4, accuracy=0.5, hallucination_rate=0.25, abstention_rate=0.25,
+    ...                 truncated=0, answered_precision=2 / 3)
+    >>> sorted(held_out_scores(Measurement([], s, None, None, None)))[:3]
+    ['n_test', 'test_abstention_rate', 'test_accuracy']
+    """
+    s = measured.summary
+    return {
+        "test_accuracy": s.accuracy,
+        "test_hallucination_rate": s.hallucination_rate,
+        "test_abstention_rate": s.abstention_rate,
+        "test_answered_precision": s.answered_precision,
+        "test_probe_aurc": measured.probe_aurc,
+        "test_truncated": s.truncated,
+        "n_test": s.n,
     }
 
 

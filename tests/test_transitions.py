@@ -102,12 +102,20 @@ def test_thresholds_policy_over_chosen_over_defaults() -> None:
 
 def test_cycle_metrics_from_a_measurement() -> None:
     summary = EvalSummary(
-        n=4, accuracy=0.5, hallucination_rate=0.25, abstention_rate=0.25, truncated=1
+        n=4,
+        accuracy=0.5,
+        hallucination_rate=0.25,
+        abstention_rate=0.25,
+        truncated=1,
+        answered_precision=2 / 3,
     )
-    measured = Measurement([], summary, mean_risk=0.4, probe_auroc=0.7, probe_ece=0.1)
+    measured = Measurement(
+        [], summary, mean_risk=0.4, probe_auroc=0.7, probe_ece=0.1, probe_aurc=0.2
+    )
     m = cycle_metrics(measured, cycle=2, version="v2", refine="abstain")
     assert (m.cycle, m.version, m.accuracy, m.hallucination_rate) == (2, "v2", 0.5, 0.25)
     assert (m.abstention_rate, m.truncation_rate, m.n_dev) == (0.25, 0.25, 4)
+    assert (m.answered_precision, m.probe_aurc) == (2 / 3, 0.2)
     assert (m.mean_risk, m.probe_auroc, m.probe_ece, m.refine) == (0.4, 0.7, 0.1, "abstain")
 
 

@@ -1,0 +1,109 @@
+"""Honesty: abstentions recognised when evaluating, the four rates and the probe's AURC
+per version, on a scripted engine (no model)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from agents.evaluate import measure
+from agents.refine import RefinePolicy, is_abstention
+from engines.base import Generation, Sample
+from tasks.base import Item, Task
+from tasks.verifiers import alias_match
+
+ITEMS = tuple(Item(f"c{i}", f"What is the capital of C{i}?", (f"A{i}",), f"C{i}") for i in range(4))
+TASK = Task("toy", ITEMS, alias_match, "alias", max_new_tokens=16)
+
+
+class ScriptedEngine:
+    """Answers each prompt with a fixed text, its probe risk given per prompt."""
+
+    name = "scripted"
+    fingerprint = "scripted-0"
+
+    def __init__(self, answers: Mapping[str, tuple[str, float]]) -> None:
+        self.answers = answers
+
+    def generate(self, prompts: Sequence[str], **_: Any) -> list[Generation]:
+        return [self._generation(prompt) for prompt in prompts]
+
+    def _generation(self, prompt: str) -> Generation:
+        text, risk = self.answers[prompt]
+        return Generation(prompt, [Sample(text, [1], [-0.5], [0.5], "stop")], None, risk)
+
+
+def scripted(*texts: str) -> ScriptedEngine:
+    risks = (0.1, 0.9, 0.6, 0.8)
+    return ScriptedEngine(
+        {item.prompt: (text, risk) for item, text, risk in zip(ITEMS, texts, risks, strict=True)}
+    )
+
+
+def test_greedy_abstentions_are_neither_right_nor_hallucinations() -> None:
+    engine = scripted("A0.", "I don't know.", "The capital of C2 is B2.", "I'm not sure.")
+    measured = measure(engine, TASK, ITEMS, max_new_tokens=16)  # type: ignore[arg-type]
+    assert [r.abstained for r in measured.results] == [False, True, False, True]
+    s = measured.summary
+    assert (s.accuracy, s.hallucination_rate, s.abstention_rate) == (0.25, 0.25, 0.5)
+    assert s.answered_precision == 0.5
+    # labels 1 = not correct; risks 0.1 (right) < 0.6 < 0.8 < 0.9: errors at k = 2, 3, 4
+    assert measured.probe_aurc == pytest.approx((0 + 1 / 2 + 2 / 3 + 3 / 4) / 4)
+
+
+def test_the_policy_abstention_text_and_phrases_are_configurable() -> None:
+    engine = scripted("A0.", "No idea.", "Pass.", "I don't know.")
+    refine = RefinePolicy(abstention_text="No idea.", refusal_phrases=("pass",))
+    measured = measure(engine, TASK, ITEMS, max_new_tokens=16, refine=refine)  # type: ignore[arg-type]
+    assert [r.abstained for r in measured.results] == [False, True, True, False]
+    assert measured.summary.hallucination_rate == 0.25  # "I don't know." is no longer listed
+
+
+def test_nothing_answered_has_no_answered_precision() -> None:
+    engine = scripted(*["I don't know."] * 4)
+    s = measure(engine, TASK, ITEMS, max_new_tokens=16).summary  # type: ignore[arg-type]
+    assert (s.accuracy, s.hallucination_rate, s.abstention_rate) == (0.0, 0.0, 1.0)
+    assert s.answered_precision is None
+
+
+def test_a_correct_answer_is_correct_whatever_it_opens_with() -> None:
+    engine = scripted("I'm not sure: A0.", "A1", "A2", "A3")
+    result = measure(engine, TASK, ITEMS, max_new_tokens=16).results[0]  # type: ignore[arg-type]
+    assert result.correct and not result.abstained
+
+
+def test_the_abstain_route_answers_the_policy_text() -> None:
+    from probes.calibration import Thresholds
+
+    engine = scripted("A0.", "B1.", "B2.", "B3.")
+    refine = RefinePolicy(abstention_text="Not known.")
+    measured = measure(
+        engine,  # type: ignore[arg-type]
+        TASK,
+        ITEMS,
+        max_new_tokens=16,
+        strategy="abstain",
+        refine=refine,
+        thresholds=Thresholds(low=0.3, high=0.7),
+    )
+    assert [r.output for r in measured.results] == ["A0.", "Not known.", "B2.", "Not known."]
+    assert measured.summary.abstention_rate == 0.5
+    assert measured.summary.answered_precision == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "abstains"),
+    [
+        ("I don't know.", True),
+        ("I do not know the capital of Chad.", True),
+        ("I'm not sure, but I think it is Lyon.", False),  # a guess is an answer
+        ("I don't know, maybe Lyon", False),
+        ("Lyon. I don't know more.", False),
+        ("I cannot answer that.", True),
+        ("", False),
+    ],
+)
+def test_abstention_detection(text: str, abstains: bool) -> None:
+    assert is_abstention(text, RefinePolicy().abstentions) is abstains
