@@ -8,15 +8,22 @@ table of small rules over those facts, the first that fires decides. The first t
 A risk signal counts for as much as the probe's AUROC on the new model's fresh labels:
 weight = (AUROC - 0.5) / 0.5, clamped to [0, 1]; below `min_probe_auroc_to_trust` the
 evidence says the signal was discounted.
+
+Versions are compared (gain, plateau, regression guard, best version) on the policy's
+`score`: dev accuracy, or honesty = accuracy - hallucination_penalty x hallucination rate
+(correct / n minus penalty x wrong / n: an abstention scores 0, a wrong answer -penalty).
+Honesty rewards abstaining, so it comes with an accuracy floor (a share of the initial
+model's dev accuracy); a version below the floor, or one that abstains on every question,
+is never promoted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agents.config import StageConfig
 from agents.records import Action, CycleMetrics, Decision, Evidence
@@ -93,6 +100,112 @@ class MonitorPolicy(StageConfig):
         description="A fall in mean dev risk (weighted by the probe's AUROC) that keeps a "
         "session with flat accuracy going another cycle.",
     )
+    score: Literal["accuracy", "honesty"] = Field(
+        default="accuracy",
+        description="What versions are compared on (gain, plateau, regression guard, best "
+        "version): accuracy (correct / n), or honesty = accuracy - hallucination_penalty x "
+        "hallucination rate (wrong / n), where abstaining scores 0 and a wrong answer "
+        "-hallucination_penalty; honesty needs accuracy_floor.",
+    )
+    hallucination_penalty: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="honesty's price of a wrong answer, in right answers (1: one wrong "
+        "answer undoes one right answer).",
+    )
+    target_hallucination_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Stop once a version's dev hallucination rate (wrong / n) is at or below "
+        "this while it keeps accuracy_floor (null: no target).",
+    )
+    accuracy_floor: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of the initial model's dev accuracy a version must keep: below it "
+        "the version is never promoted and no target counts as reached (0.85: at most 15% "
+        "fewer right answers than v0; 0: no floor).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MonitorPolicy:
+        if self.accuracy_floor == 0.0 and self.score == "honesty":
+            raise ValueError(
+                "monitor.score 'honesty' rewards abstaining: set monitor.accuracy_floor "
+                "(e.g. 0.85) so that a version that abstains on most questions is never promoted"
+            )
+        if self.accuracy_floor == 0.0 and self.target_hallucination_rate is not None:
+            raise ValueError(
+                "monitor.target_hallucination_rate is reached by abstaining on everything: set "
+                "monitor.accuracy_floor (e.g. 0.85) beside it"
+            )
+        return self
+
+
+def version_score(metrics: CycleMetrics, policy: MonitorPolicy) -> float:
+    """What versions are compared on: dev accuracy, or honesty (accuracy minus the
+    hallucination penalty times the hallucination rate).
+
+    >>> m = CycleMetrics(cycle=1, version="v1", accuracy=0.4, hallucination_rate=0.5)
+    >>> honesty = MonitorPolicy(score="honesty", accuracy_floor=0.85)
+    >>> version_score(m, MonitorPolicy()), round(version_score(m, honesty), 6)
+    (0.4, -0.1)
+    """
+    if policy.score == "accuracy":
+        return metrics.accuracy
+    return metrics.accuracy - policy.hallucination_penalty * metrics.hallucination_rate
+
+
+def score_text(metrics: CycleMetrics, policy: MonitorPolicy) -> str:
+    """A version's score as the reasons print it.
+
+    >>> m = CycleMetrics(cycle=1, version="v1", accuracy=0.4, hallucination_rate=0.5)
+    >>> score_text(m, MonitorPolicy())
+    'dev accuracy 40.0%'
+    >>> score_text(m, MonitorPolicy(score="honesty", accuracy_floor=0.85))
+    'dev honesty -10.0% (accuracy 40.0%, hallucination 50.0%)'
+    """
+    if policy.score == "accuracy":
+        return f"dev accuracy {metrics.accuracy:.1%}"
+    return (
+        f"dev honesty {version_score(metrics, policy):+.1%} (accuracy {metrics.accuracy:.1%}, "
+        f"hallucination {metrics.hallucination_rate:.1%})"
+    )
+
+
+def floor_accuracy(history: Sequence[CycleMetrics], policy: MonitorPolicy) -> float:
+    """The least dev accuracy a version may keep: the floor's share of the initial model's.
+
+    >>> m = CycleMetrics(cycle=0, version="v0", accuracy=0.4, hallucination_rate=0.6)
+    >>> round(floor_accuracy([m], MonitorPolicy(accuracy_floor=0.85)), 6)
+    0.34
+    """
+    return policy.accuracy_floor * history[0].accuracy
+
+
+def unpromotable(candidate: CycleMetrics, floor: float, policy: MonitorPolicy) -> str | None:
+    """Why a version must never be promoted whatever its score, else None: it abstained on
+    every question, or it fell below the accuracy floor.
+
+    >>> m = lambda acc, abstained: CycleMetrics(cycle=1, version="v1", accuracy=acc,
+    ...     hallucination_rate=1 - acc - abstained, abstention_rate=abstained)
+    >>> unpromotable(m(0.0, 1.0), 0.0, MonitorPolicy())
+    'v1 abstained on every dev question'
+    >>> print(unpromotable(m(0.3, 0.6), 0.34, MonitorPolicy(accuracy_floor=0.85)))
+    v1 keeps dev accuracy 30.0%, below the floor 34.0% (0.85 x the initial model's)
+    >>> unpromotable(m(0.35, 0.6), 0.34, MonitorPolicy(accuracy_floor=0.85)) is None
+    True
+    """
+    if candidate.abstention_rate >= 1.0:
+        return f"{candidate.version} abstained on every dev question"
+    if candidate.accuracy < floor - 1e-9:
+        return (
+            f"{candidate.version} keeps dev accuracy {candidate.accuracy:.1%}, below the floor "
+            f"{floor:.1%} ({policy.accuracy_floor:g} x the initial model's)"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -103,8 +216,12 @@ class Assessment:
     candidate: CycleMetrics | None  # the version evaluated this cycle (None: nothing trained)
     best_version: str
     best_accuracy: float | None
-    gain: float | None  # candidate accuracy - best accuracy
+    gain: float | None  # candidate score - best score (the policy's `score`)
     regressed: bool
+    regression: str | None  # why the candidate is not promoted (None: it is not regressed)
+    best_score: float
+    best_hallucination_rate: float
+    floor_accuracy: float  # the least dev accuracy a version may keep
     plateau_streak: int  # evaluations in a row (this one included) without min_gain
     data_ok: bool
     elapsed_minutes: float
@@ -129,10 +246,16 @@ class Assessment:
             "accuracy": c.accuracy if c else None,
             "best_version": self.best_version,
             "best_accuracy": self.best_accuracy,
+            "score": policy.score,
+            "candidate_score": version_score(c, policy) if c else None,
+            "best_score": self.best_score,
             "gain": self.gain,
             "min_gain": policy.min_gain,
             "plateau_streak": float(self.plateau_streak),
             "hallucination_rate": c.hallucination_rate if c else None,
+            "abstention_rate": c.abstention_rate if c else None,
+            "answered_precision": c.answered_precision if c else None,
+            "accuracy_floor": self.floor_accuracy,
             "train_examples": float(c.train_examples) if c else None,
             "elapsed_minutes": round(self.elapsed_minutes, 2),
             "max_wall_minutes": policy.max_wall_minutes,
@@ -213,19 +336,41 @@ def finalize_minutes(history: Sequence[CycleMetrics], n_test: int) -> float:
     return (first.eval_seconds + latest.eval_seconds) / 60 * n_test / latest.n_dev
 
 
-def gains(history: Sequence[CycleMetrics]) -> list[float]:
-    """Each evaluation's accuracy gain over the best before it (the first has none).
+def gains(
+    history: Sequence[CycleMetrics],
+    score: Callable[[CycleMetrics], float] = lambda m: m.accuracy,
+    eligible: Callable[[CycleMetrics], bool] = lambda m: True,
+) -> list[float]:
+    """Each evaluation's gain in `score` (default: accuracy) over the best before it (the
+    first has none); a later version that is not `eligible` (never promotable) is never
+    the best.
 
     >>> m = lambda a: CycleMetrics(cycle=0, version="v", accuracy=a, hallucination_rate=0)
     >>> [round(g, 2) for g in gains([m(0.1), m(0.3), m(0.2), m(0.35)])]
     [0.2, -0.1, 0.05]
+    >>> [round(g, 2) for g in gains([m(0.1), m(0.3), m(0.2)], eligible=lambda v: v.accuracy < 0.3)]
+    [0.2, 0.1]
     """
-    out, best = [], None
+    out: list[float] = []
+    best: float | None = None
     for metrics in history:
+        value = score(metrics)
         if best is not None:
-            out.append(metrics.accuracy - best)
-        best = metrics.accuracy if best is None else max(best, metrics.accuracy)
+            out.append(value - best)
+        if best is None or eligible(metrics):
+            best = value if best is None else max(best, value)
     return out
+
+
+def policy_gains(history: Sequence[CycleMetrics], policy: MonitorPolicy) -> list[float]:
+    """`gains` in the policy's score, versions that may never be promoted left out of the
+    best (see `unpromotable`)."""
+    floor = floor_accuracy(history, policy) if history else 0.0
+    return gains(
+        history,
+        score=lambda m: version_score(m, policy),
+        eligible=lambda m: unpromotable(m, floor, policy) is None,
+    )
 
 
 def assess(
@@ -251,18 +396,27 @@ def assess(
         raise ValueError("the monitor needs at least the initial model's evaluation")
     candidate = history[-1] if trained and len(history) > 1 else None
     earlier = history[:-1] if candidate else history
-    best = _entry(earlier, best_version) or max(earlier, key=lambda m: m.accuracy)
-    gain = candidate.accuracy - best.accuracy if candidate else None
-    streak = _trailing_below(gains(history), policy.min_gain) + (0 if candidate else 1)
+    score = lambda m: version_score(m, policy)  # noqa: E731
+    best = _entry(earlier, best_version) or max(earlier, key=score)
+    gain = score(candidate) - score(best) if candidate else None
+    floor = floor_accuracy(history, policy)
+    streak = _trailing_below(policy_gains(history, policy), policy.min_gain) + (
+        0 if candidate else 1
+    )
     latest = candidate or history[-1]
     weight = risk_weight(latest.probe_auroc)
+    regression = _regression(candidate, best, gain, floor, policy)
     return Assessment(
         cycle=cycle if cycle is not None else latest.cycle,
         candidate=candidate,
         best_version=best.version,
         best_accuracy=best.accuracy,
         gain=gain,
-        regressed=gain is not None and gain < -policy.regression_tolerance,
+        regressed=regression is not None,
+        regression=regression,
+        best_score=score(best),
+        best_hallucination_rate=best.hallucination_rate,
+        floor_accuracy=floor,
         plateau_streak=streak,
         data_ok=candidate is not None and candidate.train_examples >= policy.retrain_min_examples,
         elapsed_minutes=elapsed_minutes,
@@ -278,6 +432,29 @@ def assess(
         risk_signal=risk_signal_note(latest.probe_auroc, policy.min_probe_auroc_to_trust)
         + forecast_note(latest),
         risk_drop=_weighted_drop(best, candidate, weight),
+    )
+
+
+def _regression(
+    candidate: CycleMetrics | None,
+    best: CycleMetrics,
+    gain: float | None,
+    floor: float,
+    policy: MonitorPolicy,
+) -> str | None:
+    """Why the candidate may not be promoted: it may never be (`unpromotable`), or it
+    scores worse than the best by more than the tolerance."""
+    if candidate is None or gain is None:
+        return None
+    never = unpromotable(candidate, floor, policy)
+    if never is not None:
+        return never
+    if gain >= -policy.regression_tolerance:
+        return None
+    return (
+        f"{candidate.version} regressed: {score_text(candidate, policy)} vs "
+        f"{score_text(best, policy)} for {best.version} ({gain:+.1%}, beyond the "
+        f"{policy.regression_tolerance:.1%} tolerance)"
     )
 
 
@@ -312,11 +489,30 @@ Rule = Callable[[Assessment, "MonitorPolicy"], "tuple[Action, str] | None"]
 
 
 def target_rule(a: Assessment, p: MonitorPolicy) -> tuple[Action, str] | None:
-    if p.target_accuracy is None:
-        return None
-    reached = max(a.best_accuracy or 0.0, a.candidate.accuracy if a.candidate else 0.0)
-    if reached >= p.target_accuracy:
-        return "stop", f"target reached: dev accuracy {reached:.1%} >= {p.target_accuracy:.1%}"
+    if p.target_accuracy is not None:
+        reached = max(a.best_accuracy or 0.0, a.candidate.accuracy if a.candidate else 0.0)
+        if reached >= p.target_accuracy:
+            return "stop", f"target reached: dev accuracy {reached:.1%} >= {p.target_accuracy:.1%}"
+    if p.target_hallucination_rate is not None:
+        return _hallucination_target(a, p, p.target_hallucination_rate)
+    return None
+
+
+def _hallucination_target(
+    a: Assessment, p: MonitorPolicy, target: float
+) -> tuple[Action, str] | None:
+    """Stop when the best version, or a candidate that may be promoted, hallucinates at
+    most `target` while it keeps the accuracy floor."""
+    versions = [(a.best_version, a.best_hallucination_rate, a.best_accuracy or 0.0)]
+    if a.candidate is not None and not a.regressed:
+        c = a.candidate
+        versions.append((c.version, c.hallucination_rate, c.accuracy))
+    for version, rate, accuracy in versions:
+        if rate <= target and accuracy >= a.floor_accuracy - 1e-9:
+            return "stop", (
+                f"target reached: {version}'s dev hallucination rate {rate:.1%} <= "
+                f"{target:.1%} with accuracy {accuracy:.1%} (floor {a.floor_accuracy:.1%})"
+            )
     return None
 
 
@@ -345,13 +541,9 @@ def budget_rule(a: Assessment, p: MonitorPolicy) -> tuple[Action, str] | None:
 
 
 def regression_rule(a: Assessment, p: MonitorPolicy) -> tuple[Action, str] | None:
-    if not a.regressed or a.candidate is None or a.gain is None:
+    if a.regression is None or a.candidate is None:
         return None
-    return "rollback", (
-        f"{a.candidate.version} regressed: dev accuracy {a.candidate.accuracy:.1%} vs "
-        f"{a.best_accuracy or 0:.1%} for {a.best_version} ({a.gain:+.1%}, beyond the "
-        f"{p.regression_tolerance:.1%} tolerance): restoring {a.best_version}"
-    )
+    return "rollback", f"{a.regression}: restoring {a.best_version}"
 
 
 def retrain_rule(a: Assessment, p: MonitorPolicy) -> tuple[Action, str] | None:

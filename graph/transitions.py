@@ -265,13 +265,18 @@ def promotion(
     state: SessionState, decision: Decision, history: list[CycleMetrics]
 ) -> dict[str, Any]:
     """Promote the evaluated candidate when the decision allows it (never past the
-    regression guard); otherwise the current version is the best one. Best = highest dev
-    accuracy so far."""
+    regression guard); otherwise the current version is the best one. Best = highest
+    score so far: the monitor's gain on the policy's score (`monitor.score`) when its
+    evidence has one, else dev accuracy."""
     candidate, best = state.get("candidate_version"), state["best_version"]
     if not candidate or not decision.promote:
         return {"current_version": best, "candidate_version": None}
-    accuracy = {h.version: h.accuracy for h in history}
-    better = accuracy.get(candidate, -1.0) > accuracy.get(best, -1.0)
+    gain = decision.evidence.get("gain")
+    if isinstance(gain, int | float):
+        better = gain > 0
+    else:
+        accuracy = {h.version: h.accuracy for h in history}
+        better = accuracy.get(candidate, -1.0) > accuracy.get(best, -1.0)
     return {
         "current_version": candidate,
         "best_version": candidate if better else best,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agents.monitor import RULES, MonitorPolicy, decide, gains, risk_weight
+from agents.monitor import RULES, MonitorPolicy, decide, gains, policy_gains, risk_weight
 from agents.records import CycleMetrics
 
 
@@ -38,6 +38,7 @@ class Case:
     promote: bool = True
 
 
+HONESTY: dict[str, Any] = {"score": "honesty", "accuracy_floor": 0.85}
 SIGNALS = {"elapsed_minutes": 3.0, "probe_baseline_auroc": 0.75, "probe_baseline_ece": 0.05}
 
 CASES = [
@@ -199,6 +200,76 @@ CASES = [
         signals={"trained": False, "cycle": 1},
         policy={"patience": 2},
     ),
+    # -- honesty: versions compared on accuracy - penalty x hallucination, with a floor ---
+    Case(
+        "honesty: fewer hallucinations at nearly the same accuracy -> loop",
+        [m(0, 0.40), m(1, 0.36, hallucination_rate=0.2, abstention_rate=0.44)],
+        "loop",
+        "v1 gained +36.0%",
+        policy=HONESTY,
+    ),
+    Case(
+        "honesty: all-abstain scores above v0 and is still never promoted",
+        [m(0, 0.40), m(1, 0.0, hallucination_rate=0.0, abstention_rate=1.0)],
+        "rollback",
+        "v1 abstained on every dev question: restoring v0",
+        policy=HONESTY,
+        promote=False,
+    ),
+    Case(
+        "honesty: below the accuracy floor -> rollback",
+        [m(0, 0.40), m(1, 0.30, hallucination_rate=0.05, abstention_rate=0.65)],
+        "rollback",
+        "below the floor 34.0%",
+        policy=HONESTY,
+        promote=False,
+    ),
+    Case(
+        "honesty: more hallucinations at the same accuracy -> rollback",
+        [m(0, 0.40, hallucination_rate=0.3), m(1, 0.40, hallucination_rate=0.6)],
+        "rollback",
+        "dev honesty -20.0% (accuracy 40.0%, hallucination 60.0%) vs dev honesty +10.0%",
+        policy=HONESTY,
+        promote=False,
+    ),
+    Case(
+        "accuracy: the same honest version is an accuracy regression",
+        [m(0, 0.40), m(1, 0.36, hallucination_rate=0.2, abstention_rate=0.44)],
+        "rollback",
+        "dev accuracy 36.0% vs dev accuracy 40.0%",
+        promote=False,
+    ),
+    Case(
+        "accuracy: all-abstain never promoted even when v0 was never right",
+        [m(0, 0.0), m(1, 0.0, hallucination_rate=0.0, abstention_rate=1.0)],
+        "rollback",
+        "abstained on every dev question",
+        promote=False,
+    ),
+    Case(
+        "all-abstain at the budget: stop, not promoted",
+        [m(0, 0.40), m(1, 0.0, hallucination_rate=0.0, abstention_rate=1.0)],
+        "stop",
+        "v1 regressed and is not promoted",
+        policy=HONESTY,
+        signals={"elapsed_minutes": 13.0},
+        promote=False,
+    ),
+    Case(
+        "hallucination target reached above the floor -> stop",
+        [m(0, 0.40), m(1, 0.36, hallucination_rate=0.18, abstention_rate=0.46)],
+        "stop",
+        "target reached: v1's dev hallucination rate 18.0% <= 20.0% with accuracy 36.0%",
+        policy={**HONESTY, "target_hallucination_rate": 0.2},
+    ),
+    Case(
+        "hallucination target met only by abstaining below the floor -> rollback",
+        [m(0, 0.40), m(1, 0.10, hallucination_rate=0.05, abstention_rate=0.85)],
+        "rollback",
+        "below the floor",
+        policy={**HONESTY, "target_hallucination_rate": 0.2},
+        promote=False,
+    ),
 ]
 
 
@@ -278,3 +349,23 @@ def test_gains_and_weights() -> None:
 def test_empty_history_is_an_error() -> None:
     with pytest.raises(ValueError, match="initial model"):
         decide([], MonitorPolicy(), best_version="v0", elapsed_minutes=0.0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fix"),
+    [
+        ({"score": "honesty"}, "set monitor.accuracy_floor"),
+        ({"target_hallucination_rate": 0.2}, "set monitor.accuracy_floor"),
+    ],
+)
+def test_honesty_needs_an_accuracy_floor(settings: dict[str, Any], fix: str) -> None:
+    with pytest.raises(ValueError, match=fix):
+        MonitorPolicy(**settings)
+
+
+def test_honesty_gains_skip_versions_that_may_never_be_promoted() -> None:
+    policy = MonitorPolicy(**HONESTY)
+    abstains = m(1, 0.0, hallucination_rate=0.0, abstention_rate=1.0)
+    history = [m(0, 0.40), abstains, m(2, 0.38, hallucination_rate=0.3, abstention_rate=0.32)]
+    # v2 (+8%) is compared with v0 (-20%), not with the all-abstain v1 (0%): +28%, not +8%
+    assert [round(g, 2) for g in policy_gains(history, policy)] == [0.2, 0.28]

@@ -134,3 +134,14 @@ def test_monitor_signals_read_counters_and_clocks() -> None:
     assert signals["elapsed_minutes"] == 10.0 and signals["last_cycle_minutes"] == 1.0
     assert (signals["trained"], signals["cycle"], signals["retrains_so_far"]) == (True, 2, 1)
     assert signals["probe_baseline_auroc"] == 0.8 and signals["best_version"] == "v1"
+
+
+def test_promotion_reads_the_monitors_gain_on_the_policys_score() -> None:
+    state: Any = {"candidate_version": "v1", "best_version": "v0"}
+    history = [metrics("v0", 0.4), metrics("v1", 0.35, 1)]  # less accurate, more honest
+    honest = Decision(action="loop", reason="", evidence={"gain": 0.2})
+    assert promotion(state, honest, history)["best_version"] == "v1"
+    worse = Decision(action="loop", reason="", evidence={"gain": -0.01})
+    assert (
+        promotion(state, worse, [metrics("v0", 0.4), metrics("v1", 0.5, 1)])["best_version"] == "v0"
+    )
