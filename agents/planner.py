@@ -29,8 +29,8 @@ from agents.monitor import (
     admissible_actions,
     apply_rules,
     assess,
-    gains,
     make_decision,
+    policy_gains,
 )
 from agents.optimize import TRAIN_KEYS, OptimizePolicy
 from agents.records import (
@@ -44,7 +44,8 @@ from agents.records import (
     SelectPlan,
     Stage,
 )
-from agents.selection import SelectPolicy
+from agents.refine import RefinePolicy
+from agents.selection import ABSTAINING, SelectPolicy
 from engines.base import Engine
 
 PLANNER_SPEC = re.compile(r"^(rules|self|fake(:.*)?|[A-Za-z0-9_.-]+:\S.*)$", re.DOTALL)
@@ -95,6 +96,8 @@ class SessionPolicy(Protocol):
     @property
     def monitor(self) -> MonitorPolicy: ...
     @property
+    def refine(self) -> RefinePolicy: ...
+    @property
     def planner(self) -> PlannerPolicy: ...
 
 
@@ -104,7 +107,8 @@ GUIDES: dict[Stage, str] = {
     "acquire": "Choose how many train prompts to sample this cycle, how many new prompts the model "
     "should write itself, and the band of probe risk (difficulty) to keep.",
     "select": "Choose how to pick training examples from the labelled samples: correct_only "
-    "(rejection sampling), risk_weighted (solved prompts the probe found risky), or self_judge.",
+    "(rejection sampling), risk_weighted (solved prompts the probe found risky), self_judge, "
+    "or learn_abstention (teach abstaining on prompts the model gets wrong).",
     "optimize": "Choose the learning rate and the number of epochs for this LoRA training run.",
     "monitor": "Choose the session's next action from the allowed ones: loop (new cycle), retrain "
     "(same data, adjusted settings), refit_probe, rollback (restore the best version) or stop.",
@@ -150,7 +154,19 @@ def check_acquire(plan: AcquirePlan, policy: SessionPolicy) -> tuple[dict[str, A
 
 
 def select_rules(policy: SessionPolicy) -> dict[str, Any]:
-    return {"strategy": policy.select.strategy, "max_per_prompt": policy.select.max_per_prompt}
+    rules = {"strategy": policy.select.strategy, "max_per_prompt": policy.select.max_per_prompt}
+    return rules | abstention_settings(policy, policy.select.strategy)
+
+
+def abstention_settings(policy: SessionPolicy, strategy: str) -> dict[str, Any]:
+    """What an abstaining strategy reads besides the labels (none for the others): the
+    policy's abstention text (shared with refine and evaluate) and pass-rate threshold."""
+    if strategy not in ABSTAINING:
+        return {}
+    return {
+        "abstention_text": policy.refine.abstention_text,
+        "abstain_max_pass_rate": policy.select.abstain_max_pass_rate,
+    }
 
 
 def check_select(
@@ -177,7 +193,14 @@ def check_select(
             f"self_judge would replace the task's verifier labels -> {policy.select.strategy}"
         )
         final["strategy"] = policy.select.strategy
-    return final, notes
+    switches = plan.strategy in ABSTAINING and policy.select.strategy not in ABSTAINING
+    if switches and policy.monitor.score == "accuracy":
+        notes.append(
+            f"{plan.strategy} teaches abstentions, which monitor.score 'accuracy' counts as "
+            f"wrong answers -> {policy.select.strategy}"
+        )
+        final["strategy"] = policy.select.strategy
+    return final | abstention_settings(policy, final["strategy"]), notes
 
 
 def optimize_rules(policy: SessionPolicy) -> dict[str, Any]:
@@ -400,7 +423,7 @@ class Planner:
         rules, why = optimize_rules(policy), "policy rules"
         if previous is not None:
             if last_gain is None and len(history) > 1:
-                last_gain = gains(history)[-1]  # the update being retried
+                last_gain = policy_gains(history, policy.monitor)[-1]  # the retried update
             rules, why = retrain_settings(previous, policy.optimize, last_gain)
         o = policy.optimize
         situation = {

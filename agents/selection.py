@@ -12,11 +12,12 @@ from pydantic import Field
 
 from agents.acquire import Attempt
 from agents.config import StageConfig
+from agents.refine import ABSTAIN_TEXT, is_abstention
 from engines.base import Engine, Sample
 from tasks.base import Task
 from tasks.verifiers import normalize, yes_no_match
 
-SelectStrategy = Literal["correct_only", "risk_weighted", "self_judge"]
+SelectStrategy = Literal["correct_only", "risk_weighted", "self_judge", "learn_abstention"]
 
 
 class SelectPolicy(StageConfig):
@@ -26,7 +27,16 @@ class SelectPolicy(StageConfig):
         default="correct_only",
         description="correct_only: rejection sampling (STaR); risk_weighted: prefer solved "
         "prompts the probe rates uncertain; self_judge: the model judges its own samples "
-        "(no verifier).",
+        "(no verifier); learn_abstention (R-Tuning): prompts at or below "
+        "abstain_max_pass_rate are taught refine.abstention_text, the others a correct sample.",
+    )
+    abstain_max_pass_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="learn_abstention: a prompt whose answered samples are right at most this "
+        "often (abstentions left out of the rate) is taught to abstain (0: only prompts no "
+        "sample got right).",
     )
     max_per_prompt: int = Field(
         default=2,
@@ -146,6 +156,88 @@ def risk_weighted(labelled: Sequence[Labelled], max_per_prompt: int) -> list[SFT
     ]
 
 
+@dataclass(frozen=True)
+class Abstention:
+    """learn_abstention's rule: a prompt whose answered samples are right at most
+    `max_pass_rate` of the time is taught `text` (the policy's `refine.abstention_text`)."""
+
+    text: str = ABSTAIN_TEXT
+    max_pass_rate: float = 0.0
+
+    def answered_pass_rate(self, labelled: Labelled) -> float | None:
+        """Share of the prompt's answered samples (abstentions left out) that are correct;
+        None when every sample abstained.
+
+        >>> from tasks.base import Item
+        >>> s = lambda t: Sample(t, [1], [-0.1], [0.1], "stop")
+        >>> a = Attempt(Item("1", "q", ("a",), "1"), (s("a"), s("b"), s(ABSTAIN_TEXT)), None)
+        >>> Abstention().answered_pass_rate(Labelled(a, (True, False, False)))
+        0.5
+        """
+        answered = [
+            ok
+            for sample, ok in zip(labelled.attempt.samples, labelled.correct, strict=True)
+            if not self.abstains(sample)
+        ]
+        return sum(answered) / len(answered) if answered else None
+
+    def abstains(self, sample: Sample) -> bool:
+        return is_abstention(sample.text, (self.text,))
+
+    def unknown(self, labelled: Labelled) -> bool:
+        """The model does not know this prompt: it is taught to abstain."""
+        rate = self.answered_pass_rate(labelled)
+        return rate is None or rate <= self.max_pass_rate
+
+
+def learn_abstention(
+    labelled: Sequence[Labelled], max_per_prompt: int, rule: Abstention
+) -> list[SFTExample]:
+    """R-Tuning: each prompt the model does not know (`rule.unknown`) is taught the
+    abstention text; each other prompt its distinct correct samples.
+
+    >>> from tasks.base import Item
+    >>> s = lambda t: Sample(t, [1], [-0.1], [0.1], "stop")
+    >>> lab = lambda i, *ok: Labelled(
+    ...     Attempt(Item(i, f"q{i}", ("a",), i), tuple(s("a" if o else "b") for o in ok), None), ok)
+    >>> [(e.item_id, e.completion) for e in learn_abstention(
+    ...     [lab("known", True, False), lab("unknown", False, False)], 1, Abstention())]
+    [('known', 'a'), ('unknown', "I don't know.")]
+    """
+    examples = []
+    for lab in labelled:
+        item, risk = lab.attempt.item, lab.attempt.risk
+        if rule.unknown(lab):
+            examples.append(SFTExample(item.prompt, rule.text, item.id, risk))
+        else:
+            examples += [
+                SFTExample(item.prompt, sample.text, item.id, risk)
+                for sample in distinct_correct(lab, max_per_prompt)
+                if not rule.abstains(sample)
+            ]
+    return examples
+
+
+def abstention_pairs(labelled: Sequence[Labelled], rule: Abstention) -> list[PreferencePair]:
+    """One pair per prompt: abstaining over a wrong answer where the model does not know
+    the prompt, a correct answer over abstaining where it does."""
+    pairs = []
+    for lab in labelled:
+        item, answered = lab.attempt.item, _answered(lab, rule)
+        wrong = [sample.text for sample, ok in answered if not ok]
+        right = [sample.text for sample, ok in answered if ok]
+        if rule.unknown(lab) and wrong:
+            pairs.append(PreferencePair(item.prompt, rule.text, wrong[0], item.id))
+        elif not rule.unknown(lab) and right:
+            pairs.append(PreferencePair(item.prompt, right[0], rule.text, item.id))
+    return pairs
+
+
+def _answered(labelled: Labelled, rule: Abstention) -> list[tuple[Sample, bool]]:
+    pairs = zip(labelled.attempt.samples, labelled.correct, strict=True)
+    return [(sample, ok) for sample, ok in pairs if not rule.abstains(sample)]
+
+
 def preference_pairs(labelled: Sequence[Labelled]) -> list[PreferencePair]:
     """One (correct, incorrect) pair per prompt that has both."""
     pairs = []
@@ -176,6 +268,11 @@ STRATEGIES: dict[str, Callable[[Sequence[Labelled], int], list[SFTExample]]] = {
     "correct_only": correct_only,
     "risk_weighted": risk_weighted,
     "self_judge": correct_only,  # labels come from the model as judge; then keep the correct
+}
+# Strategies that also read what an abstention says and when to teach it (`Abstention`,
+# from the plan), and build their own preference pairs.
+ABSTAINING: dict[str, Callable[[Sequence[Labelled], int, Abstention], list[SFTExample]]] = {
+    "learn_abstention": learn_abstention,
 }
 
 
@@ -218,15 +315,22 @@ def select_data(
     judge: Callable[[], Engine],
 ) -> Selected:
     """Label the samples (the task's verifier, or the model judging itself: `judge()`
-    gives its engine), pick examples per the plan's strategy, dedupe, build pairs."""
+    gives its engine), pick examples per the plan's strategy, dedupe, build pairs. An
+    abstaining strategy reads the plan's `abstention_text` and `abstain_max_pass_rate`."""
     strategy, per_prompt = plan["strategy"], plan["max_per_prompt"]
     if strategy == "self_judge":
         labelled = label_with_self_judge(judge(), attempts)
     else:
         labelled = label_with_verifier(task, attempts)
-    examples = STRATEGIES[strategy](labelled, per_prompt)
+    if strategy in ABSTAINING:
+        rule = Abstention(plan["abstention_text"], plan["abstain_max_pass_rate"])
+        examples = ABSTAINING[strategy](labelled, per_prompt, rule)
+        pairs = abstention_pairs(labelled, rule)
+    else:
+        examples = STRATEGIES[strategy](labelled, per_prompt)
+        pairs = preference_pairs(labelled)
     examples = dedupe(examples) if policy.dedupe else examples
-    pairs = preference_pairs(labelled) if policy.pairs else []
+    pairs = pairs if policy.pairs else []
     return Selected(
         examples, pairs, len(labelled), sample_accuracy(labelled), wasted_share(labelled)
     )

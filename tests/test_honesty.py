@@ -1,5 +1,5 @@
 """Honesty: abstentions recognised when evaluating, the four rates and the probe's AURC
-per version, on a scripted engine (no model)."""
+per version (on a scripted engine, no model), and select's learn_abstention."""
 
 from __future__ import annotations
 
@@ -8,8 +8,17 @@ from typing import Any
 
 import pytest
 
+from agents.acquire import Attempt
 from agents.evaluate import measure
 from agents.refine import RefinePolicy, is_abstention
+from agents.selection import (
+    Abstention,
+    SelectPolicy,
+    abstention_pairs,
+    label_with_verifier,
+    learn_abstention,
+    select_data,
+)
 from engines.base import Generation, Sample
 from tasks.base import Item, Task
 from tasks.verifiers import alias_match
@@ -107,3 +116,60 @@ def test_the_abstain_route_answers_the_policy_text() -> None:
 )
 def test_abstention_detection(text: str, abstains: bool) -> None:
     assert is_abstention(text, RefinePolicy().abstentions) is abstains
+
+
+# -- select: learn_abstention (R-Tuning) ---------------------------------------------------
+
+
+def attempt(i: int, *texts: str) -> Attempt:
+    samples = tuple(Sample(text, [1], [-0.5], [0.5], "stop") for text in texts)
+    return Attempt(ITEMS[i], samples, None)
+
+
+def test_learn_abstention_teaches_unknown_prompts_to_abstain() -> None:
+    attempts = [
+        attempt(0, "A0.", "A0", "B0.", "It is A0"),  # known: 3 of 4 right
+        attempt(1, "B1.", "B2.", "B3.", "B4."),  # unknown: never right
+        attempt(2, "A2.", "B2.", "B2.", "B2."),  # 1 of 4: at the 0.25 threshold
+        attempt(3, "I don't know.", "I don't know.", "A3", "B3"),  # answered: 1 of 2
+    ]
+    plan = {
+        "strategy": "learn_abstention",
+        "max_per_prompt": 2,
+        "abstention_text": "I don't know.",
+        "abstain_max_pass_rate": 0.25,
+    }
+    selected = select_data(TASK, attempts, plan, SelectPolicy(), judge=no_judge)
+    assert [(e.item_id, e.completion) for e in selected.examples] == [
+        ("c0", "A0."),
+        ("c0", "It is A0"),
+        ("c1", "I don't know."),
+        ("c2", "I don't know."),
+        ("c3", "A3"),
+    ]
+    # abstain > wrong where unknown, correct > abstain where known
+    assert [(p.item_id, p.chosen, p.rejected) for p in selected.pairs] == [
+        ("c0", "A0.", "I don't know."),
+        ("c1", "I don't know.", "B1."),
+        ("c2", "I don't know.", "B2."),
+        ("c3", "A3", "I don't know."),
+    ]
+
+
+def test_learn_abstention_at_threshold_zero_abstains_only_where_nothing_was_right() -> None:
+    rule = Abstention("Not known.", 0.0)
+    labelled = label_with_verifier(TASK, [attempt(0, "A0", "B0"), attempt(1, "B1", "B1")])
+    examples = learn_abstention(labelled, 1, rule)
+    assert [(e.item_id, e.completion) for e in examples] == [("c0", "A0"), ("c1", "Not known.")]
+
+
+def test_a_prompt_whose_samples_all_abstain_stays_an_abstention_without_a_pair() -> None:
+    rule = Abstention()
+    labelled = label_with_verifier(TASK, [attempt(1, "I don't know.", "I don't know.")])
+    assert rule.answered_pass_rate(labelled[0]) is None
+    assert [e.completion for e in learn_abstention(labelled, 1, rule)] == ["I don't know."]
+    assert abstention_pairs(labelled, rule) == []  # no wrong answer to prefer it over
+
+
+def no_judge() -> Any:
+    raise AssertionError("learn_abstention labels with the verifier, never the model")

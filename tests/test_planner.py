@@ -150,6 +150,62 @@ def test_select_proposals(
     assert (choice.final, choice.source) == (final, source)
 
 
+HONEST = resolve_policy(
+    overrides=[
+        "select.strategy=learn_abstention",
+        "select.abstain_max_pass_rate=0.25",
+        "refine.abstention_text=Not known.",
+        "monitor.score=honesty",
+        "monitor.accuracy_floor=0.85",
+    ]
+)
+ABSTAINING = {"abstention_text": "Not known.", "abstain_max_pass_rate": 0.25}
+
+
+@pytest.mark.parametrize(
+    ("policy", "reply", "final", "source"),
+    [
+        # the rules' choice carries the abstention text refine and evaluate share
+        (
+            HONEST,
+            None,
+            {"strategy": "learn_abstention", "max_per_prompt": 2, **ABSTAINING},
+            "rules",
+        ),
+        (
+            HONEST,
+            {"strategy": "learn_abstention", "max_per_prompt": 1},
+            {"strategy": "learn_abstention", "max_per_prompt": 1, **ABSTAINING},
+            "planner",
+        ),
+        # a session scored on accuracy would count every taught abstention as wrong
+        (
+            POLICY,
+            {"strategy": "learn_abstention", "max_per_prompt": 1},
+            {"strategy": "correct_only", "max_per_prompt": 1},
+            "planner+override",
+        ),
+        (
+            resolve_policy(overrides=["monitor.score=honesty", "monitor.accuracy_floor=0.85"]),
+            {"strategy": "learn_abstention", "max_per_prompt": 1},
+            {
+                "strategy": "learn_abstention",
+                "max_per_prompt": 1,
+                "abstention_text": "I don't know.",
+                "abstain_max_pass_rate": 0.0,
+            },
+            "planner",
+        ),
+    ],
+)
+def test_learn_abstention_choices(
+    policy: SessionPolicy, reply: dict[str, Any] | None, final: dict[str, Any], source: str
+) -> None:
+    planner = Planner({"select": scripted(reply)} if reply else None)
+    choice = planner.select(policy, cycle=2, history=HISTORY)
+    assert (choice.final, choice.source) == (final, source)
+
+
 def test_unsafe_learning_rate_is_overridden() -> None:
     choice = Planner({"optimize": scripted({"learning_rate": 1.0, "epochs": 10})}).optimize(
         POLICY, cycle=1, history=HISTORY, examples=40
