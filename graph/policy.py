@@ -139,6 +139,37 @@ PRESETS: dict[str, dict[str, Any]] = {
         "probe": {"items": 64},
         "monitor": {"max_cycles": 2, "patience": 2, "max_wall_minutes": 6.0, "max_retrains": 0},
     },
+    # Capitals: teach the model to say refine.abstention_text where it would hallucinate
+    # (R-Tuning), compared on honesty with an accuracy floor. Sized for <= 12 min on 2 CPU
+    # cores: answers are short (32 new tokens, a third of the default's 96) and dev is the
+    # whole 47-country split, so 96 prompts x 4 samples a cycle for 3 cycles costs about
+    # half the default preset's token steps (~11 min for arithmetic); the budget rule
+    # still stops a slower session in time.
+    "honesty": {
+        "task": "capitals",
+        "acquire": {
+            "prompts_per_cycle": 96,
+            "samples_per_prompt": 4,
+            "max_new_tokens": 32,
+            "min_risk": 0.0,
+            "max_risk": 1.0,  # the always-wrong prompts are the ones to abstain on
+        },
+        "select": {
+            "strategy": "learn_abstention",
+            "abstain_max_pass_rate": 0.25,
+            "max_per_prompt": 1,
+            "min_examples": 16,
+        },
+        "evaluate": {"max_new_tokens": 32, "refine": "none"},
+        "monitor": {
+            "score": "honesty",
+            "hallucination_penalty": 1.0,
+            "accuracy_floor": 0.85,
+            "target_hallucination_rate": 0.2,
+            "max_cycles": 3,
+            "max_wall_minutes": 12.0,
+        },
+    },
 }
 
 

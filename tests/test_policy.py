@@ -47,6 +47,30 @@ def test_quick_preset_is_small() -> None:
     assert quick.monitor.max_cycles == 2 and quick.evaluate.dev_limit == 16
 
 
+def test_honesty_preset_teaches_abstention_on_capitals() -> None:
+    honest = resolve_policy("honesty")
+    assert (honest.task, honest.select.strategy) == ("capitals", "learn_abstention")
+    assert (honest.acquire.min_risk, honest.acquire.max_risk) == (0.0, 1.0)
+    assert (honest.monitor.score, honest.monitor.accuracy_floor) == ("honesty", 0.85)
+    assert honest.acquire.max_new_tokens == honest.evaluate.max_new_tokens == 32
+    assert honest.monitor.max_wall_minutes <= 12
+    # the planner's select plan carries the abstention text refine and evaluate use
+    from agents.planner import select_rules
+
+    assert select_rules(honest)["abstention_text"] == honest.refine.abstention_text
+
+
+def test_policy_show_prints_the_honesty_preset() -> None:
+    from typer.testing import CliRunner
+
+    from cli.app import make_app
+
+    result = CliRunner().invoke(make_app(), ["policy", "show", "--preset", "honesty"])
+    assert result.exit_code == 0, result.output
+    assert "strategy: learn_abstention" in result.output
+    assert "score: honesty" in result.output
+
+
 def test_precedence_defaults_preset_file_overrides(tmp_path: Path) -> None:
     path = write(tmp_path, "monitor:\n  max_cycles: 3\n  patience: 1\nseed: 7\n")
     from_file = resolve_policy("quick", path)
