@@ -74,6 +74,7 @@ def print_cycle_table(state: dict[str, Any]) -> None:
         "dev acc",
         "forecast",
         "halluc.",
+        "abstain",
         "probe AUROC",
         "last probe",
         "logprob",
@@ -89,6 +90,7 @@ def print_cycle_table(state: dict[str, Any]) -> None:
             f"{row['accuracy']:.1%}",
             _pct(row.get("predicted_accuracy")),
             f"{row['hallucination_rate']:.1%}",
+            _pct(row.get("abstention_rate")),
             _num(row.get("probe_auroc")),
             _num(row.get("stale_probe_auroc")),
             _num(row.get("logprob_auroc")),
@@ -102,9 +104,27 @@ def print_cycle_table(state: dict[str, Any]) -> None:
         console.print(
             f"test accuracy: initial {initial['version']} {initial['test_accuracy']:.1%} -> "
             f"final {last['version']} {last['test_accuracy']:.1%} (n={last['n_test']}); "
-            f"stopped: {final['stop_reason']}; {final['wall_seconds']:.0f} s",
+            f"{_test_rates(initial, last)}stopped: {final['stop_reason']}; "
+            f"{final['wall_seconds']:.0f} s",
             highlight=False,
         )
+
+
+def _test_rates(initial: dict[str, Any], last: dict[str, Any]) -> str:
+    """Hallucination and abstention rates on the test split, initial -> final (empty for a
+    report written before they were recorded).
+
+    >>> _test_rates({"test_hallucination_rate": 0.6, "test_abstention_rate": 0.0},
+    ...             {"test_hallucination_rate": 0.2, "test_abstention_rate": 0.45})
+    'hallucination 60.0% -> 20.0%, abstention 0.0% -> 45.0%; '
+    """
+    if "test_abstention_rate" not in last or "test_abstention_rate" not in initial:
+        return ""
+    return (
+        f"hallucination {initial['test_hallucination_rate']:.1%} -> "
+        f"{last['test_hallucination_rate']:.1%}, abstention "
+        f"{initial['test_abstention_rate']:.1%} -> {last['test_abstention_rate']:.1%}; "
+    )
 
 
 def _num(value: float | None) -> str:
