@@ -3,7 +3,9 @@ per version (on a scripted engine, no model), and select's learn_abstention."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,3 +175,60 @@ def test_a_prompt_whose_samples_all_abstain_stays_an_abstention_without_a_pair()
 
 def no_judge() -> Any:
     raise AssertionError("learn_abstention labels with the verifier, never the model")
+
+
+# -- a whole session on a tiny random model -----------------------------------------------
+
+
+def test_a_tiny_honesty_session_teaches_abstentions_and_reports_the_rates(tmp_path: Path) -> None:
+    """Wiring only: the parity verifier passes items with an even answer whatever the
+    random model says (unless the answer is cut at the budget), so odd items are never
+    right and are taught the abstention."""
+    from engines.hf import HFEngine
+    from graph.policy import resolve_policy
+    from graph.session import Session
+    from storage import open_store
+    from tests.test_graph import coin_flip_task
+    from tests.tiny_models import tiny_engine
+
+    overrides = [
+        "acquire.prompts_per_cycle=8",
+        "acquire.samples_per_prompt=2",
+        "acquire.max_new_tokens=6",
+        "select.strategy=learn_abstention",
+        "select.min_examples=1",
+        "refine.abstention_text=Not known.",
+        "optimize.batch_size=4",
+        "optimize.max_steps=1",
+        "evaluate.dev_limit=8",
+        "evaluate.test_limit=8",
+        "evaluate.max_new_tokens=6",
+        "probe.items=90",
+        "monitor.max_cycles=1",
+        "monitor.score=honesty",
+        "monitor.accuracy_floor=0.85",
+    ]
+    policy = resolve_policy("quick", None, overrides)
+    task = coin_flip_task()
+    answer = {item.prompt: int(item.answers[0]) for item in task.items}
+    with open_store(f"sqlite:///{tmp_path}/autodidact.db", tmp_path) as store:
+        session = Session(
+            "h1",
+            policy,
+            store,
+            task,
+            tiny_engine(),
+            load_engine=lambda p: HFEngine.load(str(p)),
+        )
+        state = session.run()
+    assert state["status"] == "finished"
+    select_plans = [p for p in state["plans"] if p.stage == "select"]
+    assert select_plans[0].final["abstention_text"] == "Not known."
+    rows = [json.loads(line) for line in (session.folder / "cycle-1/sft.jsonl").open()]
+    taught = {r["prompt"]: r["completion"] == "Not known." for r in rows}
+    odd = [prompt for prompt in taught if answer[prompt] % 2]
+    assert odd and all(taught[prompt] for prompt in odd)  # never right: taught to abstain
+    assert all(h.answered_precision is not None for h in state["history"])
+    final = state["final"]["final"]
+    assert {"test_accuracy", "test_hallucination_rate", "test_abstention_rate"} <= set(final)
+    assert "test_answered_precision" in final
