@@ -85,6 +85,8 @@ class Session:
     def run(self, *, resume: bool = False, on_event: EventSink | None = None) -> SessionState:
         """Run to the monitor's stop; with `resume`, continue from the last checkpoint."""
         graph = self.graph()
+        # a process killed mid-write left its temp files; this one is the session's writer
+        ArtifactStore(self.folder).remove_partial_writes()
         if not resume:
             self.folder.mkdir(parents=True, exist_ok=True)
             saved = self.policy.model_dump(mode="json")

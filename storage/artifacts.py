@@ -1,12 +1,14 @@
 """One folder per session holding its artifacts, listed with their content hashes in
 `manifest.json`. Every write lands atomically (a temp file or folder beside the target,
-then `os.replace`); `verify(name)` re-hashes before an artifact is used again."""
+then `os.replace`); `verify(name)` re-hashes before an artifact is used again; what a
+write cut short by a kill left behind goes with `remove_partial_writes()`."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -28,6 +30,10 @@ MANIFEST_SCHEMA_VERSION = 1
 CHUNK = 1 << 20
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+# `.NAME.RANDOM.tmp` and `.NAME.RANDOM.old` (here), `.NAME.tmp-PID` (probes), `.vN.tmp` and
+# `.vN.work` (agents.optimize): every writer of a session folder writes a dot-named temp
+# beside its target and renames it into place
+PARTIAL_WRITE = re.compile(r"^\..+\.(tmp|old|work|tmp-\d+)$")
 
 
 class Artifact(BaseModel):
@@ -145,6 +151,18 @@ def atomic_copy_dir(src: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def is_partial_write(name: str) -> bool:
+    """Whether a file or folder called `name` is the temp of a write that never finished.
+
+    >>> names = [".sft.jsonl.k2x9.tmp", ".weights.safetensors.tmp-812", ".v1.work", ".v1.tmp"]
+    >>> [is_partial_write(name) for name in names]
+    [True, True, True, True]
+    >>> [is_partial_write(name) for name in ["sft.jsonl", "v1.tmp", ".hidden", ".tmp"]]
+    [False, False, False, False]
+    """
+    return PARTIAL_WRITE.match(name) is not None
+
+
 def _folder_lock(root: Path) -> threading.Lock:
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(root, threading.Lock())
@@ -197,6 +215,29 @@ class ArtifactStore:
             atomic_write_bytes(self.manifest_path, manifest.model_dump_json(indent=2).encode())
 
     # ------------------------------------------------------------------ writing
+
+    def remove_partial_writes(self) -> list[str]:
+        """Remove the temp files and folders of writes a killed process never finished
+        (see `is_partial_write`); their names, relative to the folder. For the folder's one
+        writer, before it writes again: run from a reader while a write is under way, it
+        would pull the temp file from under that write."""
+        if not self.root.is_dir():
+            return []
+        found = sorted(
+            (p for p in self.root.rglob(".*") if is_partial_write(p.name)),
+            key=lambda p: len(p.parts),  # outer first: what lies inside goes with it
+        )
+        removed = []
+        with self._lock:
+            for path in found:
+                if not os.path.lexists(path):
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(path.relative_to(self.root).as_posix())
+        return removed
 
     def write_bytes(self, name: str, data: bytes, kind: str = "bytes") -> Artifact:
         """Write `data` as artifact `name`."""

@@ -173,3 +173,43 @@ def test_two_stores_on_one_folder_keep_every_entry(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert len(ArtifactStore(tmp_path / "s").entries()) == 80
+
+
+def test_the_temps_of_writes_a_kill_cut_short_are_removed_and_nothing_else(
+    store: ArtifactStore,
+) -> None:
+    """What a process SIGKILLed mid-write leaves: a temp file beside its target (here, and
+    the probes' `.NAME.tmp-PID`), a half-copied folder, a version's temp and training
+    folders. The next writer of the session removes them; artifacts and other files stay."""
+    store.write_jsonl("cycle-1/sft.jsonl", [{"q": "1+1", "a": "2"}])
+    (store.root / "cycle-1" / ".sft.jsonl.k2x9.tmp").write_text("half")
+    (store.root / "probes" / "p").mkdir(parents=True)
+    (store.root / "probes" / "p" / ".weights.safetensors.tmp-812").write_bytes(b"half")
+    (store.root / "versions" / ".v1.tmp" / "merged").mkdir(parents=True)
+    (store.root / "versions" / ".v1.tmp" / "merged" / "model.safetensors").write_bytes(b"h")
+    (store.root / "versions" / ".v1.work").mkdir()
+    (store.root / "versions" / "v0.tmp").write_text("a user's file, not a temp")
+    (store.root / ".notes").write_text("not a temp either")
+
+    removed = store.remove_partial_writes()
+
+    assert sorted(removed) == [
+        "cycle-1/.sft.jsonl.k2x9.tmp",
+        "probes/p/.weights.safetensors.tmp-812",
+        "versions/.v1.tmp",
+        "versions/.v1.work",
+    ]
+    kept = sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*"))
+    assert kept == [
+        ".notes",
+        "cycle-1",
+        "cycle-1/sft.jsonl",
+        "manifest.json",
+        "probes",
+        "probes/p",
+        "versions",
+        "versions/v0.tmp",
+    ]
+    store.verify("cycle-1/sft.jsonl")
+    assert store.remove_partial_writes() == []
+    assert ArtifactStore(store.root / "never-written").remove_partial_writes() == []
