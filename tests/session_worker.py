@@ -4,6 +4,7 @@
     python tests/session_worker.py --store URL --root DIR --session ID [--resume]
         [--events-out FILE] [--set key=value ...] [--die-after-version]
         [--slow-checkpoints SECONDS] [--stall-before-version SECONDS]
+        [--kill-at NAME[:N] --kill-marker FILE] [--moments-out FILE]
 
 It is `autodidact run --policy FILE` / `autodidact resume ID` with two stand-ins: the tiny
 random Llama of tests/tiny_models.py for the policy's model (seeded, so every process
@@ -20,7 +21,12 @@ checkpoint was written would show (and a session lasts long enough to follow).
 --stall-before-version S: optimize waits S seconds before it saves the first trained
 version, so a signal sent once `c1/optimize/0` is logged lands mid-node.
 
-Tests start it with `launch(...)` and watch the store with `wait_for_key(...)`.
+--kill-at NAME[:N] --kill-marker FILE: SIGKILL this process the N-th time it reaches the
+kill point NAME, after writing `NAME:N` to FILE; --moments-out FILE: every kill point
+reached, in order, written there when the session ends (tests/kill_points.py lists them).
+
+Tests start it with `launch(...)` (or fork it warm: tests/warm_workers.py) and watch the
+store with `wait_for_key(...)`.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 if sys.path[0] == str(REPO / "tests"):  # run as a script: the repo root, not tests/
@@ -49,11 +55,24 @@ TIMEOUT_S = 120.0  # one tiny session, imports included, on a busy 2-core machin
 # ---------------------------------------------------------------- the test side
 
 
+class Process(Protocol):
+    """What a test needs of a worker process: a `subprocess.Popen`, or a forked one."""
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
 @dataclass
 class Worker:
     """A worker process; its stdout and stderr go to files beside its session."""
 
-    proc: subprocess.Popen[bytes]
+    proc: Process
     out: Path
     err: Path
 
@@ -88,29 +107,57 @@ def launch(
     session: str,
     *,
     resume: bool = False,
+    **options: Any,
+) -> Worker:
+    """Start a worker running (or resuming) `session`; returns at once. `options`: those
+    of `worker_args`."""
+    command = [sys.executable, str(Path(__file__).resolve())]
+    command += worker_args(store, root, session, resume=resume, **options)
+    out, err = log_files(root, session, resume)
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=worker_env(), cwd=REPO)
+    return Worker(proc, out, err)
+
+
+def worker_args(
+    store: str,
+    root: Path,
+    session: str,
+    *,
+    resume: bool = False,
     events_out: Path | None = None,
     sets: Sequence[str] = (),
     die_after_version: bool = False,
     slow_checkpoints: float = 0.0,
     stall_before_version: float = 0.0,
-) -> Worker:
-    """Start a worker running (or resuming) `session`; returns at once."""
-    command = [sys.executable, str(Path(__file__).resolve())]
-    command += ["--store", store, "--root", str(root), "--session", session]
-    command += ["--resume"] if resume else []
-    command += ["--events-out", str(events_out)] if events_out else []
-    command += [arg for s in sets for arg in ("--set", s)]
-    command += ["--die-after-version"] if die_after_version else []
-    command += ["--slow-checkpoints", str(slow_checkpoints)] if slow_checkpoints else []
-    command += ["--stall-before-version", str(stall_before_version)] if stall_before_version else []
+    kill_at: str | None = None,
+    kill_marker: Path | None = None,
+    moments_out: Path | None = None,
+) -> list[str]:
+    """The worker's command line, after the script (see the module's docstring)."""
+    args = ["--store", store, "--root", str(root), "--session", session]
+    args += ["--resume"] if resume else []
+    args += ["--events-out", str(events_out)] if events_out else []
+    args += [arg for s in sets for arg in ("--set", s)]
+    args += ["--die-after-version"] if die_after_version else []
+    args += ["--slow-checkpoints", str(slow_checkpoints)] if slow_checkpoints else []
+    args += ["--stall-before-version", str(stall_before_version)] if stall_before_version else []
+    args += ["--kill-at", kill_at] if kill_at else []
+    args += ["--kill-marker", str(kill_marker)] if kill_marker else []
+    args += ["--moments-out", str(moments_out)] if moments_out else []
+    return args
+
+
+def log_files(root: Path, session: str, resume: bool) -> tuple[Path, Path]:
+    """Fresh files for a worker's stdout and stderr, in ROOT/worker-logs."""
     logs = root / "worker-logs"
     logs.mkdir(parents=True, exist_ok=True)
     stem = f"{session}.{'resume' if resume else 'run'}.{time.monotonic_ns()}"
-    out, err = logs / f"{stem}.out", logs / f"{stem}.err"
-    env = {**os.environ, "COLUMNS": "200", "TOKENIZERS_PARALLELISM": "false"}
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=REPO)
-    return Worker(proc, out, err)
+    return logs / f"{stem}.out", logs / f"{stem}.err"
+
+
+def worker_env() -> dict[str, str]:
+    return {**os.environ, "COLUMNS": "200", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def wait_for_key(
@@ -203,6 +250,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--stall-before-version", type=float, default=0.0, help="seconds before v1 is saved"
     )
+    parser.add_argument("--kill-at", help="NAME[:N]: SIGKILL at the N-th time NAME is reached")
+    parser.add_argument("--kill-marker", type=Path, help="NAME:N written here just before")
+    parser.add_argument("--moments-out", type=Path, help="kill points reached, in order (JSON)")
     return parser.parse_args(argv)
 
 
@@ -319,7 +369,16 @@ def slow_checkpoints(seconds: float) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     command = cli_args(args)
-    stand_in_app(args)(command, prog_name="autodidact")
+    points = None
+    if args.kill_at or args.moments_out:
+        from tests import kill_points
+
+        points = kill_points.install(args.kill_at, args.kill_marker)
+    try:
+        stand_in_app(args)(command, prog_name="autodidact")
+    finally:
+        if points is not None and args.moments_out:
+            args.moments_out.write_text(json.dumps(points.reached))
 
 
 if __name__ == "__main__":
