@@ -15,7 +15,10 @@ from storage.urls import mask_password
 
 CONNECT_TIMEOUT_S = 2.0
 SOCKET_TIMEOUT_S = 10.0  # above events.MAX_BLOCK_MS, so XREAD BLOCK never times out
-REDIS_FIX = "start redis-server or pass --store sqlite:///path/to/autodidact.db"
+REDIS_FIX = (
+    "start redis-server (a session kept in this Redis resumes only from it; a new one can "
+    "use --store sqlite:///path/to/autodidact.db)"
+)
 
 
 def connect_sqlite(path: str | Path) -> sqlite3.Connection:
