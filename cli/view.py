@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from rich import box
 from rich.progress import Progress
 from rich.table import Table
 
@@ -67,38 +68,37 @@ def console_view() -> Iterator[ConsoleView]:
 
 
 def print_cycle_table(state: dict[str, Any]) -> None:
+    """Two tables that fit 80 columns (nothing cut): each version's dev numbers and what
+    its cycle cost, then the probe on the version's fresh dev labels beside the baselines."""
     final = state.get("final") or {}
-    table = Table(
-        "cycle",
-        "version",
-        "dev acc",
-        "forecast",
-        "halluc.",
-        "abstain",
-        "probe AUROC",
-        "last probe",
-        "logprob",
-        "tokens",
-        "wasted",
-        "decision",
-        title="cycles (AUROCs on the version's fresh dev labels; forecast = 1 - mean risk)",
-    )
-    for row in final.get("cycles", []):
-        table.add_row(
-            str(row["cycle"]),
-            row["version"],
-            f"{row['accuracy']:.1%}",
-            _pct(row.get("predicted_accuracy")),
+    rows = final.get("cycles", [])
+    cycles = _table("cycles", "cycle", "version", "dev acc", "halluc.", "abstain", "tokens",
+                    "wasted", "decision")  # fmt: skip
+    probe = _table(
+        "probe on each version's fresh dev labels (forecast = 1 - mean risk)",
+        "cycle", "version", "dev acc", "forecast", "AUROC", "last probe", "logprob", "entropy",
+    )  # fmt: skip
+    for row in rows:
+        cycle, version, accuracy = str(row["cycle"]), row["version"], f"{row['accuracy']:.1%}"
+        cycles.add_row(
+            cycle,
+            version,
+            accuracy,
             f"{row['hallucination_rate']:.1%}",
             _pct(row.get("abstention_rate")),
-            _num(row.get("probe_auroc")),
-            _num(row.get("stale_probe_auroc")),
-            _num(row.get("logprob_auroc")),
             str(row.get("tokens_sampled") or "-"),
             _pct(row.get("wasted_share")),
             row.get("decision") or "",
         )
-    console.print(table)
+        probe.add_row(
+            cycle,
+            version,
+            accuracy,
+            _pct(row.get("predicted_accuracy")),
+            *(_num(row.get(k)) for k in PROBE_COLUMNS),
+        )
+    console.print(cycles)
+    console.print(probe)
     if final:
         initial, last = final["initial"], final["final"]
         console.print(
@@ -125,6 +125,18 @@ def _test_rates(initial: dict[str, Any], last: dict[str, Any]) -> str:
         f"{last['test_hallucination_rate']:.1%}, abstention "
         f"{initial['test_abstention_rate']:.1%} -> {last['test_abstention_rate']:.1%}; "
     )
+
+
+PROBE_COLUMNS = ("probe_auroc", "stale_probe_auroc", "logprob_auroc", "entropy_auroc")
+
+
+def _table(title: str, *headers: str) -> Table:
+    """A compact table: no vertical rules, one space between columns, cells that fold
+    rather than cut."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
 
 
 def _num(value: float | None) -> str:

@@ -49,3 +49,33 @@ def test_tasks_show_prints_items() -> None:
     result = runner.invoke(app, ["tasks", "show", "arithmetic", "--limit", "2"])
     assert result.exit_code == 0
     assert "What is" in result.output
+
+
+def test_the_cycle_tables_fit_80_columns_without_cutting_a_number() -> None:
+    from rich.console import Console
+
+    from cli import view
+
+    row = {
+        "cycle": 12, "version": "v12", "accuracy": 0.125, "hallucination_rate": 0.875,
+        "abstention_rate": 0.0, "tokens_sampled": 123456, "wasted_share": 0.81,
+        "decision": "refit_probe", "predicted_accuracy": 0.19, "probe_auroc": 0.6123,
+        "stale_probe_auroc": 0.5987, "logprob_auroc": 0.5561, "entropy_auroc": 0.5444,
+    }  # fmt: skip
+    final = {
+        "cycles": [row],
+        "initial": {"version": "v0", "test_accuracy": 0.2},
+        "final": {"version": "v12", "test_accuracy": 0.4, "n_test": 60},
+        "stop_reason": "cycle budget spent",
+        "wall_seconds": 100.0,
+    }
+    narrow = Console(width=80, record=True)
+    original, view.console = view.console, narrow
+    try:
+        view.print_cycle_table({"final": final})
+    finally:
+        view.console = original
+    text = narrow.export_text()
+    assert "…" not in text
+    for shown in ("123456", "refit_probe", "0.612", "0.599", "0.556", "0.544", "81%", "19%"):
+        assert shown in text
