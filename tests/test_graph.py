@@ -49,19 +49,7 @@ def store(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def run_tiny_session(store, session_id: str = "s1", **sets: str):  # type: ignore[no-untyped-def]
-    from engines.hf import HFEngine
-
-    task = coin_flip_task()
-    events = []
-    session = Session(
-        session_id,
-        tiny_policy(**sets),
-        store,
-        task,
-        tiny_engine(),
-        load_engine=lambda p: HFEngine.load(str(p)),
-    )
-    return session.run(on_event=events.append), events
+    return run_on(store, coin_flip_task(), session_id, **sets)
 
 
 def test_two_cycle_session_completes_and_records_everything(store) -> None:  # type: ignore[no-untyped-def]
@@ -70,7 +58,10 @@ def test_two_cycle_session_completes_and_records_everything(store) -> None:  # t
     cycles = [h.cycle for h in state["history"]]
     assert cycles[0] == 0 and max(cycles) >= 1
     assert state["decisions"], "the monitor decided at least once"
-    assert state["probe"] == "probes/probe-0", "a probe was fitted on train-split answers"
+    assert (Path(store.root) / "sessions/s1/probes/probe-0/card.json").is_file(), (
+        "a probe was fitted on train-split answers at the start"
+    )
+    assert state["probe"] == f"probes/cycle-{state['cycle']}", "then refit on each cycle's samples"
     assert "probe_fit_auroc" in state, "the drift baseline comes from the probe's held-out rows"
     assert all(h.mean_risk is not None for h in state["history"]), "every evaluation carries risk"
     assert state["decisions"][-1].action == "stop"
@@ -98,9 +89,13 @@ def test_held_out_metrics_need_both_classes() -> None:
 
 
 def run_with_verifier(store, verifier, session_id: str, **sets: str):  # type: ignore[no-untyped-def]
+    return run_on(store, replace(coin_flip_task(), verifier=verifier), session_id, **sets)
+
+
+def run_on(store, task: Task, session_id: str, **sets: str):  # type: ignore[no-untyped-def]
+    """A tiny session on `task` with the tiny policy and `sets`: (final state, events)."""
     from engines.hf import HFEngine
 
-    task = replace(get_task("arithmetic", n=100, digits=1), verifier=verifier)
     events: list = []
     session = Session(
         session_id,
