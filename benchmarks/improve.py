@@ -35,6 +35,7 @@ from typing import Any
 
 import transformers
 
+from agents.acquire import Attempt
 from engines import load_model
 from engines.hf import HFEngine
 from graph.policy import resolve_policy
@@ -107,6 +108,38 @@ def run_one(task: Task, sets: Sequence[str], root: Path, label: str) -> dict[str
     }
 
 
+def sampled(folder: Path, task: Task) -> list[dict[str, float]]:
+    """Per cycle, from the session's own attempts (so cycles that trained nothing count
+    too): tokens sampled and the share of prompts whose K samples all got one verdict."""
+    from agents.acquire import tokens_sampled
+    from agents.selection import label_with_verifier, wasted_share
+    from graph.cycle_data import read_jsonl
+    from storage import ArtifactStore
+
+    artifacts, rows = ArtifactStore(folder), []
+    for cycle in range(1, 100):
+        name = f"cycle-{cycle}/attempts.jsonl"
+        if artifacts.manifest().find(name) is None:
+            break
+        attempts = [Attempt.from_row(r) for r in read_jsonl(artifacts, name)]
+        labelled = label_with_verifier(task, attempts)
+        rows.append(
+            {"cycle": cycle, "tokens": tokens_sampled(attempts), "wasted": wasted_share(labelled)}
+        )
+    return rows
+
+
+def attach_samples(results: dict[str, Any], root: Path) -> None:
+    """Each run's per-cycle `samples` read from its session folder under `root`."""
+    for name, arms in results.items():
+        task = compare_task(name)
+        for arm, runs in arms.items():
+            for run in runs:
+                seed = run["label"].split()[1]
+                for folder in (root / f"{name}-{seed}-{arm}" / "sessions").glob("*"):
+                    run["samples"] = sampled(folder, task)
+
+
 def mean_ci(values: Sequence[float]) -> str:
     """Mean and 95% t-interval half-width over seeds, e.g. '0.712 +- 0.040 (n=3)'."""
     from scipy.stats import t
@@ -134,6 +167,12 @@ def per_seed(runs: list[dict[str, Any]], key: str, *, reduce: str = "mean") -> l
     return values
 
 
+def from_samples(
+    runs: list[dict[str, Any]], key: str, reduce: Callable[[list[float]], float]
+) -> list[float]:
+    return [reduce([c[key] for c in run["samples"]]) for run in runs if run.get("samples")]
+
+
 def forecast_error(run: dict[str, Any]) -> float | None:
     """Mean |forecast - measured| dev accuracy over the run's cycles."""
     rows = [r for r in run["cycles"] if r.get("predicted_accuracy") is not None]
@@ -157,8 +196,8 @@ def print_comparison(results: dict[str, dict[str, list[dict[str, Any]]]]) -> Non
         rows: list[tuple[str, Callable[[list[dict[str, Any]]], list[float]]]] = [
             ("test accuracy, initial model", lambda r: per_seed(r, "initial_test_accuracy")),
             ("test accuracy, final model", lambda r: per_seed(r, "test_accuracy")),
-            ("tokens sampled (all cycles)", lambda r: per_seed(r, "tokens_sampled", reduce="sum")),
-            ("wasted-prompt share", lambda r: per_seed(r, "wasted_share")),
+            ("tokens sampled (all cycles)", lambda r: from_samples(r, "tokens", sum)),
+            ("wasted-prompt share", lambda r: from_samples(r, "wasted", statistics.fmean)),
             ("probe AUROC, fresh dev labels", lambda r: per_seed(r, "probe_auroc")),
             ("last cycle's probe, same labels", lambda r: per_seed(r, "stale_probe_auroc")),
             ("mean token logprob AUROC", lambda r: per_seed(r, "logprob_auroc")),
@@ -193,6 +232,8 @@ def compare(args: argparse.Namespace) -> None:
                 run = run_one(
                     task, sets, args.root / f"{name}-{seed}-{arm}", f"{name} {seed} {arm}"
                 )
+                folder = next((args.root / f"{name}-{seed}-{arm}" / "sessions").glob("*"))
+                run["samples"] = sampled(folder, task)
                 results.setdefault(name, {}).setdefault(arm, []).append(run)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(results, indent=1))
@@ -220,7 +261,9 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="print the tables of a saved --out file")
     args = parser.parse_args()
     if args.report:
-        print_comparison(json.loads(args.report.read_text()))
+        results = json.loads(args.report.read_text())
+        attach_samples(results, args.root)
+        print_comparison(results)
         return
     if args.compare:
         compare(args)
