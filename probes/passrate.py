@@ -242,11 +242,22 @@ def fit_pass_rate_probe(
 
 
 def _specs(features: FeatureSet, kinds: Sequence[str] | None) -> list[FeatureSpec]:
-    return [
+    """Every kind x layer whose features differ between prompts. One that is the same for
+    every prompt (layer 0's query token: the chat template's last token embedding) can
+    only predict the base rate, so on weak signal it wins on log loss and ranks every
+    prompt alike."""
+    specs = [
         FeatureSpec(kind, (layer,))
         for kind in kinds or features.kinds
         for layer in range(features.num_layers)
     ]
+    varying = [spec for spec in specs if _varies(features.matrix(spec))]
+    return varying or specs
+
+
+def _varies(matrix: FloatArray) -> bool:
+    """True when some feature column differs between rows. (N, D) -> bool"""
+    return bool(np.any(np.ptp(matrix, axis=0) > 1e-6))
 
 
 def _score_candidate(

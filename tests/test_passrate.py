@@ -82,3 +82,20 @@ def test_a_single_prompt_with_right_samples_still_gets_a_probe() -> None:
     fitted = fit_pass_rate_probe(few_right, seed=1)
     assert fitted.right_samples == 1
     assert 7 in few_right.split(fitted.probe.card.split.seed).train
+
+
+def test_a_feature_equal_for_every_prompt_is_never_chosen() -> None:
+    """Layer 0's query token is the chat template's last token embedding, the same for every
+    prompt: it can only predict the base rate, so on noise it would win on log loss and
+    rank every prompt alike (AUROC exactly 0.5). It is left out of the candidates."""
+    rng = np.random.default_rng(3)
+    arrays = rng.standard_normal((40, 4, 8))  # (N, L+1, H): no signal anywhere
+    arrays[:, 0, :] = 0.25  # layer 0 identical for every prompt
+    features = FeatureSet([f"i{i}" for i in range(40)], {"query_token": arrays}, "fp", "t", "m")
+    wrong = rng.binomial(4, 0.8, size=40) / 4
+    rows = PassRateRows(
+        features, wrong, [f"g{i}" for i in range(40)], task="t", samples_per_prompt=4
+    )
+    for seed in range(3):
+        fitted = fit_pass_rate_probe(rows, seed=seed)
+        assert fitted.chosen.spec.layers != (0,)
