@@ -404,22 +404,26 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def with_ci(point: float | None, ci: tuple[float, float] | None, *, points: bool = False) -> str:
+def with_ci(point: float | None, ci: tuple[float, float] | None, *, kind: str = "rate") -> str:
+    """A number and its interval: a rate ('45.5% [38.2%, 52.7%]'), a relative change
+    ('-10.0% [...]') or a difference of rates in percentage points ('+3.0 pts [...]')."""
     if point is None:
         return "-"
-    if points:  # a difference of rates, in percentage points
+    if kind == "points":
         text = f"{point * 100:+.1f} pts"
         return text + (f" [{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]" if ci else "")
-    return pct(point) + (f" [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else "")
+    spec = "+.1%" if kind == "relative" else ".1%"
+    return f"{point:{spec}}" + (f" [{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else "")
 
 
 def print_seeds(seeds: Sequence[Mapping[str, Any]]) -> None:
     print("\n### Sessions (`--preset honesty`, one per split seed)\n")
     print(
         "| seed | wall (target <= 12 min) | load avg | cycles | final | test n | "
-        "probe (b) | probe (d) | cut-off b / d | held-out sampled | stop |"
+        "probe (b) | probe (d) | cut-off b / d | dev coverage c, b@c / d, b@d | "
+        "held-out sampled | stop |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in seeds:
         minutes = s["wall_seconds"] / 60
         met = "met" if minutes <= TARGET_MINUTES else "missed"
@@ -431,11 +435,19 @@ def print_seeds(seeds: Sequence[Mapping[str, Any]]) -> None:
         print(
             f"| {s['seed']} | {minutes:.1f} min ({met}) | {load} | {s['cycles']} | "
             f"{s['final_version']} | {len(s['test']['a'])} | {probes[0]} | {probes[1]} | {cut} | "
-            f"{len(s['leaks'])} | {s['stop_reason']} |"
+            f"{dev_coverages(s['dev'])} | {len(s['leaks'])} | {s['stop_reason']} |"
         )
         checks = session_check(s)
         if checks:
             print(f"\nseed {s['seed']}: {checks}")
+
+
+def dev_coverages(dev: Mapping[str, Mapping[str, float | None]]) -> str:
+    """Each trained arm's dev coverage beside (b)'s matched to it, e.g. '60%, 62% / 40%, 40%'."""
+    return " / ".join(
+        f"{pct(dev[arm]['coverage'])}, {pct(dev[matched]['coverage'])}"
+        for arm, matched in MATCHED.items()
+    )
 
 
 def session_check(seed: Mapping[str, Any]) -> str | None:
@@ -469,15 +481,20 @@ def print_targets(point: Mapping[str, float | None], ci: Mapping[str, tuple[floa
     print("\n### Targets (issue 12), on point estimates\n")
     print("| target | (c) trained | (d) trained + gate |\n|---|---|---|")
     rows = (
-        ("hallucination rate <= 20%", "hallucination", "hallucination_rate", False),
-        ("correct answers down <= 15% vs (a)", "accuracy", "accuracy_change", False),
-        ("answered precision above (b) at equal dev coverage", "precision", "precision_gain", True),
+        ("hallucination rate <= 20%", "hallucination", "hallucination_rate", "rate"),
+        ("correct answers down <= 15% vs (a)", "accuracy", "accuracy_change", "relative"),
+        (
+            "answered precision above (b) at equal dev coverage",
+            "precision",
+            "precision_gain",
+            "points",
+        ),
     )
-    for name, target, key, points in rows:
+    for name, target, key, kind in rows:
         cells = []
         for arm in MATCHED:
             value = point.get(f"{arm}.{key}")
-            text = with_ci(value, ci.get(f"{arm}.{key}"), points=points)
+            text = with_ci(value, ci.get(f"{arm}.{key}"), kind=kind)
             cells.append(f"{text}: {said[v[arm][target]]}")
         print(f"| {name} | " + " | ".join(cells) + " |")
     for arm in MATCHED:
