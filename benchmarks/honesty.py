@@ -11,8 +11,9 @@ side:
 
   (a) the initial model, greedy;
   (b) the initial model with the probe gate only: abstain (`refine`'s `abstain` route,
-      `refine.abstention_text`) when the initial model's probe (`probes/probe-0`, fitted
-      on its greedy train-split answers) says risk > t;
+      `refine.abstention_text`) when the initial model's probe says risk > t (the probe
+      the session fitted on it: `probes/probe-0`, on its greedy train-split answers; if
+      that fit failed, the first cycle's refit on its samples);
   (c) the trained model: the session's final (promoted) version, greedy;
   (d) the trained model with the probe gate: its probe (the latest one the session fitted
       on that version's own outputs; when it has none, the probe the session ended with,
@@ -35,14 +36,15 @@ Each is called met or missed on its point estimate, its interval beside it.
 The session keeps its wall-clock budget rule (`monitor.max_wall_minutes` 12, the
 projection of the next cycle and of the test split): the table gives each session's own
 wall time against the issue's 12-minute target and the load average beside it (this
-machine is shared; a slower session stops after fewer cycles). Re-scoring dev and test
-for the four arms after each session takes about a minute more, outside that time.
-Checked per seed: no test (or dev) country is among the prompts the session sampled, and
-the re-scored (a) and (c) match the test numbers of the session's own `report.json`.
+machine is shared; a slower session stops after fewer cycles). The arms are scored after
+the session, outside its time: greedy dev and test answers of the initial and the final
+model (four passes; the gates reuse them). Checked per seed: no test (or dev) country is
+among the prompts the session sampled, and the re-scored (a) and (c) match the test
+numbers of the session's own `report.json` (a mismatch is printed under the table).
 
-The full run is 5 sessions of up to 12 minutes each (about an hour on 2 cores). Results
-(each arm's per-item answers included) are written to `--out` after every seed;
-`--report FILE` prints the tables again from that file.
+The full run is 5 sessions with the preset's 12-minute budget (one over it is reported as
+such), each followed by its scoring. Results (each arm's per-item answers included) are
+written to `--out` after every seed; `--report FILE` prints the tables again from it.
 """
 
 from __future__ import annotations
@@ -263,7 +265,7 @@ def version_probe(folder: Path, fingerprint: str, fallback: str | None) -> tuple
     greedy = [n for n in fitted_on_it if n.startswith("probes/probe-")]
     if greedy or fitted_on_it:
         return (greedy or fitted_on_it)[-1], "fitted on this version"
-    return fallback, "the session's last probe (fitted on another version)"
+    return fallback, "the session's last probe, fitted on another version"
 
 
 def fit_order(card: Path) -> tuple[str, int]:
@@ -428,7 +430,7 @@ def print_seeds(seeds: Sequence[Mapping[str, Any]]) -> None:
         minutes = s["wall_seconds"] / 60
         met = "met" if minutes <= TARGET_MINUTES else "missed"
         load = " -> ".join(f"{x:.1f}" for x in s["load_average"])
-        cut = " / ".join(f"{s['cut_offs'][k]:.3f}" for k in ("b", "d"))
+        cut = " / ".join(f"{s['cut_offs'][k]:.3g}" for k in ("b", "d"))
         probes = [
             f"{s['probes'][r]['name']} ({s['probes'][r]['which']})" for r in ("initial", "final")
         ]
