@@ -53,6 +53,7 @@ bench: $(DEV_STAMP)  ## run every benchmark (minutes each; numbers go in the REA
 	$(PY) -m benchmarks.probe_sweeps
 	bash scripts/with-redis.sh $(PY) -m benchmarks.storage
 	$(PY) -m benchmarks.improve
+	$(PY) -m benchmarks.honesty
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

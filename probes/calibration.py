@@ -148,3 +148,60 @@ def choose_thresholds(
     base = sum(correct) / len(correct)
     high = threshold_for_precision(risks, correct, base + (target_precision - base) / 2)
     return Thresholds(low=low, high=max(high, low))
+
+
+# -- the probe gate (answer when risk <= cut-off, else abstain), its cut-off chosen on dev --
+
+ABSTAIN_ON_ALL = float("-inf")  # a cut-off below every risk: the gate answers nothing
+
+
+def _cut_offs(risks: Sequence[float]) -> list[float]:
+    """Every distinct gate: abstain on all, then answer up to each distinct risk."""
+    return [ABSTAIN_ON_ALL, *sorted(set(risks))]
+
+
+def threshold_for_accuracy_floor(
+    risks: Sequence[float], correct: Sequence[bool], min_accuracy: float
+) -> float:
+    """The lowest cut-off (the fewest answers, so the fewest wrong ones) whose gated dev
+    accuracy, correct answers with risk <= cut-off over all items, still reaches
+    `min_accuracy`; the highest risk (answer everything) when none does.
+
+    >>> risks, correct = [0.1, 0.2, 0.8, 0.9], [True, False, True, False]
+    >>> threshold_for_accuracy_floor(risks, correct, 0.5)
+    0.8
+    >>> threshold_for_accuracy_floor(risks, correct, 0.25), threshold_for_accuracy_floor(risks, correct, 0.0)
+    (0.1, -inf)
+    >>> threshold_for_accuracy_floor(risks, correct, 0.9)  # out of reach: answer everything
+    0.9
+    """
+    if len(risks) != len(correct):
+        raise ValueError(f"{len(risks)} risks but {len(correct)} verdicts")
+    cut_offs = _cut_offs(risks)
+    for cut_off in cut_offs:
+        right = sum(ok for risk, ok in zip(risks, correct, strict=True) if risk <= cut_off)
+        if right / max(len(risks), 1) >= min_accuracy - 1e-9:
+            return cut_off
+    return cut_offs[-1]
+
+
+def threshold_for_coverage(
+    risks: Sequence[float], answered: Sequence[bool], coverage: float
+) -> float:
+    """The cut-off whose gated dev coverage (items the model answers, not abstaining by
+    itself, with risk <= cut-off, over all items) is nearest `coverage`; of two equally
+    near, the higher coverage; of cut-offs with the same coverage, the lowest.
+
+    >>> risks, answered = [0.1, 0.2, 0.8, 0.9], [True, True, False, True]
+    >>> [threshold_for_coverage(risks, answered, c) for c in (0.5, 0.6, 0.625, 0.0)]
+    [0.2, 0.2, 0.9, -inf]
+    """
+    if len(risks) != len(answered):
+        raise ValueError(f"{len(risks)} risks but {len(answered)} answered flags")
+    n = max(len(risks), 1)
+
+    def gap_then_coverage(cut_off: float) -> tuple[float, float]:
+        kept = sum(a for risk, a in zip(risks, answered, strict=True) if risk <= cut_off) / n
+        return round(abs(kept - coverage), 12), -kept
+
+    return min(_cut_offs(risks), key=gap_then_coverage)
