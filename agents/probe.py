@@ -92,6 +92,7 @@ def fit_session_probe(
 
     The items all sit in the task's train split for `seed`, so the probe splits them with
     another seed: its validation and test rows are train items the probe never fitted on."""
+    from probes.artifact import save_sweep_table
     from probes.data import collect  # the probes stack loads when a probe is fitted, not
     from probes.sweep import sweep  # when a policy is read
 
@@ -104,6 +105,7 @@ def fit_session_probe(
             None, None, None, None, None, None, f"none ({error})", Thresholds(), str(error)
         )
     result.probe.save(folder)
+    save_sweep_table(folder, "AUROC", result.table())
     thresholds = choose_thresholds(
         list(map(float, result.validation_risks)),
         [not bool(w) for w in result.validation_wrong],
@@ -214,6 +216,7 @@ def refit_from_samples(
     the labels are 0/1)."""
     if rows is None:
         return _no_probe("no samples with prefill features from this version yet")
+    from probes.artifact import save_sweep_table
     from probes.passrate import fit_pass_rate_probe
 
     try:
@@ -221,6 +224,7 @@ def refit_from_samples(
     except ValueError as error:
         return _no_probe(str(error))
     fit.probe.save(folder)
+    save_sweep_table(folder, "concordance with pass rates", fit.table())
     concordance = fit.chosen.validation_concordance
     return FittedProbe(
         name,
