@@ -92,9 +92,9 @@ def fit_session_probe(
 
     The items all sit in the task's train split for `seed`, so the probe splits them with
     another seed: its validation and test rows are train items the probe never fitted on."""
-    from probes.artifact import save_sweep_table
     from probes.data import collect  # the probes stack loads when a probe is fitted, not
     from probes.sweep import sweep  # when a policy is read
+    from probes.sweep_table import save_sweep_table
 
     probe_seed = seed + 1
     data = collect(engine, task, items, max_new_tokens=max_new_tokens, progress_cb=on_progress)
@@ -216,8 +216,8 @@ def refit_from_samples(
     the labels are 0/1)."""
     if rows is None:
         return _no_probe("no samples with prefill features from this version yet")
-    from probes.artifact import save_sweep_table
     from probes.passrate import fit_pass_rate_probe
+    from probes.sweep_table import save_sweep_table
 
     try:
         fit = fit_pass_rate_probe(rows, seed=seed + 1)

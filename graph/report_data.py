@@ -88,7 +88,7 @@ def add_event(report: SessionReport, event: Event) -> None:
 def probe_sweeps(folder: Path) -> list[ProbeSweep]:
     """Every probe the session saved with a sweep table, in the order it fitted them
     (the manifest lists artifacts in write order)."""
-    from probes.artifact import load_sweep_table
+    from probes.sweep_table import load_sweep_table
 
     found = []
     for artifact in ArtifactStore(folder).entries():

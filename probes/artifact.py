@@ -29,7 +29,6 @@ from probes.features import FeatureSpec
 PROBE_SCHEMA_VERSION = 1
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
-SWEEP_FILE = "sweep.json"  # every candidate the fit compared, beside the chosen probe
 Weights = dict[str, NDArray[np.float64]]
 
 
@@ -111,23 +110,6 @@ class Probe:
         card_tmp.write_text(self.card.model_dump_json(indent=2))
         os.replace(card_tmp, folder / CARD_FILE)
         return folder
-
-
-def save_sweep_table(folder: str | Path, metric: str, rows: list[dict[str, Any]]) -> Path:
-    """Every candidate a fit compared (feature, kind, layers, `val_auroc`, `chosen`) as
-    `sweep.json` in the probe's folder, written atomically: the per-layer scores a
-    session's report plots. `metric` names what `val_auroc` holds."""
-    path = Path(folder) / SWEEP_FILE
-    tmp = path.parent / f".{SWEEP_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({"metric": metric, "rows": rows}, indent=1, default=float))
-    os.replace(tmp, path)
-    return path
-
-
-def load_sweep_table(folder: str | Path) -> dict[str, Any] | None:
-    """`sweep.json` of a probe folder (None for a probe saved without one)."""
-    path = Path(folder) / SWEEP_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _sha256(path: Path) -> str:
