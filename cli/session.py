@@ -250,6 +250,9 @@ class SessionCommands:
                 raise failure from None
         print_cycle_table(dict(state))
         console.print(f"session files: {session.folder}")
+        report = session.folder / "report.html"
+        if report.is_file():
+            console.print(f"report (opens from disk): {report}", highlight=False, soft_wrap=True)
 
     def answer(
         self,
