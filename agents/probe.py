@@ -94,6 +94,7 @@ def fit_session_probe(
     another seed: its validation and test rows are train items the probe never fitted on."""
     from probes.data import collect  # the probes stack loads when a probe is fitted, not
     from probes.sweep import sweep  # when a policy is read
+    from probes.sweep_table import save_sweep_table
 
     probe_seed = seed + 1
     data = collect(engine, task, items, max_new_tokens=max_new_tokens, progress_cb=on_progress)
@@ -104,6 +105,7 @@ def fit_session_probe(
             None, None, None, None, None, None, f"none ({error})", Thresholds(), str(error)
         )
     result.probe.save(folder)
+    save_sweep_table(folder, "AUROC", result.table())
     thresholds = choose_thresholds(
         list(map(float, result.validation_risks)),
         [not bool(w) for w in result.validation_wrong],
@@ -215,12 +217,14 @@ def refit_from_samples(
     if rows is None:
         return _no_probe("no samples with prefill features from this version yet")
     from probes.passrate import fit_pass_rate_probe
+    from probes.sweep_table import save_sweep_table
 
     try:
         fit = fit_pass_rate_probe(rows, seed=seed + 1)
     except ValueError as error:
         return _no_probe(str(error))
     fit.probe.save(folder)
+    save_sweep_table(folder, "concordance with pass rates", fit.table())
     concordance = fit.chosen.validation_concordance
     return FittedProbe(
         name,

@@ -304,6 +304,8 @@ class Selected:
     prompts: int
     sample_accuracy: float
     wasted_share: float  # prompts whose samples all got the same verdict
+    # per attempt (in the attempts' order), each sample's label: True = judged correct
+    verdicts: tuple[tuple[bool, ...], ...] = ()
 
 
 def select_data(
@@ -332,7 +334,12 @@ def select_data(
     examples = dedupe(examples) if policy.dedupe else examples
     pairs = pairs if policy.pairs else []
     return Selected(
-        examples, pairs, len(labelled), sample_accuracy(labelled), wasted_share(labelled)
+        examples,
+        pairs,
+        len(labelled),
+        sample_accuracy(labelled),
+        wasted_share(labelled),
+        tuple(lab.correct for lab in labelled),
     )
 
 

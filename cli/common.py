@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 if TYPE_CHECKING:
     from engines.base import Engine
@@ -63,6 +65,29 @@ PresetOption = Annotated[
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Policy override key=value (repeatable).")
 ]
+
+
+def compact_table(title: str, *headers: str, wrap: tuple[str, ...] = ()) -> Table:
+    """A narrow table: no vertical rules, two spaces between columns; no cell is ever cut
+    (those in `wrap` wrap at spaces, the others fold), so ids and numbers show whole."""
+    table = Table(
+        title=title or None,
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+        show_edge=False,
+    )
+    for header in headers:
+        table.add_column(header, overflow="fold", no_wrap=header not in wrap)
+    return table
+
+
+def fits(renderable: Any) -> bool:
+    """Whether `renderable` fits the console's width without wrapping or folding."""
+    from rich.measure import Measurement
+
+    unbounded = console.options.update_width(10_000)
+    return Measurement.get(console, unbounded, renderable).maximum <= console.width
 
 
 def load_task(name: str, path: Path | None) -> Task:

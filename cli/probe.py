@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cli.common import (
     DEFAULT_ROOT,
@@ -18,6 +17,7 @@ from cli.common import (
     TaskOption,
     VerifierOption,
     cli_command,
+    compact_table,
     console,
     fail,
     new_output_dir,
@@ -96,8 +96,8 @@ class ProbeCommands:
         result.probe.save(folder / "probe")
         plot_sweep(result, folder / "sweep.png")
         (folder / "sweep.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
-        table = Table(
-            "feature", "estimator", "val AUROC", "chosen", title=f"probe sweep on {suite.name}"
+        table = compact_table(
+            f"probe sweep on {suite.name}", "feature", "estimator", "val AUROC", "chosen"
         )
         for row in result.table():
             table.add_row(
@@ -111,7 +111,7 @@ class ProbeCommands:
         console.print(
             f"chosen {result.chosen.spec.name}: validation AUROC {result.validation.auroc:.3f} "
             f"(95% CI {result.validation.auroc_ci[0]:.2f}-{result.validation.auroc_ci[1]:.2f}); "
-            f"labels {vars(labels)}",
+            f"labels: {labels.describe()}",
             highlight=False,
         )
         console.print(f"probe: {folder / 'probe'}\nplot: {folder / 'sweep.png'}")
@@ -128,7 +128,13 @@ class ProbeCommands:
         ] = 5,
         out: OutOption = DEFAULT_ROOT,
     ) -> None:
-        """Test-split metrics with 95% CIs, the baselines beside them, and a ROC curve PNG."""
+        """Test-split metrics with 95% CIs, the baselines beside them, and a ROC curve PNG.
+
+        Columns: AUROC (with its 95% bootstrap CI) and AUPRC of each risk score against \
+the wrong answers; AURC, the area under the risk-coverage curve (answer the lowest-risk \
+items first: the error rate among those answered, averaged over every coverage; lower is \
+better); acc@50% and acc@80%, the accuracy on the 50% and 80% of items with the lowest \
+risk (abstaining on the rest); ECE, the probe's calibration error; s/item, seconds each score costs per item."""
         from probes.artifact import load_probe
         from probes.data import collect, sample_consistency
         from probes.evaluation import evaluate, held_out_items
@@ -193,23 +199,16 @@ def check_eval_labels(task: str, labels: Any) -> None:
 
 
 def print_report_table(report: Any) -> None:
-    """`probe eval`'s table: the probe and each baseline, one row each."""
-    table = Table(
-        "method",
-        "AUROC",
-        "95% CI",
-        "AUPRC",
-        "AURC",
-        "acc@50%",
-        "acc@80%",
-        "ECE",
-        "s/item",
-        title=f"test split, n={report.n_test}",
+    """`probe eval`'s table, 80 columns wide: the probe and each baseline, one row each."""
+    table = compact_table(
+        f"test split, n={report.n_test}",
+        *("method", "AUROC", "95% CI", "AUPRC", "AURC", "acc@50%", "acc@80%", "ECE", "s/item"),
+        wrap=("method",),
     )
     for row in report.table():
         ci: tuple[float, float] = row["auroc_ci"]
         table.add_row(
-            str(row["method"]),
+            str(row["method"]).replace("_", " "),
             _fmt(row["auroc"]),
             f"{ci[0]:.2f}-{ci[1]:.2f}",
             _fmt(row["auprc"]),
@@ -217,9 +216,18 @@ def print_report_table(report: Any) -> None:
             _fmt(row["accuracy_at_50"]),
             _fmt(row["accuracy_at_80"]),
             _fmt(row["ece"]) if row["ece"] is not None else "-",
-            _fmt(row["cost_s_per_item"]),
+            _seconds(row["cost_s_per_item"]),
         )
     console.print(table)
+
+
+def _seconds(value: object) -> str:
+    """A cost per item to 3 significant figures (a probe's is a fraction of a millisecond).
+
+    >>> _seconds(0.000178), _seconds(1.0412), _seconds(None)
+    ('0.000178', '1.04', '-')
+    """
+    return f"{value:.3g}" if isinstance(value, float) else "-"
 
 
 def probe_app(loaders: Loaders) -> typer.Typer:

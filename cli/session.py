@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cli.common import (
     DEFAULT_ROOT,
@@ -27,9 +26,11 @@ from cli.common import (
     StoreOption,
     VerifierOption,
     cli_command,
+    compact_table,
     console,
     err_console,
     fail,
+    fits,
 )
 from cli.interrupts import disk_full, disk_full_line, ending_on_signals, exit_code, stop_line
 from cli.view import EventView, console_view, print_cycle_table, print_event
@@ -249,6 +250,9 @@ class SessionCommands:
                 raise failure from None
         print_cycle_table(dict(state))
         console.print(f"session files: {session.folder}")
+        report = session.folder / "report.html"
+        if report.is_file():
+            console.print(f"report (opens from disk): {report}", highlight=False, soft_wrap=True)
 
     def answer(
         self,
@@ -327,26 +331,43 @@ def open_existing_store(store: str | None, root: Path) -> Any:
 def sessions(
     store: StoreOption = None, root: RootOption = DEFAULT_ROOT, as_json: JsonOption = False
 ) -> None:
-    """The sessions in a store: status, cycles, best dev accuracy."""
+    """The sessions in a store: status, cycles, best dev accuracy. --json: one JSON object
+    per session, one per line (JSON Lines)."""
     with open_existing_store(store, root) as opened:
         rows = opened.events.list_sessions()
         url = opened.display_url
     if as_json:
-        print(
-            json.dumps(
-                [{**r.model_dump(mode="json"), "status": r.shown_status} for r in rows], indent=2
-            )
-        )
+        for r in rows:
+            print(json.dumps({**r.model_dump(mode="json"), "status": r.shown_status}))
         return
-    table = Table(
-        "session", "status", "task", "model", "cycles", "best dev acc", title=f"sessions in {url}"
-    )
-    for r in rows:
-        best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.1%}"
-        table.add_row(r.session_id, r.shown_status, r.task, r.model, str(r.cycles), best)
-    console.print(table)
+    print_sessions(rows, f"sessions in {url}")
     if not rows:
         console.print(f"no sessions in {url}: --root/--store must match the run's")
+
+
+def print_sessions(rows: list[Any], title: str) -> None:
+    """A table when it fits the terminal; else one block per session (its id on a line of
+    its own): an id or a number is never cut."""
+    console.print(title, highlight=False, soft_wrap=True)
+    table = compact_table(
+        "", "session", "status", "task", "model", "cycles", "best dev acc", wrap=("task", "model")
+    )
+    for r in rows:
+        table.add_row(r.session_id, r.shown_status, r.task, r.model, str(r.cycles), _best(r))
+    if fits(table):
+        console.print(table)
+        return
+    for r in rows:
+        console.print(f"[bold]{r.session_id}[/]", highlight=False, soft_wrap=True)
+        console.print(
+            f"  {r.shown_status}; {r.cycles} cycles; best dev accuracy {_best(r)}; "
+            f"{r.task} on {r.model}",
+            highlight=False,
+        )
+
+
+def _best(info: Any) -> str:
+    return "-" if info.best_accuracy is None else f"{info.best_accuracy:.1%}"
 
 
 def trace(
@@ -359,7 +380,8 @@ def trace(
     as_json: JsonOption = False,
 ) -> None:
     """A session's timeline: each node with its duration, every decision with its reason
-    and evidence, key metrics. --follow prints a running session live."""
+    and evidence, key metrics. --follow prints a running session live. --json: one event
+    per line (JSON Lines)."""
     with open_existing_store(store, root) as opened:
         info = opened.events.get_session(session_id)
         if info is None:
@@ -377,8 +399,21 @@ def trace(
             for event in opened.events.follow(session_id, stop=finished):
                 print_event(event, as_json)
             return
-        for event in opened.events.read(session_id):
+        events = opened.events.read(session_id)
+        for event in events:
             print_event(event, as_json)
+        if not as_json and info.shown_status != "finished":
+            hint = resume_hint(session_id, opened.display_url, root)
+            console.print(unfinished_line(info.shown_status, events, hint), highlight=False)
+
+
+def unfinished_line(status: str, events: list[Any], hint: str) -> str:
+    """The line under the trace of a session that has not finished: where it stopped (or
+    is), and how to continue it."""
+    last = events[-1] if events else None
+    where = f" in {last.node} (cycle {last.cycle})" if last and last.node else ""
+    line = f"session {status}{where} after {len(events)} logged events"
+    return line + (f"; {hint} continues it" if status == "interrupted" else "")
 
 
 def register(app: typer.Typer, loaders: Loaders, view: EventView = console_view) -> None:

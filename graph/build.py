@@ -40,6 +40,12 @@ def build_graph(
     versions = ModelVersions(engine, artifacts.root, load_engine)
     planner = Planner.from_policy(policy, engine)
     nodes = Nodes(versions, artifacts, task, planner, fallback_answerer(policy, engine))
+    return wire(nodes).compile(checkpointer=restoring_records(store.checkpointer))
+
+
+def wire(nodes: Nodes) -> StateGraph[Any, Any, Any, Any]:
+    """The session's nodes and fixed edges; the routes after probe, select, refit and
+    monitor are in their `Command[Literal[...]]` return types."""
     graph = StateGraph(SessionState, context_schema=SessionPolicy)
     graph.add_node("probe", nodes.probe)
     graph.add_node("baseline", nodes.baseline)
@@ -56,7 +62,7 @@ def build_graph(
     graph.add_edge("optimize", "evaluate")
     graph.add_edge("evaluate", "monitor")
     graph.set_finish_point("finalize")
-    return graph.compile(checkpointer=restoring_records(store.checkpointer))
+    return graph
 
 
 def restoring_records(checkpointer: BaseCheckpointSaver[Any]) -> BaseCheckpointSaver[Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.acquire import Attempt
+from agents.evaluate import ItemResult
 from agents.selection import PreferencePair, Selected, SFTExample
 from storage import ArtifactStore
 
@@ -59,11 +60,30 @@ def version_samples(
     return parts
 
 
+def verdicts_name(cycle: int) -> str:
+    return f"cycle-{cycle}/verdicts.jsonl"
+
+
+def dev_answers_name(cycle: int, version: str) -> str:
+    return f"cycle-{cycle}/dev-{version}.jsonl"
+
+
+def save_dev_answers(
+    artifacts: ArtifactStore, cycle: int, version: str, results: Sequence[ItemResult]
+) -> None:
+    """A version's dev answers: each with its verdict, abstention and the probe's risk."""
+    artifacts.write_jsonl(dev_answers_name(cycle, version), [r.to_json() for r in results])
+
+
 def save_selected(artifacts: ArtifactStore, cycle: int, selected: Selected) -> dict[str, Any]:
-    """The cycle's selected data saved; the state's record of it (names and counts)."""
+    """The cycle's selected data and each sample's verdict saved; the state's record of it
+    (names and counts)."""
     sft_name, pairs_name = f"cycle-{cycle}/sft.jsonl", f"cycle-{cycle}/pairs.jsonl"
     artifacts.write_jsonl(sft_name, [asdict(e) for e in selected.examples])
     artifacts.write_jsonl(pairs_name, [asdict(p) for p in selected.pairs])
+    artifacts.write_jsonl(
+        verdicts_name(cycle), [{"correct": list(labels)} for labels in selected.verdicts]
+    )
     return {
         "sft_artifact": sft_name,
         "pairs_artifact": pairs_name,

@@ -341,6 +341,7 @@ class Nodes:
             stale=risk_scorer(self.artifacts.root / stale) if stale else None,
             on_progress=emit.progress("evaluating"),
         )
+        cycle_data.save_dev_answers(self.artifacts, cycle, version, measured.results)
         metrics = cycle_metrics(
             measured, cycle=cycle, version=version, refine=policy.evaluate.refine
         )

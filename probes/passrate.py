@@ -121,6 +121,22 @@ class PassRateFit:
     right_samples: int
     wrong_samples: int
 
+    def table(self) -> list[dict[str, object]]:
+        """Every candidate: its feature and validation concordance (AUROC for 0/1 labels)."""
+        return [
+            {
+                "feature": c.spec.name,
+                "kind": c.spec.kind,
+                "layers": list(c.spec.layers),
+                "val_auroc": None
+                if np.isnan(c.validation_concordance)
+                else c.validation_concordance,
+                "val_log_loss": c.validation_log_loss,
+                "chosen": c == self.chosen,
+            }
+            for c in self.candidates
+        ]
+
     @property
     def description(self) -> str:
         held = (

@@ -31,7 +31,8 @@ def test_quick_session_runs_to_the_monitors_stop(tmp_path: Path) -> None:
     assert report["decisions"][-1]["action"] == "stop"
     manifest = json.loads((folder / "manifest.json").read_text())
     names = {entry["name"] for entry in manifest["artifacts"]}
-    assert {"policy.json", "report.json", "cycle-1/attempts.jsonl"} <= names
+    assert {"policy.json", "report.json", "report.html", "cycle-1/attempts.jsonl"} <= names
+    assert f"report (opens from disk): {folder / 'report.html'}" in result.stdout
     assert "cycle-1/features" in names, "acquire saves the prefill its samples captured"
     assert any(n.startswith("probes/cycle-") for n in names), "a probe from the loop's samples"
     evaluated = [row for row in report["cycles"] if row["cycle"] >= 1]

@@ -147,7 +147,9 @@ def test_no_output_event_log_or_file_shows_the_store_password(
         (secret_redis.query_url, secret_redis.query_url.replace(PASSWORD, "***")),
     ):
         assert f"sessions in {masked}" in cli("sessions", "--store", url)
-        (listed,) = json.loads(cli("sessions", "--store", url, "--json"))
+        (listed,) = [
+            json.loads(line) for line in cli("sessions", "--store", url, "--json").splitlines()
+        ]
         assert listed["store_url"] == secret_redis.masked
         assert "finished: cycle budget spent" in cli("trace", "s", "--store", url)
         cli("trace", "s", "--follow", "--json", "--store", url)

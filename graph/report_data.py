@@ -1,0 +1,163 @@
+"""What a session's `report.html` shows, read back from what the session stored: its
+events (cycle metrics, decisions with their evidence, the closing report) and its
+artifacts (probe sweeps, dev answers, samples with their verdicts, training data). Works
+for a session that is still running or was interrupted: what is missing is left out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from graph.cycle_data import dev_answers_name, verdicts_name
+from storage import ArtifactStore, Event, SessionInfo
+
+REPORT_HTML = "report.html"
+
+
+@dataclass(frozen=True)
+class ProbeSweep:
+    """One fitted probe and every candidate its fit compared (`rows`: feature, kind,
+    layers, val_auroc, chosen)."""
+
+    name: str
+    metric: str
+    rows: list[dict[str, Any]]
+
+
+@dataclass
+class SessionReport:
+    """Everything the page shows, as plain data."""
+
+    session_id: str
+    status: str
+    task: str = ""
+    model: str = ""
+    cycles: list[dict[str, Any]] = field(default_factory=list)  # one per evaluated version
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # the monitor's, in order
+    final: dict[str, Any] | None = None  # the closing report (None: the session did not end)
+    probes: list[ProbeSweep] = field(default_factory=list)
+    dev_answers: list[dict[str, Any]] = field(default_factory=list)  # every version's dev answers
+    samples: list[dict[str, Any]] = field(default_factory=list)  # every sampled completion
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.final.get("stop_reason") if self.final else None
+
+
+def collect_report(
+    session_id: str, info: SessionInfo | None, events: Sequence[Event], folder: Path
+) -> SessionReport:
+    """The report of session `session_id` from its registry entry, its logged events and
+    its folder of artifacts."""
+    report = SessionReport(
+        session_id,
+        info.shown_status if info else "unknown",
+        task=info.task if info else "",
+        model=info.model if info else "",
+    )
+    for event in events:
+        add_event(report, event)
+    report.probes = probe_sweeps(folder)
+    report.dev_answers = dev_answers(folder, report.cycles)
+    report.samples = samples(folder)
+    return report
+
+
+def add_event(report: SessionReport, event: Event) -> None:
+    """Fold one logged event into the report: a version's dev metrics, a decision, or
+    the closing report.
+
+    >>> r = SessionReport("s", "finished")
+    >>> add_event(r, Event(session_id="s", key="c1/monitor/0", kind="decision", cycle=1,
+    ...     ts=0, message="stop: done", data={"action": "stop", "reason": "done", "evidence": {}}))
+    >>> r.decisions[0]["action"], r.decisions[0]["cycle"]
+    ('stop', 1)
+    """
+    data = event.data
+    if event.kind == "metric" and event.node in ("baseline", "evaluate") and "version" in data:
+        report.cycles.append(dict(data))
+    elif event.kind == "decision":
+        report.decisions.append({"cycle": event.cycle, **data})
+    elif event.kind == "session" and "stop_reason" in data:
+        report.final = dict(data)
+
+
+def probe_sweeps(folder: Path) -> list[ProbeSweep]:
+    """Every probe the session saved with a sweep table, in the order it fitted them
+    (the manifest lists artifacts in write order)."""
+    from probes.sweep_table import load_sweep_table
+
+    found = []
+    for artifact in ArtifactStore(folder).entries():
+        table = load_sweep_table(folder / artifact.path) if artifact.kind == "probe" else None
+        if table is not None:
+            found.append(ProbeSweep(artifact.name, table["metric"], table["rows"]))
+    return found
+
+
+def dev_answers(folder: Path, cycles: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The dev answers of each evaluated version, tagged with its cycle and version."""
+    rows = []
+    for cycle in cycles:
+        path = folder / dev_answers_name(cycle["cycle"], cycle["version"])
+        for row in read_jsonl(path):
+            rows.append({"cycle": cycle["cycle"], "version": cycle["version"], **row})
+    return rows
+
+
+def samples(folder: Path) -> list[dict[str, Any]]:
+    """Every completion acquire sampled, one row each: its cycle, prompt, text, the
+    prompt's risk, the verdict (None before select labelled it) and whether select put
+    it in the training set."""
+    rows = []
+    for attempts_path in sorted(folder.glob("cycle-*/attempts.jsonl"), key=_cycle_number):
+        cycle = _cycle_number(attempts_path)
+        verdicts = read_jsonl(folder / verdicts_name(cycle))
+        chosen = {
+            (row["item_id"], row["completion"])
+            for row in read_jsonl(attempts_path.parent / "sft.jsonl")
+        }
+        for index, attempt in enumerate(read_jsonl(attempts_path)):
+            labels = verdicts[index]["correct"] if index < len(verdicts) else []
+            rows += attempt_rows(cycle, attempt, labels, chosen)
+    return rows
+
+
+def attempt_rows(
+    cycle: int, attempt: dict[str, Any], labels: Sequence[bool], chosen: set[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """One row per sample of an `attempts.jsonl` row.
+
+    >>> attempt = {"item": {"id": "a1", "prompt": "1+1?"}, "risk": 0.2,
+    ...            "samples": [{"text": "2", "finish_reason": "stop"}]}
+    >>> attempt_rows(1, attempt, [True], {("a1", "2")})[0]["selected"]
+    True
+    """
+    item = attempt["item"]
+    return [
+        {
+            "cycle": cycle,
+            "item_id": item["id"],
+            "prompt": item["prompt"],
+            "text": sample["text"],
+            "finish_reason": sample.get("finish_reason"),
+            "risk": attempt.get("risk"),
+            "correct": labels[n] if n < len(labels) else None,
+            "selected": (item["id"], sample["text"]) in chosen,
+        }
+        for n, sample in enumerate(attempt["samples"])
+    ]
+
+
+def _cycle_number(path: Path) -> int:
+    return int(path.parent.name.removeprefix("cycle-"))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file ([] when it is not there)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
