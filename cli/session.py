@@ -66,9 +66,13 @@ def tracking_overrides(tracking_uri: str | None, no_tracking: bool) -> list[str]
     )
 
 
+TRACKING_ENV = "AUTODIDACT_TRACKING"  # "off": no session is tracked (the test suite's default)
+
+
 @contextlib.contextmanager
 def session_tracking(policy: Any, session: Any, root: Path, *, resume: bool) -> Iterator[Any]:
-    """The session's MLflow tracker (None when tracking is off). Without MLflow installed
+    """The session's MLflow tracker (None when tracking is off: the policy's `tracking`,
+    `--no-tracking`, or AUTODIDACT_TRACKING=off). Without MLflow installed
     a session still runs, and says how to turn tracking on; an explicit tracking URI
     without it is an error."""
     from storage.tracking import (
@@ -78,7 +82,7 @@ def session_tracking(policy: Any, session: Any, root: Path, *, resume: bool) -> 
         tracking_uri_for,
     )
 
-    if not policy.tracking:
+    if not policy.tracking or os.environ.get(TRACKING_ENV, "").lower() == "off":
         yield None
         return
     if not tracking_available():

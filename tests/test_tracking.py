@@ -277,7 +277,7 @@ def test_the_browser_shows_the_run_its_charts_traces_and_samples(
 ) -> None:  # type: ignore[no-untyped-def]
     browser_path = chromium_path()
     if browser_path is None:
-        if os.environ.get("CI"):
+        if os.environ.get("CI", "").lower() == "true":
             pytest.fail("chromium is missing in CI: `make test` installs Debian's chromium")
         pytest.skip("no chromium on this machine: apt-get install chromium")
     playwright = pytest.importorskip("playwright.sync_api")
@@ -312,3 +312,22 @@ def test_the_browser_shows_the_run_its_charts_traces_and_samples(
             page.get_by_text(node, exact=True).first.wait_for()
         page.screenshot(path=str(shots / "run-trace.png"), full_page=True)
         browser.close()
+
+
+def test_ui_refuses_a_port_in_use_and_a_root_without_a_store(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.app import make_app
+
+    runner, app = CliRunner(), make_app()
+    result = runner.invoke(app, ["ui", "--root", str(tmp_path)])
+    assert result.exit_code == 2 and "no tracked sessions under" in result.output
+    (tmp_path / "mlflow.db").touch()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["ui", "--root", str(tmp_path), "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert f"port {port} on 127.0.0.1 is in use" in result.output
+    assert len(result.output.strip().splitlines()) == 1
