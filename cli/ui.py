@@ -36,7 +36,7 @@ def port_in_use(host: str, port: int) -> bool:
 def server_command(root: Path, host: str, port: int) -> list[str]:
     """`mlflow server` on the SQLite store under `root`, one worker.
 
-    >>> server_command(Path("/r"), "127.0.0.1", 5000)[3:7]
+    >>> server_command(Path("/r"), "127.0.0.1", 5000)[4:8]
     ['--backend-store-uri', 'sqlite:////r/mlflow.db', '--default-artifact-root', '/r/mlartifacts']
     """
     from storage.tracking import default_artifact_root, default_tracking_uri
