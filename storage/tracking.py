@@ -26,9 +26,12 @@ class TrackingUnavailable(RuntimeError):
 
 
 def mlflow_module() -> Any:
-    """`mlflow`, imported with telemetry off (unless the user set it) and its INFO lines
-    (database migrations) quiet."""
+    """`mlflow`, imported with telemetry off and traces exported synchronously (unless
+    the user set either), its INFO lines (database migrations) quiet."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # a trace is written whole at once: synchronous export stores it before returning,
+    # and measured 0.4 s a trace against 1.5 s through the async queue's flush
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
     try:
         import mlflow
     except ImportError:
