@@ -409,7 +409,7 @@ def tracked(
     resumed session continues its run from what its event log holds."""
     opening = time.perf_counter()
     run = open_run(uri, f"autodidact/{session.task.name}", session.session_id, artifact_root)
-    if not resume:
+    if run.created:
         run.log_params(flat_params(session.policy.model_dump(mode="json")))
         run.set_tags(
             {

@@ -119,6 +119,7 @@ class TrackedRun:
     client: Any
     run_id: str
     experiment_id: str
+    created: bool = False  # a new run (not one a resumed session continues)
 
     def log_params(self, params: dict[str, str]) -> None:
         mlflow = mlflow_module()
@@ -223,4 +224,4 @@ def open_run(uri: str, experiment: str, session_id: str, artifact_root: Path | N
         run_id = client.create_run(
             experiment_id, run_name=session_id, tags={SESSION_TAG: session_id}
         ).info.run_id
-    return TrackedRun(client, run_id, experiment_id)
+    return TrackedRun(client, run_id, experiment_id, created=not runs)

@@ -186,7 +186,7 @@ def test_resume_continues_the_same_run_and_writes_missing_cycles(
     uri, root = tracked_session.uri, tracked_session.root
     run = open_run(uri, "autodidact/t", "s1", default_artifact_root(root))
     again = open_run(uri, "autodidact/t", "s1", default_artifact_root(root))
-    assert again.run_id == run.run_id
+    assert again.run_id == run.run_id and run.created and not again.created
 
     def event(
         key: str, kind: str, node: str, cycle: int, data: dict[str, Any] | None = None
