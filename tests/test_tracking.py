@@ -304,6 +304,10 @@ def test_the_browser_shows_the_run_its_charts_traces_and_samples(
 
         page.goto(f"{base}/artifacts/tables/cycle-1-samples.json")
         page.get_by_text("selected_for_training").first.wait_for()
+        shown = page.locator("body").inner_text()
+        sft = (t.root / "sessions/tracked/cycle-1/sft.jsonl").read_text().splitlines()
+        trained = {json.loads(line)["item_id"] for line in sft}
+        assert trained and all(item in shown for item in trained) and "true" in shown
         page.screenshot(path=str(shots / "run-samples.png"), full_page=True)
 
         page.goto(f"{base}/traces")
