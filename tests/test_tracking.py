@@ -335,3 +335,35 @@ def test_ui_refuses_a_port_in_use_and_a_root_without_a_store(tmp_path: Path) -> 
     assert result.exit_code == 2, result.output
     assert f"port {port} on 127.0.0.1 is in use" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_run_through_the_cli_tracks_to_the_store_under_root(
+    tracked_session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """`autodidact run` (tiny stand-ins) logs to ROOT/mlflow.db: the module's store, whose
+    database already exists."""
+    from typer.testing import CliRunner
+
+    from cli.app import make_app
+    from graph.policy import dump_policy
+    from tests.session_worker import stand_in_loaders
+
+    monkeypatch.delenv("AUTODIDACT_TRACKING", raising=False)
+    policy = tmp_path / "tiny.yaml"
+    policy.write_text(dump_policy(tiny_policy()))
+    root = tracked_session.root
+    args = ["run", "--policy", str(policy), "--session-id", "cli", "--root", str(root)]
+    result = CliRunner().invoke(make_app(stand_in_loaders()), args)
+    assert result.exit_code == 0, result.output
+    assert f"tracking: {tracked_session.uri}" in result.output
+    client = MlflowClient(tracked_session.uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(experiments, "tags.`autodidact.session_id` = 'cli'")
+    assert run.info.status == "FINISHED" and run.data.params["monitor.max_cycles"] == "2"
+    traces = client.search_traces(locations=experiments, run_id=run.info.run_id)
+    assert {t.info.tags["autodidact.trace_key"] for t in traces} == {
+        "cycle-0",
+        "cycle-1",
+        "cycle-2",
+        "finalize",
+    }
