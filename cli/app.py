@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import models, report, session
+from cli import models, report, session, ui
 from cli.common import Loaders
 from cli.policy import policy_app
 from cli.probe import probe_app
@@ -29,6 +29,7 @@ def make_app(loaders: Loaders | None = None, *, view: EventView = console_view) 
     app.add_typer(tasks_app(loaders), name="tasks")
     app.add_typer(policy_app(), name="policy")
     app.add_typer(probe_app(loaders), name="probe")
+    ui.register(app)
     return app
 
 

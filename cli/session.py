@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +43,79 @@ TaskOverride = Annotated[
 ModelOverride = Annotated[
     str | None, typer.Option("--model", "-m", help="Model (overrides the policy's).")
 ]
+TrackingUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="Log the session to this MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
+        "else ROOT/mlflow.db; `autodidact ui` shows it).",
+    ),
+]
+NoTrackingOption = Annotated[
+    bool, typer.Option("--no-tracking", help="Do not log the session to MLflow.")
+]
+
+
+def tracking_overrides(tracking_uri: str | None, no_tracking: bool) -> list[str]:
+    """The policy overrides the tracking flags stand for.
+
+    >>> tracking_overrides("http://mlflow:5000", False)
+    ['tracking_uri=http://mlflow:5000']
+    """
+    return ([f"tracking_uri={tracking_uri}"] if tracking_uri else []) + (
+        ["tracking=false"] if no_tracking else []
+    )
+
+
+TRACKING_ENV = "AUTODIDACT_TRACKING"  # "off": no session is tracked (the test suite's default)
+
+
+@contextlib.contextmanager
+def session_tracking(policy: Any, session: Any, root: Path, *, resume: bool) -> Iterator[Any]:
+    """The session's MLflow tracker (None when tracking is off: the policy's `tracking`,
+    `--no-tracking`, or AUTODIDACT_TRACKING=off). Without MLflow installed
+    a session still runs, and says how to turn tracking on; an explicit tracking URI
+    without it is an error."""
+    from storage.tracking import (
+        INSTALL_HINT,
+        artifact_root_for,
+        tracking_available,
+        tracking_uri_for,
+    )
+
+    if not policy.tracking or os.environ.get(TRACKING_ENV, "").lower() == "off":
+        yield None
+        return
+    if not tracking_available():
+        if policy.tracking_uri:
+            raise fail(f"--tracking-uri needs MLflow, which is not installed: {INSTALL_HINT}")
+        err_console.print(f"[yellow]MLflow tracking off:[/] not installed ({INSTALL_HINT})")
+        yield None
+        return
+    from graph.tracking import tracked
+    from storage.urls import mask_password
+
+    uri = tracking_uri_for(root, policy.tracking_uri, dict(os.environ))
+    with contextlib.ExitStack() as stack:
+        with console.status("opening the MLflow tracking store"):
+            tracker = stack.enter_context(
+                tracked(session, uri, artifact_root_for(uri), resume=resume)
+            )
+        console.print(f"tracking: {mask_password(uri)} (`autodidact ui --root {root}` shows it)")
+        yield tracker
+    if tracker.error is not None:
+        err_console.print(f"[yellow]warning:[/] MLflow tracking stopped: {tracker.error}")
+
+
+def fan_out(*sinks: Any) -> Callable[[Any], None]:
+    """One event consumer that hands each event to every sink that is not None."""
+    present = [sink for sink in sinks if sink is not None]
+
+    def consume(event: Any) -> None:
+        for sink in present:
+            sink(event)
+
+    return consume
 
 
 def store_url(store: str | None, root: Path) -> str:
@@ -150,6 +223,8 @@ class SessionCommands:
             int | None,
             typer.Option("--seed", help="Seed for splits, sampling and training (policy seed)."),
         ] = None,
+        tracking_uri: TrackingUriOption = None,
+        no_tracking: NoTrackingOption = False,
     ) -> None:
         """Run an autonomous improvement session to the monitor's stop."""
         from graph.policy import resolve_policy
@@ -162,6 +237,7 @@ class SessionCommands:
         overrides += [f"task_path={path}"] if path else []
         overrides += [f"task_verifier={verifier}"] if verifier else []
         overrides += [f"model={model}"] if model else []
+        overrides += tracking_overrides(tracking_uri, no_tracking)
         policy = resolve_policy(preset, policy_file, overrides)
         suite = self.load_policy_task(policy)
         problem = split_sizes_problem(
@@ -178,8 +254,11 @@ class SessionCommands:
         session_id: Annotated[str, typer.Argument(help="The session to continue.")],
         store: StoreOption = None,
         root: RootOption = DEFAULT_ROOT,
+        tracking_uri: TrackingUriOption = None,
+        no_tracking: NoTrackingOption = False,
     ) -> None:
-        """Continue a session from its last completed step (after a crash, kill or Ctrl-C)."""
+        """Continue a session from its last completed step (after a crash, kill or Ctrl-C);
+        its MLflow run continues too."""
         from graph.policy import SessionPolicy
 
         saved = root / "sessions" / session_id / "policy.json"
@@ -188,6 +267,10 @@ class SessionCommands:
                 f"no session {session_id!r} under {root}/sessions: see `autodidact sessions --root {root}`"
             )
         policy = SessionPolicy.model_validate(json.loads(saved.read_text()))
+        policy = policy.model_copy(
+            update={"tracking": policy.tracking and not no_tracking}
+            | ({"tracking_uri": tracking_uri} if tracking_uri else {})
+        )
         self._run_session(
             policy,
             self.load_policy_task(policy),
@@ -238,8 +321,11 @@ class SessionCommands:
             try:
                 with contextlib.ExitStack() as shown:
                     view = shown.enter_context(self.view())
+                    tracker = shown.enter_context(
+                        session_tracking(policy, session, root, resume=resume)
+                    )
                     with ending_on_signals(last_words(session, shown), farewell(hint)):
-                        state = session.run(resume=resume, on_event=view)
+                        state = session.run(resume=resume, on_event=fan_out(view, tracker))
             except KeyboardInterrupt:  # Ctrl-C outside `ending_on_signals`
                 err_console.print(stop_line(signal.SIGINT, hint), highlight=False, soft_wrap=True)
                 raise typer.Exit(exit_code(signal.SIGINT)) from None

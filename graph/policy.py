@@ -66,6 +66,17 @@ class SessionPolicy(StageConfig):
         description="Session store URL: 'sqlite:///path.db' or 'redis://host:6379/0' (null: "
         "SQLite in the session folder).",
     )
+    tracking: bool = Field(
+        default=True,
+        description="Log the session to MLflow (a run, per-cycle metrics and traces) when "
+        "mlflow is installed; `autodidact ui` shows it.",
+    )
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI (null: MLFLOW_TRACKING_URI, else sqlite under --root "
+        "with artifacts beside it). Credentials go in MLFLOW_TRACKING_USERNAME/PASSWORD, "
+        "not in the URI (a password in it is masked when saved).",
+    )
     acquire: AcquirePolicy = Field(default=AcquirePolicy(), description=AcquirePolicy.__doc__)
     select: SelectPolicy = Field(default=SelectPolicy(), description=SelectPolicy.__doc__)
     optimize: OptimizePolicy = Field(default=OptimizePolicy(), description=OptimizePolicy.__doc__)
@@ -388,6 +399,7 @@ def dump_policy(policy: SessionPolicy) -> str:
     False
     """
     data = policy.model_dump(mode="json")
-    if data.get("store"):
-        data["store"] = mask_password(data["store"])
+    for key in ("store", "tracking_uri"):
+        if data.get(key):
+            data[key] = mask_password(data[key])
     return yaml.safe_dump(data, sort_keys=False)

@@ -91,7 +91,8 @@ class Session:
         if not resume:
             self.folder.mkdir(parents=True, exist_ok=True)
             saved = self.policy.model_dump(mode="json")
-            saved["store"] = saved["store"] and mask_password(saved["store"])  # no secret on disk
+            for key in ("store", "tracking_uri"):  # no secret on disk
+                saved[key] = saved[key] and mask_password(saved[key])
             ArtifactStore(self.folder).write_json("policy.json", saved)
         inputs = (
             None if resume else initial_state(self.session_id, self.policy, self.engine, self.task)

@@ -7,6 +7,11 @@ from typing import Any
 
 import pytest
 
+# Sessions the tests run through the CLI are not tracked in MLflow (creating an MLflow
+# store costs seconds to minutes); tests/test_tracking.py tracks its own session.
+os.environ.setdefault("AUTODIDACT_TRACKING", "off")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # tests import mlflow directly
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
