@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import Engine
+from engines.factory import load_engine
 from graph.state import SessionState, VersionRecord
 
 EngineLoader = Callable[[Path], Engine]
@@ -21,6 +22,14 @@ def load_engine_from(path: Path) -> Engine:
     from engines.hf import HFEngine
 
     return HFEngine.load(str(path))
+
+
+def version_loader(kind: str) -> EngineLoader:
+    """How a session of engine `kind` loads a trained version's merged folder (the vLLM
+    engine reloads merged weights too: engines/vllm.py says why)."""
+    if kind == "transformers":
+        return load_engine_from
+    return lambda path: load_engine(str(path), kind)
 
 
 @dataclass
