@@ -16,7 +16,7 @@ from engines.base import Sample
 from engines.factory import load_engine
 from engines.loading import DEFAULT_MODEL, EngineNotInstalledError, engine_problem
 from graph.policy import PolicyError, resolve_policy
-from graph.versions import load_engine_from, version_loader
+from graph.versions import ModelVersions, load_engine_from, version_loader
 from tasks import get_task
 from tests.vllm_support import require_vllm
 
@@ -150,3 +150,24 @@ def test_loaders_pick_the_engine_by_kind() -> None:
     loaders = Loaders(load_engine=lambda m: f"hf:{m}", load_vllm_engine=lambda m: f"vllm:{m}")  # type: ignore[arg-type,return-value]
     assert loaders.engine("m") == "hf:m"
     assert loaders.engine("m", "vllm") == "vllm:m"
+
+
+def test_a_dropped_version_engine_is_closed(tmp_path: Path) -> None:
+    """One trained version in memory at a time: loading another closes the one before (a
+    vLLM engine's processes end then, not whenever it is garbage-collected)."""
+
+    class Closable:
+        def __init__(self, path: Path) -> None:
+            self.path, self.closed = path, False
+
+        def close(self) -> None:
+            self.closed = True
+
+    base = Closable(tmp_path)
+    versions = ModelVersions(base, tmp_path, load_engine=Closable)  # type: ignore[arg-type]
+    state: Any = {"versions": {v: {"path": str(tmp_path / v)} for v in ("v1", "v2")}}
+    first = versions.engine(state, "v1")
+    assert versions.engine(state, "v1") is first and not first.closed  # type: ignore[attr-defined]
+    second = versions.register("v2", tmp_path / "v2")
+    assert first.closed and not second.closed  # type: ignore[attr-defined]
+    assert versions.engine(state, "v0") is base and not base.closed
