@@ -30,9 +30,14 @@ Decisions, and why:
   terms plus the rest of the mass spread evenly over the rest of the vocabulary
   (`entropy_bound`). It is exact when the top tokens hold all the mass, and never below
   the true entropy.
-- **Processes.** vLLM V1 runs its engine core and CPU worker in spawned processes: a
-  script that builds this engine needs an `if __name__ == "__main__":` guard. `close()`
-  ends them; on CPU the KV cache gets `kv_cache_gib` (default 2 GiB, or
+- **Processes.** The engine core (scheduler) runs in this process and the model worker
+  in a spawned one (`VLLM_ENABLE_V1_MULTIPROCESSING=0` while the `LLM` is built, with the
+  `mp` executor). With the core in a process of its own, requests reach it while it is
+  already stepping, so which random draws a sample gets depends on timing and the same
+  seed gave other samples (measured: the contract's reproducibility test failed); here
+  `LLM.generate` queues every request before the first step. The worker keeps vLLM's
+  thread binding and `torch.set_num_threads` patch out of this process. A script that
+  builds this engine needs an `if __name__ == "__main__":` guard. `close()` ends it; on CPU the KV cache gets `kv_cache_gib` (default 2 GiB, or
   `VLLM_CPU_KVCACHE_SPACE`), not vLLM's default share of the machine's memory.
 """
 
@@ -50,6 +55,7 @@ from engines.loading import resolve_model
 
 TOP_LOGPROBS = 20  # vLLM's default `max_logprobs`: the entropy bound reads these
 CPU_KV_CACHE_GIB = 2
+IN_PROCESS_CORE = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
 class SeedWorker:
@@ -80,13 +86,19 @@ def entropy_bound(logprobs: Iterable[float], vocab_size: int) -> float:
     return max(entropy, 0.0)
 
 
+def top_logprobs(step: dict[int, Any]) -> list[float]:
+    """The top `TOP_LOGPROBS` log-probabilities of a step, without the sampled token that
+    vLLM adds when it ranks lower: the same tokens whichever one was drawn."""
+    return [lp.logprob for lp in step.values() if lp.rank is None or lp.rank <= TOP_LOGPROBS]
+
+
 def to_sample(completion: Any, vocab_size: int) -> Sample:
     """A vLLM `CompletionOutput` (with logprobs) as a `Sample`."""
     steps = completion.logprobs or []
     logprobs = [
         step[token].logprob for token, step in zip(completion.token_ids, steps, strict=True)
     ]
-    entropies = [entropy_bound((lp.logprob for lp in step.values()), vocab_size) for step in steps]
+    entropies = [entropy_bound(top_logprobs(step), vocab_size) for step in steps]
     finish: FinishReason = "stop" if completion.finish_reason == "stop" else "length"
     return Sample(
         text=completion.text.strip(),
@@ -245,13 +257,22 @@ def new_llm(
     if on_cpu:
         gib = kv_cache_gib or float(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or CPU_KV_CACHE_GIB)
         options["kv_cache_memory_bytes"] = int(gib * 2**30)
-    return LLM(
-        model=str(path),
-        dtype="float32",
-        seed=seed,
-        max_logprobs=TOP_LOGPROBS,
-        generation_config="vllm",
-        worker_extension_cls=f"{__name__}.SeedWorker",
-        enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
-        **options,
-    )
+    previous = os.environ.get(IN_PROCESS_CORE)
+    os.environ[IN_PROCESS_CORE] = "0"  # read when the LLM is built; restored after
+    try:
+        return LLM(
+            model=str(path),
+            dtype="float32",
+            seed=seed,
+            max_logprobs=TOP_LOGPROBS,
+            generation_config="vllm",
+            worker_extension_cls=f"{__name__}.SeedWorker",
+            enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+            distributed_executor_backend="mp",
+            **options,
+        )
+    finally:
+        if previous is None:
+            os.environ.pop(IN_PROCESS_CORE, None)
+        else:
+            os.environ[IN_PROCESS_CORE] = previous

@@ -26,6 +26,9 @@ VLLM_TINY_SHAPE: dict[str, Any] = {
 }
 
 
+OPEN_ENGINES: list[Any] = []
+
+
 def require_vllm() -> None:
     """Skip the calling test where vLLM is not installed; fail it in CI instead."""
     if importlib.util.find_spec("vllm") is not None:
@@ -58,5 +61,11 @@ def tiny_vllm_engine(seed: int) -> Any:
     tiny_llama(tokenizer, seed, **VLLM_TINY_SHAPE).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     engine = VLLMEngine.load(str(folder), batch_size=2, kv_cache_gib=0.0625)
-    atexit.register(engine.close)
+    OPEN_ENGINES.append(engine)
     return engine
+
+
+def close_engines() -> None:
+    """End the processes of every engine `tiny_vllm_engine` started."""
+    while OPEN_ENGINES:
+        OPEN_ENGINES.pop().close()
