@@ -22,8 +22,8 @@ Decisions, and why:
   the probe pass needs the version's full weights in transformers anyway; a fingerprint
   must name the weights a probe was fitted on; and a LoRA-enabled vLLM pays the adapter
   kernels on every forward, caps the rank (`max_lora_rank`) and, on CPU, turns off
-  compilation. The cost is one engine load per version the session evaluates (tens of
-  seconds on CPU, next to minutes of training).
+  compilation. The cost is one engine load per version the session evaluates
+  (`benchmarks.engine --engine vllm` prints a load's time).
 - **Log-probabilities** are vLLM's `raw_logprobs` (before temperature and top-p), as the
   transformers engine's. vLLM returns the top `TOP_LOGPROBS` per step, not the whole
   distribution, so a token's **entropy** is the largest one those allow: the top tokens'
@@ -37,7 +37,8 @@ Decisions, and why:
   seed gave other samples (measured: the contract's reproducibility test failed); here
   `LLM.generate` queues every request before the first step. The worker keeps vLLM's
   thread binding and `torch.set_num_threads` patch out of this process. A script that
-  builds this engine needs an `if __name__ == "__main__":` guard. `close()` ends it; on CPU the KV cache gets `kv_cache_gib` (default 2 GiB, or
+  builds this engine needs an `if __name__ == "__main__":` guard. `close()` ends it.
+- **Memory.** On CPU the KV cache gets `kv_cache_gib` (default 2 GiB, or
   `VLLM_CPU_KVCACHE_SPACE`), not vLLM's default share of the machine's memory.
 """
 
