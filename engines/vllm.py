@@ -258,7 +258,9 @@ def new_llm(
     if on_cpu:
         gib = kv_cache_gib or float(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or CPU_KV_CACHE_GIB)
         options["kv_cache_memory_bytes"] = int(gib * 2**30)
-    previous = os.environ.get(IN_PROCESS_CORE)
+    import torch
+
+    previous, threads = os.environ.get(IN_PROCESS_CORE), torch.get_num_threads()
     os.environ[IN_PROCESS_CORE] = "0"  # read when the LLM is built; restored after
     try:
         return LLM(
@@ -277,3 +279,6 @@ def new_llm(
             os.environ.pop(IN_PROCESS_CORE, None)
         else:
             os.environ[IN_PROCESS_CORE] = previous
+        # the in-process core cuts torch to 1 thread "for serving"; the transformers
+        # prefill pass and training in this process want theirs back
+        torch.set_num_threads(threads)
