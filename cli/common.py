@@ -113,6 +113,21 @@ def load_engine(model: str) -> Engine:
         return load_model(model)
 
 
+def engine_problem(kind: str) -> str | None:
+    """Why engine `kind` cannot load in this Python (None: it can)."""
+    from engines.loading import engine_problem as problem
+
+    return problem(kind)
+
+
+def load_vllm_engine(model: str) -> Engine:
+    """The model's vLLM engine (and its transformers copy for prefill states)."""
+    from engines.factory import load_engine as load_kind
+
+    with console.status(f"loading {model} in vLLM"):
+        return load_kind(model, "vllm")
+
+
 @dataclass(frozen=True)
 class Loaders:
     """How commands load models and tasks: `make_app` hands these to every command
@@ -120,14 +135,25 @@ class Loaders:
 
     load_engine: Callable[[str], Engine] = load_engine
     load_task: Callable[[str, Path | None], Task] = load_task
+    load_vllm_engine: Callable[[str], Engine] = load_vllm_engine
+    engine_problem: Callable[[str], str | None] = engine_problem  # checked before any write
+
+    def engine(self, model: str, kind: str = "transformers") -> Engine:
+        """The engine of kind `kind` ('transformers' or 'vllm') over `model`."""
+        return self.load_vllm_engine(model) if kind == "vllm" else self.load_engine(model)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input: shown as one line, exit code 2, no traceback."""
-    from engines.loading import ModelNotFoundError
+    from engines.loading import EngineNotInstalledError, ModelNotFoundError
     from tasks.base import TaskError
 
-    errors: list[type[BaseException]] = [ModelNotFoundError, TaskError, FileNotFoundError]
+    errors: list[type[BaseException]] = [
+        ModelNotFoundError,
+        EngineNotInstalledError,
+        TaskError,
+        FileNotFoundError,
+    ]
     for module, name in (
         ("graph.policy", "PolicyError"),
         ("storage.errors", "StoreError"),

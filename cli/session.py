@@ -306,12 +306,15 @@ class SessionCommands:
         from graph.state import RECORD_TYPES
         from storage import open_store
 
+        problem = self.loaders.engine_problem(policy.engine)
+        if problem:
+            raise fail(problem)
         root.mkdir(parents=True, exist_ok=True)
         with open_store(url, root, restorable=RECORD_TYPES) as opened:
             check_checkpoint(opened, session_id, root, resume=resume)
             for warning in opened.warnings:
                 err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-            engine = self.loaders.load_engine(policy.model)
+            engine = self.loaders.engine(policy.model, policy.engine)
             session = Session(session_id, policy, opened, suite, engine)
             verb = "resuming" if resume else "session"
             console.print(

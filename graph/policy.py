@@ -32,7 +32,7 @@ from agents.planner import PlannerPolicy
 from agents.probe import ProbePolicy
 from agents.refine import RefinePolicy
 from agents.selection import SelectPolicy
-from engines.loading import DEFAULT_MODEL
+from engines.loading import DEFAULT_MODEL, EngineKind
 from storage.urls import mask_password
 from tasks.verifiers import VERIFIERS
 
@@ -59,6 +59,12 @@ class SessionPolicy(StageConfig):
     )
     model: str = Field(
         default=DEFAULT_MODEL, description="Model name, local folder or cached hub id."
+    )
+    engine: EngineKind = Field(
+        default="transformers",
+        description="Generation engine: 'transformers' or 'vllm' (the vllm extra: `make "
+        "install-vllm`, then run with .venv-vllm/bin/python); probe features always come from "
+        "a transformers prefill pass.",
     )
     seed: int = Field(default=0, ge=0, description="Seed for splits, sampling and training.")
     store: str | None = Field(

@@ -22,7 +22,7 @@ from graph.build import build_graph
 from graph.policy import SessionPolicy
 from graph.report_html import write_session_report
 from graph.state import SessionState
-from graph.versions import EngineLoader, load_engine_from
+from graph.versions import EngineLoader, version_loader
 from storage import ArtifactStore, Event, SessionInfo, Store, mask_password
 from tasks.base import Task
 
@@ -62,7 +62,7 @@ class Session:
     store: Store
     task: Task
     engine: Engine
-    load_engine: EngineLoader = load_engine_from
+    load_engine: EngineLoader | None = None  # None: the policy's engine (`version_loader`)
 
     @property
     def folder(self) -> Path:
@@ -80,7 +80,7 @@ class Session:
             self.store,
             task=self.task,
             artifacts=artifacts,
-            load_engine=self.load_engine,
+            load_engine=self.load_engine or version_loader(self.policy.engine),
         )
 
     def run(self, *, resume: bool = False, on_event: EventSink | None = None) -> SessionState:

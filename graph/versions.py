@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import Engine
+from engines.factory import load_engine
 from graph.state import SessionState, VersionRecord
 
 EngineLoader = Callable[[Path], Engine]
@@ -21,6 +22,14 @@ def load_engine_from(path: Path) -> Engine:
     from engines.hf import HFEngine
 
     return HFEngine.load(str(path))
+
+
+def version_loader(kind: str) -> EngineLoader:
+    """How a session of engine `kind` loads a trained version's merged folder (the vLLM
+    engine reloads merged weights too: engines/vllm.py says why)."""
+    if kind == "transformers":
+        return load_engine_from
+    return lambda path: load_engine(str(path), kind)
 
 
 @dataclass
@@ -36,14 +45,23 @@ class ModelVersions:
         if name == "v0":
             return self.base_engine
         if name not in self._loaded:
-            self._loaded.clear()  # one trained version in memory at a time
+            self._evict()  # one trained version in memory at a time
             self._loaded[name] = self.load_engine(Path(state["versions"][name]["path"] or ""))
         return self._loaded[name]
 
     def register(self, name: str, path: Path) -> Engine:
-        self._loaded.clear()
+        self._evict()
         self._loaded[name] = self.load_engine(path)
         return self._loaded[name]
+
+    def _evict(self) -> None:
+        """Drop the loaded trained version; an engine with processes of its own (vLLM's)
+        is closed now rather than whenever it is garbage-collected."""
+        for engine in self._loaded.values():
+            close = getattr(engine, "close", None)
+            if callable(close):
+                close()
+        self._loaded.clear()
 
     def trainable_copy(self, state: SessionState) -> tuple[Any, Any]:
         """A copy of the current version's model to train; the engine's stays untouched."""

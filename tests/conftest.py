@@ -13,6 +13,15 @@ os.environ.setdefault("AUTODIDACT_TRACKING", "off")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # tests import mlflow directly
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_vllm_engines() -> Any:
+    """vLLM engines started by the tests end with the session, while output is open."""
+    yield
+    from tests.vllm_support import close_engines
+
+    close_engines()
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """URL of a real Redis for integration tests (`AUTODIDACT_TEST_REDIS_URL`).

@@ -44,18 +44,21 @@ def tiny_llama(
     *,
     shared_offset: float = 5.0,
     eos_offset: float = 8.0,
+    hidden_size: int = 16,
+    heads: int = 4,
 ) -> LlamaForCausalLM:
     """The offsets set dimension 0 of every embedding row and of EOS's (see below). With
     seed 1 and offsets 1 and 3 instead, greedy answers differ between prompts and most run
-    to the token limit."""
+    to the token limit. Head size is hidden_size / heads (vLLM's CPU attention wants 32 or
+    more); key-value heads are half the heads."""
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
         max_position_embeddings=256,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -73,10 +76,10 @@ def tiny_llama(
 
 
 def tiny_engine(  # type: ignore[no-untyped-def]
-    seed: int = 0, layers: int = 2, batch_size: int = 8, **offsets: float
+    seed: int = 0, layers: int = 2, batch_size: int = 8, **shape: float
 ):
     from engines.hf import HFEngine
 
     tokenizer = tiny_tokenizer()
-    model = tiny_llama(tokenizer, seed, layers, **offsets)
+    model = tiny_llama(tokenizer, seed, layers, **shape)  # type: ignore[arg-type]
     return HFEngine(model, tokenizer, name="tiny-llama", batch_size=batch_size)
