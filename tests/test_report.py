@@ -124,3 +124,46 @@ def test_report_of_an_unknown_session_lists_the_sessions(
     result = runner.invoke(make_app(), ["report", "nope", "--root", str(root)])
     assert result.exit_code == 2
     assert "no session 'nope'" in result.output and "s1" in result.output
+
+
+@pytest.mark.browser
+def test_the_report_renders_from_disk_in_a_browser(
+    finished: tuple[Path, dict[str, Any]],
+) -> None:
+    """Opened from disk in chromium: no request leaves the file, every chart is drawn with
+    a size, the stop reason shows, and the "selected for training" filter keeps exactly the
+    selected rows."""
+    import os
+    import shutil
+
+    browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser_path is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is missing in CI: `make test` installs Debian's chromium")
+        pytest.skip("no chromium on this machine: apt-get install chromium")
+    playwright = pytest.importorskip("playwright.sync_api")
+    root, state = finished
+    path = root / "sessions/s1/report.html"
+    shots = Path(os.environ.get("AUTODIDACT_TEST_ARTIFACTS", "test-artifacts"))
+    shots.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(path.as_uri())
+        assert state["final"]["stop_reason"] in page.locator("#stop-reason").inner_text()
+        page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+        charts = page.locator("svg")  # the probe's per-layer charts open from their <details>
+        assert charts.count() >= 4
+        for i in range(charts.count()):
+            box = charts.nth(i).bounding_box()
+            assert box is not None and box["width"] > 50 and box["height"] > 50, f"chart {i}"
+        selected = page.locator('#samples tr[data-selected="1"]').count()
+        assert selected > 0
+        page.locator("#f-selected").check()
+        assert page.locator("#samples tr[data-source]:visible").count() == selected
+        assert page.locator("#f-count").inner_text().startswith(f"{selected} of ")
+        page.screenshot(path=str(shots / "report-html.png"), full_page=True)
+        browser.close()
+    assert all(url.startswith("file://") for url in requests), requests
