@@ -271,7 +271,7 @@ def _specs(features: FeatureSet, kinds: Sequence[str] | None) -> list[FeatureSpe
     return varying or specs
 
 
-def _varies(matrix: FloatArray) -> bool:
+def _varies(matrix: NDArray[np.floating]) -> bool:
     """True when some feature column differs between rows. (N, D) -> bool"""
     return bool(np.any(np.ptp(matrix, axis=0) > 1e-6))
 
