@@ -48,8 +48,8 @@ STORE_KILLS = {
     "checkpoint.put:8": "after optimize #1",  # v1 in place, its writes saved, no checkpoint
     "checkpoint.put_writes:5": "after select #1",  # cycle 1's datasets written, not recorded
     "event.append:20": "c1/optimize/3",  # optimize's last event, after its node_end
-    "artifact.write:3": "in select #1",  # cycle 1's SFT set in its temp file
-    "artifact.manifest:8": "in optimize #1",  # v1 renamed into place, not yet in the manifest
+    "artifact.write:4": "in select #1",  # cycle 1's SFT set in its temp file
+    "artifact.manifest:10": "in optimize #1",  # v1 renamed into place, not yet in the manifest
 }
 RANDOM_KILLS = [f"random-{i}" for i in range(3)]
 SEED = 20260611
