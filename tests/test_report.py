@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from cli.app import make_app
 from storage import open_store
+from tests.browser_support import chromium_or_skip, screenshot_folder
 from tests.test_graph import coin_flip_task, tiny_policy
 
 runner = CliRunner()
@@ -133,19 +134,11 @@ def test_the_report_renders_from_disk_in_a_browser(
     """Opened from disk in chromium: no request leaves the file, every chart is drawn with
     a size, the stop reason shows, and the "selected for training" filter keeps exactly the
     selected rows."""
-    import os
-    import shutil
-
-    browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser_path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("chromium is missing in CI: `make test` installs Debian's chromium")
-        pytest.skip("no chromium on this machine: apt-get install chromium")
+    browser_path = chromium_or_skip()
     playwright = pytest.importorskip("playwright.sync_api")
     root, state = finished
     path = root / "sessions/s1/report.html"
-    shots = Path(os.environ.get("AUTODIDACT_TEST_ARTIFACTS", "test-artifacts"))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_folder()
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

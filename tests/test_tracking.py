@@ -6,8 +6,6 @@ serving that store to a real browser."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +25,7 @@ from graph.session import Session
 from graph.tracking import SessionTracker, tracked
 from storage import Event, open_store
 from storage.tracking import default_artifact_root, default_tracking_uri
+from tests.browser_support import chromium_or_skip, screenshot_folder
 from tests.test_graph import coin_flip_task, tiny_policy
 from tests.tiny_models import tiny_engine
 
@@ -228,10 +227,6 @@ def test_resume_continues_the_same_run_and_writes_missing_cycles(
 # ------------------------------------------------------------------------------- browser
 
 
-def chromium_path() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -275,15 +270,10 @@ def ui_server(tracked_session) -> Iterator[str]:  # type: ignore[no-untyped-def]
 def test_the_browser_shows_the_run_its_charts_traces_and_samples(
     tracked_session, ui_server, tmp_path_factory: pytest.TempPathFactory
 ) -> None:  # type: ignore[no-untyped-def]
-    browser_path = chromium_path()
-    if browser_path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("chromium is missing in CI: `make test` installs Debian's chromium")
-        pytest.skip("no chromium on this machine: apt-get install chromium")
+    browser_path = chromium_or_skip()
     playwright = pytest.importorskip("playwright.sync_api")
     t, run = tracked_session, tracked_session.run()
-    shots = Path(os.environ.get("AUTODIDACT_TEST_ARTIFACTS", "test-artifacts"))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_folder()
     base = f"{ui_server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
