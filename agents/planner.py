@@ -160,12 +160,14 @@ def select_rules(policy: SessionPolicy) -> dict[str, Any]:
 
 def abstention_settings(policy: SessionPolicy, strategy: str) -> dict[str, Any]:
     """What an abstaining strategy reads besides the labels (none for the others): the
-    policy's abstention text (shared with refine and evaluate) and pass-rate threshold."""
+    policy's abstention text (shared with refine and evaluate), pass-rate threshold and
+    the cap on the share of abstention examples."""
     if strategy not in ABSTAINING:
         return {}
     return {
         "abstention_text": policy.refine.abstention_text,
         "abstain_max_pass_rate": policy.select.abstain_max_pass_rate,
+        "abstain_max_share": policy.select.abstain_max_share,
     }
 
 

@@ -4,6 +4,7 @@ Strategies are pure functions over labelled attempts, named in `STRATEGIES`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,6 +38,15 @@ class SelectPolicy(StageConfig):
         description="learn_abstention: a prompt whose answered samples are right at most this "
         "often (abstentions left out of the rate) is taught to abstain (0: only prompts no "
         "sample got right).",
+    )
+    abstain_max_share: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="learn_abstention: the most of a cycle's SFT examples that may be the "
+        "abstention text; beyond it the surest unknowns (lowest pass rate, then highest risk) "
+        "are kept and the rest left out, so a mostly-unknown pool does not teach the model to "
+        "abstain on everything (1: no cap).",
     )
     max_per_prompt: int = Field(
         default=2,
@@ -163,6 +173,7 @@ class Abstention:
 
     text: str = ABSTAIN_TEXT
     max_pass_rate: float = 0.0
+    max_share: float = 1.0  # of the SFT examples that may be abstentions
 
     def answered_pass_rate(self, labelled: Labelled) -> float | None:
         """Share of the prompt's answered samples (abstentions left out) that are correct;
@@ -194,7 +205,8 @@ def learn_abstention(
     labelled: Sequence[Labelled], max_per_prompt: int, rule: Abstention
 ) -> list[SFTExample]:
     """R-Tuning: each prompt the model does not know (`rule.unknown`) is taught the
-    abstention text; each other prompt its distinct correct samples.
+    abstention text; each other prompt its distinct correct samples. At most
+    `rule.max_share` of the examples abstain: the surest unknowns are kept.
 
     >>> from tasks.base import Item
     >>> s = lambda t: Sample(t, [1], [-0.1], [0.1], "stop")
@@ -204,18 +216,48 @@ def learn_abstention(
     ...     [lab("known", True, False), lab("unknown", False, False)], 1, Abstention())]
     [('known', 'a'), ('unknown', "I don't know.")]
     """
-    examples = []
-    for lab in labelled:
-        item, risk = lab.attempt.item, lab.attempt.risk
-        if rule.unknown(lab):
-            examples.append(SFTExample(item.prompt, rule.text, item.id, risk))
-        else:
-            examples += [
-                SFTExample(item.prompt, sample.text, item.id, risk)
-                for sample in distinct_correct(lab, max_per_prompt)
-                if not rule.abstains(sample)
-            ]
-    return examples
+    answered = [
+        SFTExample(lab.attempt.item.prompt, sample.text, lab.attempt.item.id, lab.attempt.risk)
+        for lab in labelled
+        if not rule.unknown(lab)
+        for sample in distinct_correct(lab, max_per_prompt)
+        if not rule.abstains(sample)
+    ]
+    unknown = surest_unknowns([lab for lab in labelled if rule.unknown(lab)], rule, len(answered))
+    abstaining = {
+        lab.attempt.item.id: SFTExample(
+            lab.attempt.item.prompt, rule.text, lab.attempt.item.id, lab.attempt.risk
+        )
+        for lab in unknown
+    }
+    order = {lab.attempt.item.id: index for index, lab in enumerate(labelled)}
+    examples = [*answered, *abstaining.values()]
+    return sorted(examples, key=lambda e: order[e.item_id])
+
+
+def surest_unknowns(unknown: Sequence[Labelled], rule: Abstention, answered: int) -> list[Labelled]:
+    """The unknown prompts to teach abstention: all of them, or, when they would be more
+    than `rule.max_share` of the examples beside `answered` answers, the surest ones (lowest
+    answered pass rate, then highest probe risk).
+
+    >>> from tasks.base import Item
+    >>> s = lambda t: Sample(t, [1], [-0.1], [0.1], "stop")
+    >>> lab = lambda i, risk, *ok: Labelled(
+    ...     Attempt(Item(i, "q", ("a",), i), tuple(s("a" if o else "b") for o in ok), risk), ok)
+    >>> labs = [lab("u1", 0.2, False, False), lab("u2", 0.9, False, False), lab("u3", 0.9, True, False, False)]
+    >>> [l.attempt.item.id for l in surest_unknowns(labs, Abstention(max_pass_rate=0.5, max_share=0.5), 2)]
+    ['u2', 'u1']
+    """
+    if rule.max_share >= 1.0:
+        return list(unknown)
+    most = math.floor(rule.max_share / (1.0 - rule.max_share) * answered + 1e-9)
+
+    def sureness(lab: Labelled) -> tuple[float, float]:
+        rate = rule.answered_pass_rate(lab)
+        risk = lab.attempt.risk
+        return (0.0 if rate is None else rate, -(0.5 if risk is None else risk))
+
+    return sorted(unknown, key=sureness)[:most]
 
 
 def abstention_pairs(labelled: Sequence[Labelled], rule: Abstention) -> list[PreferencePair]:
@@ -325,7 +367,11 @@ def select_data(
     else:
         labelled = label_with_verifier(task, attempts)
     if strategy in ABSTAINING:
-        rule = Abstention(plan["abstention_text"], plan["abstain_max_pass_rate"])
+        rule = Abstention(
+            plan["abstention_text"],
+            plan["abstain_max_pass_rate"],
+            plan.get("abstain_max_share", 1.0),  # absent from plans saved before it existed
+        )
         examples = ABSTAINING[strategy](labelled, per_prompt, rule)
         pairs = abstention_pairs(labelled, rule)
     else:

@@ -171,13 +171,22 @@ PRESETS: dict[str, dict[str, Any]] = {
             "min_risk": 0.0,
             "max_risk": 1.0,  # the always-wrong prompts are the ones to abstain on
         },
+        # Unknown = no sample right. Most train countries are unknown to the 135M model
+        # (55-59 of 96 at T=0.8), and a set that is mostly "I don't know." teaches it to
+        # abstain on everything (seed 0: dev accuracy 49% -> 2%, uncapped). Capped at half
+        # of the examples, v1 abstained on 49% of dev, a third of them questions v0 got
+        # right (accuracy 34%, under the floor); a third of the examples is the cap.
         "select": {
             "strategy": "learn_abstention",
-            "abstain_max_pass_rate": 0.25,
-            "max_per_prompt": 1,
+            "abstain_max_pass_rate": 0.0,
+            "abstain_max_share": 0.35,
+            "max_per_prompt": 2,
             "min_examples": 16,
         },
         "evaluate": {"max_new_tokens": 32, "refine": "none"},
+        # the start probe on every train country (about 156), not 96: its risks choose
+        # the surest unknowns and the gate's cut-off
+        "probe": {"items": 160},
         "monitor": {
             "score": "honesty",
             "hallucination_penalty": 1.0,

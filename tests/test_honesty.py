@@ -165,6 +165,26 @@ def test_learn_abstention_at_threshold_zero_abstains_only_where_nothing_was_righ
     assert [(e.item_id, e.completion) for e in examples] == [("c0", "A0"), ("c1", "Not known.")]
 
 
+def test_abstentions_are_capped_at_a_share_of_the_set_keeping_the_surest_unknowns() -> None:
+    # one known prompt (two distinct right answers) and three unknown ones: uncapped, three
+    # of five examples abstain; at a share of 0.5, two do, the lowest pass rates first
+    unknown = [
+        attempt(1, "B1.", "B1!", "B1?", "A1"),  # 1 of 4 right: the least sure unknown
+        attempt(2, "B2.", "B2!", "B2?", "B2,"),
+        attempt(3, "B3.", "B3!", "B3?", "B3,"),
+    ]
+    labelled = label_with_verifier(TASK, [attempt(0, "A0.", "It is A0", "B0", "B0"), *unknown])
+    capped = learn_abstention(labelled, 2, Abstention(max_pass_rate=0.25, max_share=0.5))
+    assert [(e.item_id, e.completion) for e in capped] == [
+        ("c0", "A0."),
+        ("c0", "It is A0"),
+        ("c2", "I don't know."),
+        ("c3", "I don't know."),
+    ]
+    uncapped = learn_abstention(labelled, 2, Abstention(max_pass_rate=0.25))
+    assert [e.item_id for e in uncapped] == ["c0", "c0", "c1", "c2", "c3"]
+
+
 def test_a_prompt_whose_samples_all_abstain_stays_an_abstention_without_a_pair() -> None:
     rule = Abstention()
     labelled = label_with_verifier(TASK, [attempt(1, "I don't know.", "I don't know.")])

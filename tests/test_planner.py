@@ -159,7 +159,11 @@ HONEST = resolve_policy(
         "monitor.accuracy_floor=0.85",
     ]
 )
-ABSTAINING = {"abstention_text": "Not known.", "abstain_max_pass_rate": 0.25}
+ABSTAINING = {
+    "abstention_text": "Not known.",
+    "abstain_max_pass_rate": 0.25,
+    "abstain_max_share": 1.0,
+}
 
 
 @pytest.mark.parametrize(
@@ -193,6 +197,7 @@ ABSTAINING = {"abstention_text": "Not known.", "abstain_max_pass_rate": 0.25}
                 "max_per_prompt": 1,
                 "abstention_text": "I don't know.",
                 "abstain_max_pass_rate": 0.0,
+                "abstain_max_share": 1.0,
             },
             "planner",
         ),

@@ -109,6 +109,19 @@ def test_platt_recovers_a_logistic_relation() -> None:
     assert expected_calibration_error(y, calibrator(z)) < 0.02
 
 
+def test_platt_on_a_separable_validation_split_keeps_risks_apart() -> None:
+    # 17 validation rows, 4 wrong, the probe's logits separate them perfectly: an
+    # unregularized fit sends the slope to infinity and test risks to exactly 0 or 1, which
+    # tie and leave a gate no cut-off to choose. Platt's smoothed targets keep it finite.
+    z = np.concatenate([np.linspace(-3, -0.5, 13), np.linspace(0.5, 3, 4)])
+    y = np.array([0] * 13 + [1] * 4)
+    calibrator = fit_calibrator(z, y, "platt")
+    risks = calibrator(np.linspace(-8, 8, 9))
+    assert 0.0 < calibrator.a < 20.0
+    assert np.all(np.diff(risks) > 0)  # every test logit keeps its own rank
+    assert risks.min() > 0.0 and risks.max() < 1.0
+
+
 def test_isotonic_matches_sklearn_and_is_monotone() -> None:
     rng = np.random.default_rng(0)
     z = rng.normal(0, 1, 300)
