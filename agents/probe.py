@@ -208,12 +208,13 @@ def pass_rate_rows(
 
 
 def refit_from_samples(
-    rows: PassRateRows | None, *, name: str, folder: Path, seed: int
+    rows: PassRateRows | None, *, name: str, folder: Path, seed: int, target_precision: float
 ) -> FittedProbe:
     """A pass-rate probe on `rows`, saved in `folder`; when the rows cannot support one yet
     (no rows, or all samples right or all wrong), no probe and the reason with the counts.
     Its `val_auroc` / `held_out_auroc` are concordances with the soft labels (AUROC when
-    the labels are 0/1)."""
+    the labels are 0/1); refine's thresholds are chosen for `target_precision` on its
+    validation rows, each counted right by its pass rate."""
     if rows is None:
         return _no_probe("no samples with prefill features from this version yet")
     from probes.passrate import fit_pass_rate_probe
@@ -234,7 +235,11 @@ def refit_from_samples(
         fit.held_out_concordance,
         None,
         fit.description,
-        Thresholds(),
+        choose_thresholds(
+            [float(r) for r in fit.validation_risk],
+            [float(p) for p in fit.validation_pass_rate],
+            target_precision,
+        ),
     )
 
 

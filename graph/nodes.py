@@ -181,7 +181,11 @@ class Nodes:
         )
         name = loop_probe_name(cycle)
         fitted = refit_from_samples(
-            rows, name=name, folder=self.artifacts.root / name, seed=policy.seed
+            rows,
+            name=name,
+            folder=self.artifacts.root / name,
+            seed=policy.seed,
+            target_precision=policy.refine.target_precision,
         )
         self._record_probe(fitted, emit)
         emit.end(refit_message(fitted), val_auroc=fitted.val_auroc, held_out=fitted.held_out_auroc)

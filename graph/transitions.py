@@ -70,11 +70,16 @@ def probe_update(fitted: FittedProbe, fingerprint: str, fits: int) -> dict[str, 
 
 def loop_probe_update(fitted: FittedProbe, fingerprint: str, state: SessionState) -> dict[str, Any]:
     """A probe refit on the loop's samples replaces the session's probe, which becomes the
-    stale one the next evaluation measures beside it; no fit keeps the probe it had.
+    stale one the next evaluation measures beside it, and brings refine's thresholds chosen
+    for it (another probe's would read its risks on the wrong scale); no fit keeps the
+    probe it had.
 
     >>> no_fit = FittedProbe(None, None, None, None, None, None, "none", Thresholds())
     >>> loop_probe_update(no_fit, "fp", {"probe": "probes/probe-0"})
     {}
+    >>> fit = FittedProbe("probes/cycle-1", "f", 0.7, None, None, None, "d", Thresholds(0.2, 0.4))
+    >>> loop_probe_update(fit, "fp", {"probe": "probes/probe-0"})["thresholds"]
+    {'low': 0.2, 'high': 0.4}
     """
     if fitted.name is None:
         return {}
@@ -86,6 +91,7 @@ def loop_probe_update(fitted: FittedProbe, fingerprint: str, state: SessionState
         "probe_val_ece": fitted.val_ece,
         "probe_fit_auroc": fitted.held_out_auroc,
         "probe_fit_ece": fitted.held_out_ece,
+        "thresholds": {"low": fitted.thresholds.low, "high": fitted.thresholds.high},
     }
 
 

@@ -139,10 +139,11 @@ class Thresholds:
 
 
 def threshold_for_precision(
-    risks: Sequence[float], correct: Sequence[bool], target: float
+    risks: Sequence[float], correct: Sequence[float], target: float
 ) -> float:
     """The highest risk cut-off whose answered set (risk <= cut-off) still reaches the
-    target precision on dev; the lowest risk when none does.
+    target precision on dev; the lowest risk when none does. `correct` is 0/1 per item, or
+    each item's pass rate (the share of its samples that were right).
 
     >>> threshold_for_precision([0.1, 0.2, 0.8, 0.9], [True, True, False, True], 0.9)
     0.2
@@ -150,7 +151,7 @@ def threshold_for_precision(
     0.2
     """
     ranked = sorted(zip(risks, correct, strict=True))
-    best, right = ranked[0][0], 0
+    best, right = ranked[0][0], 0.0
     for answered, (risk, ok) in enumerate(ranked, start=1):
         right += ok
         if right / answered >= target:
@@ -159,7 +160,7 @@ def threshold_for_precision(
 
 
 def choose_thresholds(
-    risks: Sequence[float], correct: Sequence[bool], target_precision: float
+    risks: Sequence[float], correct: Sequence[float], target_precision: float
 ) -> Thresholds:
     """low = the cut-off reaching the target precision; high = the cut-off reaching half
     of the distance from the overall accuracy to the target (never below low); the

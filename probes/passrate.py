@@ -120,6 +120,10 @@ class PassRateFit:
     held_out_log_loss: float | None
     right_samples: int
     wrong_samples: int
+    # the calibrated risk and the pass rate of each validation row: what refine's
+    # thresholds for this probe are chosen on
+    validation_risk: FloatArray
+    validation_pass_rate: FloatArray
 
     def table(self) -> list[dict[str, object]]:
         """Every candidate: its feature and validation concordance (AUROC for 0/1 labels)."""
@@ -248,12 +252,21 @@ def fit_pass_rate_probe(
     calibrator = soft_platt(
         probe_logits(weights, matrix[split.validation]), share[split.validation]
     )
+    validation_risk = calibrator(probe_logits(weights, matrix[split.validation]))  # (V,)
     test_risk = calibrator(probe_logits(weights, matrix[split.test]))  # (T,)
     held_out = _held_out(share[split.test], test_risk)
     right, wrong = rows.sample_counts()
     card = _card(rows, chosen, config, split, seed, calibrator, right, wrong, matrix.shape[1])
     return PassRateFit(
-        Probe(card, weights), chosen, candidates, split.sizes(), *held_out, right, wrong
+        Probe(card, weights),
+        chosen,
+        candidates,
+        split.sizes(),
+        *held_out,
+        right,
+        wrong,
+        validation_risk,
+        1.0 - share[split.validation],
     )
 
 

@@ -99,3 +99,21 @@ def test_a_feature_equal_for_every_prompt_is_never_chosen() -> None:
     for seed in range(3):
         fitted = fit_pass_rate_probe(rows, seed=seed)
         assert fitted.chosen.spec.layers != (0,)
+
+
+def test_a_refit_chooses_refine_thresholds_on_its_own_validation_rows(tmp_path) -> None:
+    # The thresholds come from the refit's validation rows (each counted right by its pass
+    # rate), not the defaults or the previous probe's: answering at risk <= low reaches the
+    # target precision there, and low is the highest such cut-off.
+    from agents.probe import refit_from_samples
+
+    rows = rows_with_signal(n=200)
+    fitted = refit_from_samples(rows, name="p", folder=tmp_path / "p", seed=0, target_precision=0.8)
+    fit = fit_pass_rate_probe(rows, seed=1)
+    risk, passed = fit.validation_risk, fit.validation_pass_rate
+    low = fitted.thresholds.low
+    assert passed[risk <= low].mean() >= 0.8
+    above = np.sort(risk[risk > low])
+    if len(above):  # answering one more row would fall below the target
+        assert passed[risk <= above[0]].mean() < 0.8
+    assert fitted.thresholds.high >= low
