@@ -172,6 +172,14 @@ class Nodes:
         policy, cycle = runtime.context, state["cycle"]
         emit = _emitter(runtime, "refit", cycle)
         fingerprint = self.versions.engine(state).fingerprint
+        fitted = self._refit_on_samples(policy, cycle, fingerprint)
+        self._record_probe(fitted, emit)
+        emit.end(refit_message(fitted), val_auroc=fitted.val_auroc, held_out=fitted.held_out_auroc)
+        route, _ = after_select(state.get("data") or {"sft": 0, "pairs": 0}, policy)
+        return Command(goto=route, update=loop_probe_update(fitted, fingerprint, state))
+
+    def _refit_on_samples(self, policy: SessionPolicy, cycle: int, fingerprint: str) -> FittedProbe:
+        """The pass-rate probe on every cycle's samples of the version `fingerprint`."""
         parts = cycle_data.version_samples(self.artifacts, fingerprint, range(1, cycle + 1))
         rows = pass_rate_rows(
             self.task,
@@ -180,17 +188,13 @@ class Nodes:
             max_new_tokens=policy.acquire.max_new_tokens,
         )
         name = loop_probe_name(cycle)
-        fitted = refit_from_samples(
+        return refit_from_samples(
             rows,
             name=name,
             folder=self.artifacts.root / name,
             seed=policy.seed,
             target_precision=policy.refine.target_precision,
         )
-        self._record_probe(fitted, emit)
-        emit.end(refit_message(fitted), val_auroc=fitted.val_auroc, held_out=fitted.held_out_auroc)
-        route, _ = after_select(state.get("data") or {"sft": 0, "pairs": 0}, policy)
-        return Command(goto=route, update=loop_probe_update(fitted, fingerprint, state))
 
     def optimize(self, state: SessionState, runtime: Ctx) -> dict[str, Any]:
         """LoRA SFT or DPO from the current version -> a new candidate version."""
