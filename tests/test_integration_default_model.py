@@ -62,3 +62,43 @@ def test_eval_cli_end_to_end(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in answers.read_text().splitlines()]
     assert len(rows) == 20
     assert {"id", "output", "correct", "finish_reason"} <= set(rows[0])
+
+
+def test_a_short_honesty_session_abstains_on_dev_and_reports_the_rates(tmp_path: Path) -> None:
+    """`--preset honesty` shrunk to one short cycle: the trained version says the abstention
+    text on some dev countries, and the session reports accuracy, hallucination, abstention
+    and answered precision for it and for the test split."""
+    from engines import load_model
+    from graph.policy import resolve_policy
+    from graph.session import Session
+    from storage import open_store
+    from tasks import get_task
+
+    overrides = [  # short: 40 prompts, one 12-step training run, 16 dev countries
+        "acquire.prompts_per_cycle=40",
+        "acquire.max_new_tokens=16",
+        "select.abstain_max_share=0.6",
+        "optimize.batch_size=8",
+        "optimize.max_steps=12",
+        "optimize.learning_rate=5e-4",
+        "evaluate.dev_limit=16",
+        "evaluate.test_limit=4",
+        "evaluate.max_new_tokens=16",
+        "probe.items=64",
+        "monitor.max_cycles=1",
+        "tracking=false",
+    ]
+    policy = resolve_policy("honesty", None, overrides)
+    with open_store(f"sqlite:///{tmp_path}/autodidact.db", tmp_path) as store:
+        session = Session("honesty", policy, store, get_task("capitals"), load_model(policy.model))
+        state = session.run()
+    assert state["status"] == "finished"
+    dev = [json.loads(line) for line in (session.folder / "cycle-1/dev-v1.jsonl").open()]
+    said = [row["output"] for row in dev if row["abstained"]]
+    assert said and all(text == "I don't know." for text in said)
+    (v1,) = [row for row in state["history"] if row.version == "v1"]
+    assert v1.abstention_rate == len(said) / len(dev)
+    assert v1.accuracy + v1.hallucination_rate + v1.abstention_rate == pytest.approx(1.0)
+    assert v1.answered_precision is not None
+    rates = ("accuracy", "hallucination_rate", "abstention_rate", "answered_precision")
+    assert {f"test_{rate}" for rate in rates} <= set(state["final"]["final"])
