@@ -3,8 +3,11 @@ failed in CI (CI=true), where `make test` installs the `cluster` extra."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,4 +43,17 @@ def save_tiny_model(folder: Path, seed: int = 0) -> Path:
     tokenizer = tiny_tokenizer()
     tiny_llama(tokenizer, seed).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_model_folder() -> Path:
+    """The tiny engine's model (seed 0) saved once per machine user, for processes that
+    load it by path (Ray actors and training workers); written aside, then renamed."""
+    folder = Path(tempfile.gettempdir()) / f"autodidact-tiny-llama-{os.getuid()}"
+    if not (folder / "config.json").is_file():
+        scratch = Path(tempfile.mkdtemp(prefix=".tiny-llama-", dir=folder.parent))
+        save_tiny_model(scratch / "model")
+        with contextlib.suppress(OSError):  # another process saved it first
+            os.replace(scratch / "model", folder)
+        shutil.rmtree(scratch, ignore_errors=True)
     return folder
