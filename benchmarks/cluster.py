@@ -1,7 +1,8 @@
 """The default session on the default model, in one process and on a local Ray, measured.
 
-    python -m benchmarks.cluster [--cycles 1] [--workers 2] [--set key=value ...]
-                                 [--root runs/bench-cluster] [--out FILE.json]
+    python -m benchmarks.cluster [--preset default] [--cycles 1] [--workers 2]
+                                 [--set key=value ...] [--root runs/bench-cluster]
+                                 [--out FILE.json]
 
 Runs the same session twice, one after the other in this process: `cluster.backend=local`,
 then `cluster.backend=ray` on a Ray started here (`--workers` generation actors and
@@ -109,6 +110,7 @@ def print_comparison(local: dict[str, Any], ray: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="default", help="policy preset of both arms")
     parser.add_argument("--cycles", type=int, default=1, help="fixed cycles per arm")
     parser.add_argument("--workers", type=int, default=2, help="Ray actors and train workers")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="key=value")
@@ -123,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     arms = []
     for backend, extra in (("local", []), ("ray", ray_sets)):
-        policy = resolve_policy("default", None, [*common, *extra])
+        policy = resolve_policy(args.preset, None, [*common, *extra])
         arms.append(run_arm(policy, args.root / backend))
         print(json.dumps(arms[-1]), flush=True)
     print_comparison(*arms)
