@@ -80,8 +80,8 @@ def run_arm(policy: SessionPolicy, root: Path) -> dict[str, Any]:
         "session_seconds": round(session_seconds, 1),
         "stages": {name: round(seconds, 1) for name, seconds in stages.items()},
         "dev_accuracy": {h.version: h.accuracy for h in state["history"]},
-        "test_accuracy": {role: final[role]["accuracy"] for role in ("initial", "final")},
-        "test_n": final["initial"]["n"],
+        "test_accuracy": {role: final[role]["test_accuracy"] for role in ("initial", "final")},
+        "test_n": final["initial"]["n_test"],
         "final_version": final["final"]["version"],
         "decisions": [f"{d.action}: {d.reason}" for d in state["decisions"]],
     }
