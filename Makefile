@@ -51,7 +51,8 @@ run: $(STAMP)  ## create .venv, install, run the default improvement session
 	$(VENV)/bin/autodidact run
 
 # -m "not vllm": every other tier, overriding pyproject's default
-# `-m 'not integration and not browser'`; gpu tests skip without a CUDA device. The browser
+# `-m 'not integration and not browser and not cluster'`; gpu tests skip without a CUDA
+# device. The cluster tier starts a local Ray of 2 CPUs (the dev extra installs Ray). The browser
 # test drives Debian's chromium (installed here when missing) and saves its screenshots under
 # test-artifacts/. The vllm tier runs with .venv-vllm's interpreter (`test-vllm`); in CI
 # (CI=true) an absent vLLM or browser fails those tests rather than skipping them.
@@ -64,8 +65,8 @@ VLLM_TESTS := tests/test_engine_contract.py tests/test_vllm_engine.py
 test-vllm: $(VLLM_STAMP)  ## the vllm tier: Engine contract and parity with transformers, in .venv-vllm
 	$(VLLM_PY) -m pytest -m vllm $(VLLM_TESTS)
 
-test-unit: $(DEV_STAMP)  ## fast unit tests only (no real model, no Redis)
-	$(PY) -m pytest -m "not integration and not browser"
+test-unit: $(DEV_STAMP)  ## fast unit tests only (no real model, no Redis, no Ray)
+	$(PY) -m pytest -m "not integration and not browser and not cluster"
 
 check: $(DEV_STAMP)  ## ruff lint + format check, mypy on the packages
 	$(VENV)/bin/ruff check .
@@ -82,6 +83,7 @@ bench: $(DEV_STAMP)  ## run every benchmark (minutes each; numbers go in the REA
 	bash scripts/with-redis.sh $(PY) -m benchmarks.storage
 	$(PY) -m benchmarks.improve
 	$(PY) -m benchmarks.honesty
+	$(PY) -m benchmarks.cluster
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache

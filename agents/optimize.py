@@ -156,14 +156,19 @@ def planned_steps(n_examples: int, settings: TrainSettings) -> int:
     return min(steps, settings.max_steps) if settings.max_steps > 0 else steps
 
 
-def _common_args(settings: TrainSettings, output_dir: Path, total_steps: int) -> dict[str, Any]:
+def _common_args(
+    settings: TrainSettings, output_dir: Path, total_steps: int, processes: int
+) -> dict[str, Any]:
+    """TrainingArguments shared by SFT and DPO; with `processes` DDP workers each takes an
+    equal share of the batch (transformers then averages the loss over every process's
+    tokens, `average_tokens_across_devices`, so the step equals one process's)."""
     import torch
 
     on_cpu = not torch.cuda.is_available()
     return {
         "output_dir": str(output_dir),
         "learning_rate": settings.learning_rate,
-        "per_device_train_batch_size": settings.batch_size,
+        "per_device_train_batch_size": settings.batch_size // processes,
         "max_steps": total_steps,
         "lr_scheduler_type": "constant",
         "logging_steps": 1,
@@ -190,19 +195,52 @@ def train_version(
     on_step: StepFn | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on `model` (left untouched) and write `version_dir`."""
-    from datasets import Dataset, disable_progress_bars
-    from peft import LoraConfig
-    from transformers import PrinterCallback, TrainerCallback
+    check_new_version(version_dir)
+    started = time.perf_counter()
+    n, total = training_size(sft, pairs, settings)
+    work = version_dir.parent / f".{version_dir.name}.work"
+    trainer, losses = fit(model, tokenizer, sft, pairs, settings, work, on_step=on_step)
+    _save_version(trainer.model, tokenizer, version_dir, work)
+    return TrainResult(
+        version_dir, total, losses[-1] if losses else None, time.perf_counter() - started, n
+    )
 
+
+def check_new_version(version_dir: Path) -> None:
     if version_dir.exists():
         raise FileExistsError(
             f"model version {version_dir} already exists; versions are never overwritten"
         )
+
+
+def training_size(
+    sft: Sequence[SFTExample], pairs: Sequence[PreferencePair], settings: TrainSettings
+) -> tuple[int, int]:
+    """(examples, optimizer steps) of a run; ValueError when there is nothing to train on."""
     n = len(sft) if settings.method == "sft" else len(pairs)
     if n == 0:
         raise ValueError(f"no training data for {settings.method}")
-    total = planned_steps(n, settings)
-    work = version_dir.parent / f".{version_dir.name}.work"
+    return n, planned_steps(n, settings)
+
+
+def fit(
+    model: Any,
+    tokenizer: Any,
+    sft: Sequence[SFTExample],
+    pairs: Sequence[PreferencePair],
+    settings: TrainSettings,
+    work: Path,
+    *,
+    processes: int = 1,
+    on_step: StepFn | None = None,
+) -> tuple[Any, list[float]]:
+    """The trained TRL trainer (its `model` the peft model) and the loss of every step. In
+    a DDP worker (`processes` > 1) each process runs this on its share of each batch."""
+    from datasets import Dataset, disable_progress_bars
+    from peft import LoraConfig
+    from transformers import PrinterCallback, TrainerCallback
+
+    _, total = training_size(sft, pairs, settings)
     shutil.rmtree(work, ignore_errors=True)
     peft_config = LoraConfig(
         r=settings.lora_r,
@@ -227,27 +265,20 @@ def train_version(
                 if on_step:
                     on_step(state.global_step, total, float(logs["loss"]))
 
-    started = time.perf_counter()
     disable_progress_bars()
-    trainer = _make_trainer(
-        model, tokenizer, settings, work, total, peft_config, sft, pairs, Dataset
-    )
+    args = _common_args(settings, work, total, processes)
+    trainer = _make_trainer(model, tokenizer, settings, args, peft_config, sft, pairs, Dataset)
     trainer.remove_callback(PrinterCallback)  # progress goes through on_step, not stdout
     trainer.add_callback(Progress())
     trainer.train()
-    _save_version(trainer.model, tokenizer, version_dir, work)
-    return TrainResult(
-        version_dir, total, losses[-1] if losses else None, time.perf_counter() - started, n
-    )
+    return trainer, losses
 
 
-def _make_trainer(model, tokenizer, settings, work, total, peft_config, sft, pairs, dataset_cls):  # type: ignore[no-untyped-def]
+def _make_trainer(model, tokenizer, settings, args, peft_config, sft, pairs, dataset_cls):  # type: ignore[no-untyped-def]
     if settings.method == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        config = SFTConfig(
-            **_common_args(settings, work, total), completion_only_loss=True, max_length=512
-        )
+        config = SFTConfig(**args, completion_only_loss=True, max_length=512)
         return SFTTrainer(
             model=model,
             args=config,
@@ -257,9 +288,7 @@ def _make_trainer(model, tokenizer, settings, work, total, peft_config, sft, pai
         )
     from trl import DPOConfig, DPOTrainer
 
-    dpo_config = DPOConfig(
-        **_common_args(settings, work, total), beta=settings.dpo_beta, max_length=512
-    )
+    dpo_config = DPOConfig(**args, beta=settings.dpo_beta, max_length=512)
     return DPOTrainer(
         model=model,
         args=dpo_config,

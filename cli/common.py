@@ -128,6 +128,31 @@ def load_vllm_engine(model: str) -> Engine:
         return load_kind(model, "vllm")
 
 
+def load_cluster_engine(model: str, cluster: Any) -> Engine:
+    """The model on Ray generation actors (`cluster`: the policy's `ClusterPolicy`); more
+    than one node needs `cluster.storage`, checked once connected."""
+    from engines.cluster import ClusterEngine, PoolOptions, connect
+
+    with console.status(f"connecting to Ray ({cluster.address or 'a local Ray'})"):
+        nodes = connect(cluster.address)
+    if nodes > 1 and not cluster.storage:
+        raise fail(
+            f"the Ray cluster has {nodes} nodes: set cluster.storage to a folder every node "
+            "shares (model versions are written there)"
+        )
+    resources = cluster.worker_resources
+    options = PoolOptions(cluster.generation_workers, resources.CPU, resources.GPU)
+    with console.status(f"loading {model} on {options.workers} Ray generation workers"):
+        return ClusterEngine.load(model, options, address=cluster.address)
+
+
+def backend_problem(backend: str) -> str | None:
+    """Why cluster backend `backend` cannot run in this Python (None: it can)."""
+    from engines.loading import backend_problem as problem
+
+    return problem(backend)
+
+
 @dataclass(frozen=True)
 class Loaders:
     """How commands load models and tasks: `make_app` hands these to every command
@@ -137,9 +162,14 @@ class Loaders:
     load_task: Callable[[str, Path | None], Task] = load_task
     load_vllm_engine: Callable[[str], Engine] = load_vllm_engine
     engine_problem: Callable[[str], str | None] = engine_problem  # checked before any write
+    load_cluster_engine: Callable[[str, Any], Engine] = load_cluster_engine
+    backend_problem: Callable[[str], str | None] = backend_problem  # checked before any write
 
-    def engine(self, model: str, kind: str = "transformers") -> Engine:
-        """The engine of kind `kind` ('transformers' or 'vllm') over `model`."""
+    def engine(self, model: str, kind: str = "transformers", cluster: Any = None) -> Engine:
+        """The engine of kind `kind` ('transformers' or 'vllm') over `model`; on Ray
+        actors when `cluster` (the policy's section) says backend 'ray'."""
+        if cluster is not None and cluster.backend == "ray":
+            return self.load_cluster_engine(model, cluster)
         return self.load_vllm_engine(model) if kind == "vllm" else self.load_engine(model)
 
 

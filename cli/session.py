@@ -306,7 +306,9 @@ class SessionCommands:
         from graph.state import RECORD_TYPES
         from storage import open_store
 
-        problem = self.loaders.engine_problem(policy.engine)
+        problem = self.loaders.engine_problem(policy.engine) or self.loaders.backend_problem(
+            policy.cluster.backend
+        )
         if problem:
             raise fail(problem)
         root.mkdir(parents=True, exist_ok=True)
@@ -314,7 +316,7 @@ class SessionCommands:
             check_checkpoint(opened, session_id, root, resume=resume)
             for warning in opened.warnings:
                 err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-            engine = self.loaders.engine(policy.model, policy.engine)
+            engine = self.loaders.engine(policy.model, policy.engine, policy.cluster)
             session = Session(session_id, policy, opened, suite, engine)
             verb = "resuming" if resume else "session"
             console.print(

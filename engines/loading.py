@@ -30,6 +30,10 @@ VLLM_INSTALL_HINT = (
     "`pip install -e '.[vllm]'` and remove torchvision, torchaudio and torchcodec after"
 )
 
+CLUSTER_INSTALL_HINT = (
+    "pip install -e '.[cluster]' (ray[data,train]==2.60.0; make test installs it)"
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -51,6 +55,17 @@ def engine_problem(kind: str) -> str | None:
         return (
             f"engine 'vllm' needs vLLM, which is not installed in this Python: {VLLM_INSTALL_HINT}"
         )
+    return None
+
+
+def backend_problem(backend: str) -> str | None:
+    """Why cluster backend `backend` cannot run here (None: it can), without importing Ray.
+
+    >>> backend_problem("local") is None
+    True
+    """
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        return f"cluster.backend 'ray' needs Ray, which is not installed: {CLUSTER_INSTALL_HINT}"
     return None
 
 

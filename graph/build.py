@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -37,7 +38,7 @@ def build_graph(
 
     `policy` builds the planners (chat models named in it); the run's behaviour reads the
     policy passed as context to `invoke`/`stream`."""
-    versions = ModelVersions(engine, artifacts.root, load_engine)
+    versions = ModelVersions(engine, artifacts.root, load_engine, versions_root(policy, artifacts))
     planner = Planner.from_policy(policy, engine)
     nodes = Nodes(versions, artifacts, task, planner, fallback_answerer(policy, engine))
     return wire(nodes).compile(checkpointer=restoring_records(store.checkpointer))
@@ -63,6 +64,15 @@ def wire(nodes: Nodes) -> StateGraph[Any, Any, Any, Any]:
     graph.add_edge("evaluate", "monitor")
     graph.set_finish_point("finalize")
     return graph
+
+
+def versions_root(policy: SessionPolicy, artifacts: ArtifactStore) -> Path | None:
+    """Where trained versions go when the cluster has shared storage: every node reads them
+    there (None: the session's own folder)."""
+    storage = policy.cluster.storage
+    if storage is None:
+        return None
+    return Path(storage).expanduser().absolute() / "sessions" / artifacts.root.name / "versions"
 
 
 def restoring_records(checkpointer: BaseCheckpointSaver[Any]) -> BaseCheckpointSaver[Any]:

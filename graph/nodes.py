@@ -13,8 +13,10 @@ from langgraph.types import Command
 
 from agents import acquire as acquiring
 from agents import selection
+from agents.cluster import ClusterPolicy
+from agents.distributed import train_version_on_ray
 from agents.evaluate import measure
-from agents.optimize import TrainSettings, train_version
+from agents.optimize import StepFn, TrainResult, TrainSettings, train_version
 from agents.planner import Planner
 from agents.probe import (
     FittedProbe,
@@ -208,7 +210,7 @@ class Nodes:
         sft, pairs = cycle_data.load_data(self.artifacts, data)
         name, parent = next_version_name(state), state["current_version"]
         emit("action", training_message(name, parent, settings))
-        result = self._train(state, name, sft, pairs, settings, emit)
+        result = self._train(state, name, sft, pairs, settings, emit, policy.cluster)
         engine = self.versions.register(name, result.version_dir / "merged")
         emit.end(trained_message(name, result), **result.summary())
         update = trained_update(name, parent, result, engine.fingerprint, settings)
@@ -307,19 +309,36 @@ class Nodes:
         pairs: list[selection.PreferencePair],
         settings: TrainSettings,
         emit: Emitter,
-    ) -> Any:
-        model, tokenizer = self.versions.trainable_copy(state)
-        result = train_version(
-            model,
-            tokenizer,
-            sft=sft,
-            pairs=pairs,
-            settings=settings,
-            version_dir=self.versions.version_dir(name),
-            on_step=lambda step, total, loss: emit(
-                "progress", "training", done=step, total=total, loss=loss
-            ),
+        cluster: ClusterPolicy,
+    ) -> TrainResult:
+        """A new version from the current one: in this process, or (backend 'ray') in
+        Ray Train once the generation actors have handed back their CPUs/GPUs."""
+        on_step: StepFn = lambda step, total, loss: emit(  # noqa: E731
+            "progress", "training", done=step, total=total, loss=loss
         )
+        version_dir = self.versions.version_dir(name)
+        if cluster.backend == "ray":
+            self.versions.release()
+            result = train_version_on_ray(
+                self.versions.source(state),
+                sft=sft,
+                pairs=pairs,
+                settings=settings,
+                version_dir=version_dir,
+                cluster=cluster,
+                on_step=on_step,
+            )
+        else:
+            model, tokenizer = self.versions.trainable_copy(state)
+            result = train_version(
+                model,
+                tokenizer,
+                sft=sft,
+                pairs=pairs,
+                settings=settings,
+                version_dir=version_dir,
+                on_step=on_step,
+            )
         self.artifacts.add_dir(f"versions/{name}", result.version_dir, kind="model")
         return result
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_core import ErrorDetails
 
 from agents.acquire import AcquirePolicy
+from agents.cluster import ClusterPolicy
 from agents.config import StageConfig
 from agents.evaluate import EvaluatePolicy
 from agents.monitor import MonitorPolicy
@@ -91,6 +92,7 @@ class SessionPolicy(StageConfig):
     probe: ProbePolicy = Field(default=ProbePolicy(), description=ProbePolicy.__doc__)
     monitor: MonitorPolicy = Field(default=MonitorPolicy(), description=MonitorPolicy.__doc__)
     planner: PlannerPolicy = Field(default=PlannerPolicy(), description=PlannerPolicy.__doc__)
+    cluster: ClusterPolicy = Field(default=ClusterPolicy(), description=ClusterPolicy.__doc__)
 
     @field_validator("task_verifier")
     @classmethod
@@ -115,6 +117,7 @@ class SessionPolicy(StageConfig):
 
 
 def _cross_component_problems(p: SessionPolicy) -> Iterator[str]:
+    yield from _cluster_problems(p)
     if p.optimize.method == "dpo" and not p.select.pairs:
         yield (
             "optimize.method 'dpo' trains on preference pairs: set select.pairs=true or "
@@ -200,6 +203,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # -- resolution -------------------------------------------------------------------------
+
+
+def _cluster_problems(p: SessionPolicy) -> Iterator[str]:
+    if p.cluster.backend != "ray":
+        return
+    if p.engine != "transformers":
+        yield (
+            f"cluster.backend 'ray' runs the transformers engine on its actors, not {p.engine!r}: "
+            "set engine=transformers or cluster.backend=local"
+        )
+    if p.optimize.batch_size % p.cluster.train_workers:
+        yield (
+            f"optimize.batch_size ({p.optimize.batch_size}) must split evenly over "
+            f"cluster.train_workers ({p.cluster.train_workers}): change either"
+        )
 
 
 def resolve_policy(

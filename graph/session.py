@@ -80,7 +80,7 @@ class Session:
             self.store,
             task=self.task,
             artifacts=artifacts,
-            load_engine=self.load_engine or version_loader(self.policy.engine),
+            load_engine=self.load_engine or version_loader(self.policy.engine, self.engine),
         )
 
     def run(self, *, resume: bool = False, on_event: EventSink | None = None) -> SessionState:

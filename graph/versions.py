@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import Engine
+from engines.cluster import ClusterEngine
 from engines.factory import load_engine
 from graph.state import SessionState, VersionRecord
 
@@ -24,9 +25,12 @@ def load_engine_from(path: Path) -> Engine:
     return HFEngine.load(str(path))
 
 
-def version_loader(kind: str) -> EngineLoader:
+def version_loader(kind: str, base: Engine | None = None) -> EngineLoader:
     """How a session of engine `kind` loads a trained version's merged folder (the vLLM
-    engine reloads merged weights too: engines/vllm.py says why)."""
+    engine reloads merged weights too: engines/vllm.py says why); a cluster engine's
+    versions run on its own actors."""
+    if isinstance(base, ClusterEngine):
+        return lambda path: base.for_version(str(path))
     if kind == "transformers":
         return load_engine_from
     return lambda path: load_engine(str(path), kind)
@@ -37,6 +41,7 @@ class ModelVersions:
     base_engine: Engine  # version v0, the model the session started from
     root: Path  # the session's folder; trained versions go under root/versions
     load_engine: EngineLoader = load_engine_from
+    versions_root: Path | None = None  # where trained versions go (default: root/versions)
     _loaded: dict[str, Engine] = field(default_factory=dict)
 
     def engine(self, state: SessionState, version: str | None = None) -> Engine:
@@ -68,12 +73,27 @@ class ModelVersions:
         engine = self.engine(state)
         return copy.deepcopy(engine.model), engine.tokenizer  # type: ignore[attr-defined]
 
+    def source(self, state: SessionState) -> str:
+        """Where the current version's weights are, for a training worker to load: the
+        session's model (as the base engine was given it) or a version's merged folder."""
+        name = state.get("current_version", "v0")
+        if name == "v0":
+            return str(getattr(self.base_engine, "source", self.base_engine.name))
+        return str(state["versions"][name]["path"] or "")
+
+    def release(self) -> None:
+        """Hand back what generation holds on a cluster (its actors), before training."""
+        for engine in (self.base_engine, *self._loaded.values()):
+            release = getattr(engine, "release", None)
+            if callable(release):
+                release()
+
     def version_dir(self, name: str) -> Path:
         """Where the new version `name` is to be written. A folder already there is an
         orphan: a run killed after writing it and before its node was checkpointed, so no
         checkpoint names it. It is removed; the re-run node (same seed, same data) writes
         it again."""
-        path = self.root / "versions"
+        path = self.versions_root or self.root / "versions"
         path.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(path / name, ignore_errors=True)
         return path / name

@@ -278,8 +278,21 @@ def stand_in_loaders() -> Any:
     from tests.tiny_models import tiny_engine
 
     return Loaders(
-        load_engine=lambda model: tiny_engine(), load_task=lambda name, path: coin_flip_task()
+        load_engine=lambda model: tiny_engine(),
+        load_task=lambda name, path: coin_flip_task(),
+        load_cluster_engine=tiny_cluster_engine,
     )
+
+
+def tiny_cluster_engine(model: str, cluster: Any) -> Any:
+    """The tiny engine's model on Ray generation actors (`cluster.backend=ray`), with the
+    tiny engine's batch size, so it generates what the tiny engine does."""
+    from engines.cluster import ClusterEngine, PoolOptions
+    from tests.cluster_support import tiny_model_folder
+
+    resources = cluster.worker_resources
+    options = PoolOptions(cluster.generation_workers, resources.CPU, 0.0, batch_size=8)
+    return ClusterEngine.load(str(tiny_model_folder()), options, address=cluster.address)
 
 
 def stand_in_app(args: argparse.Namespace) -> Any:

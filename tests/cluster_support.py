@@ -1,0 +1,59 @@
+"""Ray in tests: one local Ray of 2 CPUs per test module, skipped where Ray is absent and
+failed in CI (CI=true), where `make test` installs the `cluster` extra."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_models import tiny_llama, tiny_tokenizer
+
+
+def require_ray() -> None:
+    """Skip the calling test where Ray is not installed; fail it in CI instead."""
+    if importlib.util.find_spec("ray") is not None:
+        return
+    reason = "Ray is not installed in this Python: pip install -e '.[cluster]'"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true, so cluster tests must not skip)")
+    pytest.skip(reason)
+
+
+def local_ray() -> Iterator[None]:
+    """A module fixture's body: a local Ray of 2 CPUs (no dashboard), shut down after."""
+    require_ray()
+    import ray
+
+    from engines.cluster import connect
+
+    connect(None, num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def save_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """The tiny Llama of `seed` and its tokenizer as a folder any process can load."""
+    tokenizer = tiny_tokenizer()
+    tiny_llama(tokenizer, seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_model_folder() -> Path:
+    """The tiny engine's model (seed 0) saved once per machine user, for processes that
+    load it by path (Ray actors and training workers); written aside, then renamed."""
+    folder = Path(tempfile.gettempdir()) / f"autodidact-tiny-llama-{os.getuid()}"
+    if not (folder / "config.json").is_file():
+        scratch = Path(tempfile.mkdtemp(prefix=".tiny-llama-", dir=folder.parent))
+        save_tiny_model(scratch / "model")
+        with contextlib.suppress(OSError):  # another process saved it first
+            os.replace(scratch / "model", folder)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder

@@ -1,0 +1,71 @@
+"""Optimize in Ray Train's TorchTrainer (2 gloo DDP workers, half the batch each) against
+one process at the full batch: the same losses and LoRA weights, within float tolerance."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.cluster_support import local_ray, save_tiny_model
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    yield from local_ray()
+
+
+def adapter_weights(version: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(version / "adapter" / "adapter_model.safetensors")
+
+
+def test_two_worker_ddp_lora_equals_one_process(ray_cluster: None, tmp_path: Path) -> None:
+    from agents.cluster import ClusterPolicy
+    from agents.distributed import train_version_on_ray
+    from agents.optimize import OptimizePolicy, TrainSettings, train_version
+    from agents.selection import SFTExample
+    from engines.hf import HFEngine
+
+    folder = save_tiny_model(tmp_path / "model")
+    sft = [SFTExample(f"What is {a} + {a}?", f"{a} + {a} = {2 * a}.", f"i{a}") for a in range(16)]
+    policy = OptimizePolicy(batch_size=8, learning_rate=5e-4, lora_r=4)
+    settings = TrainSettings.from_policy(policy, seed=3, max_steps=3)
+    engine = HFEngine.load(str(folder))
+    steps: list[tuple[int, int, float | None]] = []
+    local = train_version(
+        copy.deepcopy(engine.model),
+        engine.tokenizer,
+        sft=sft,
+        pairs=[],
+        settings=settings,
+        version_dir=tmp_path / "versions" / "local",
+    )
+    ray = train_version_on_ray(
+        str(folder),
+        sft=sft,
+        pairs=[],
+        settings=settings,
+        version_dir=tmp_path / "versions" / "ray",
+        cluster=ClusterPolicy(backend="ray", train_workers=2),
+        on_step=lambda *step: steps.append(step),
+    )
+    assert [s[:2] for s in steps] == [(1, 3), (2, 3), (3, 3)], "every step's loss came back"
+    assert ray.steps == local.steps == 3 and ray.examples == local.examples == 16
+    assert ray.final_loss == pytest.approx(local.final_loss, rel=1e-4)
+    mine, theirs = adapter_weights(local.version_dir), adapter_weights(ray.version_dir)
+    assert mine.keys() == theirs.keys()
+    moved = max(float(w.abs().max()) for k, w in mine.items() if "lora_B" in k)
+    assert moved > 1e-3, "training moved the adapter (lora_B starts at zero)"
+    worst = max(float((mine[k] - theirs[k]).abs().max()) for k in mine)
+    assert worst <= 1e-4, f"LoRA weights differ by {worst}"
+    assert (ray.version_dir / "merged" / "config.json").is_file()
+    assert sorted(p.name for p in ray.version_dir.parent.iterdir()) == ["local", "ray"], (
+        "no work folder, losses file or Ray Train run files left behind"
+    )
