@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
+from tests.ci_rules import skip_or_fail_in_ci
 
 
 def chromium_or_skip() -> str:
@@ -15,9 +15,7 @@ def chromium_or_skip() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is not None:
         return path
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("chromium is missing in CI: `make test` installs Debian's chromium")
-    pytest.skip("no chromium on this machine: apt-get install chromium")
+    skip_or_fail_in_ci("no chromium on this machine: apt-get install chromium")
 
 
 def screenshot_folder() -> Path:

@@ -11,8 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
+from tests.ci_rules import skip_or_fail_in_ci
 from tests.tiny_models import tiny_llama, tiny_tokenizer
 
 
@@ -21,9 +20,7 @@ def require_ray() -> None:
     if importlib.util.find_spec("ray") is not None:
         return
     reason = "Ray is not installed in this Python: pip install -e '.[cluster]'"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true, so cluster tests must not skip)")
-    pytest.skip(reason)
+    skip_or_fail_in_ci(reason)
 
 
 def local_ray() -> Iterator[None]:

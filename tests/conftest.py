@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from tests.ci_rules import skip_or_fail_in_ci
+
 # Sessions the tests run through the CLI are not tracked in MLflow (creating an MLflow
 # store costs seconds to minutes); tests/test_tracking.py tracks its own session.
 os.environ.setdefault("AUTODIDACT_TRACKING", "off")
@@ -34,9 +36,7 @@ def redis_url() -> str:
         "no Redis: AUTODIDACT_TEST_REDIS_URL is unset; run "
         "`bash scripts/with-redis.sh .venv/bin/python -m pytest ...` to start a throwaway one"
     )
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true, so Redis tests must not skip)")
-    pytest.skip(reason)
+    skip_or_fail_in_ci(reason)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ Redis (`redis_url`); the unreachable one points at a port nothing listens on."""
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import shutil
 import signal
@@ -33,6 +32,7 @@ from cli.app import make_app
 from cli.common import Loaders
 from storage import Store, open_store
 from storage.urls import mask_password
+from tests.ci_rules import skip_or_fail_in_ci
 from tests.session_worker import (
     Outcome,
     Worker,
@@ -94,10 +94,7 @@ class RedisServer:
 
 def need_redis_server() -> None:
     if shutil.which("redis-server") is None:
-        reason = "redis-server is not installed (apt-get install redis-server)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail_in_ci("redis-server is not installed (apt-get install redis-server)")
 
 
 @contextmanager

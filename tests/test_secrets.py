@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from typer.testing import CliRunner
 from cli.app import make_app
 from storage import open_store
 from storage.urls import PASSWORD_ENV, REDIS_URL_ENV
+from tests.ci_rules import skip_or_fail_in_ci
 from tests.session_worker import stand_in_loaders
 from tests.test_graph import tiny_policy
 
@@ -64,10 +64,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def secret_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecretRedis]:
     if shutil.which("redis-server") is None:
-        reason = "redis-server is not installed (apt-get install redis-server)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail_in_ci("redis-server is not installed (apt-get install redis-server)")
     folder = tmp_path_factory.mktemp("secret-redis")
     server = SecretRedis(free_port())
     command = ["redis-server", "--port", str(server.port), "--bind", "127.0.0.1"]

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
-import os
 import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.ci_rules import skip_or_fail_in_ci
 from tests.tiny_models import tiny_llama, tiny_tokenizer
 
 # Head size 32 (vLLM's CPU attention takes 32 and up); with these offsets, at seed 1,
@@ -37,9 +35,7 @@ def require_vllm() -> None:
         "vLLM is not installed in this Python: `make install-vllm`, then run "
         "`.venv-vllm/bin/python -m pytest -m vllm ...`"
     )
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true, so vLLM tests must not skip)")
-    pytest.skip(reason)
+    skip_or_fail_in_ci(reason)
 
 
 @cache
