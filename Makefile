@@ -10,6 +10,11 @@ TORCH ?= torch==2.13.0
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
+# A download cut mid-way (seen in CI: a 56 MB wheel, 6 attempts) resumes and retries more
+# than pip's defaults before failing the install. Older pips ignore what they do not know.
+export PIP_RESUME_RETRIES ?= 20
+export PIP_RETRIES ?= 10
+export PIP_TIMEOUT ?= 60
 
 .PHONY: help run test test-unit test-vllm install-vllm check format bench clean
 
