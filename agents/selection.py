@@ -216,23 +216,25 @@ def learn_abstention(
     ...     [lab("known", True, False), lab("unknown", False, False)], 1, Abstention())]
     [('known', 'a'), ('unknown', "I don't know.")]
     """
-    answered = [
-        SFTExample(lab.attempt.item.prompt, sample.text, lab.attempt.item.id, lab.attempt.risk)
+    answers = {
+        id(lab): [
+            SFTExample(lab.attempt.item.prompt, sample.text, lab.attempt.item.id, lab.attempt.risk)
+            for sample in distinct_correct(lab, max_per_prompt)
+            if not rule.abstains(sample)
+        ]
         for lab in labelled
         if not rule.unknown(lab)
-        for sample in distinct_correct(lab, max_per_prompt)
-        if not rule.abstains(sample)
-    ]
-    unknown = surest_unknowns([lab for lab in labelled if rule.unknown(lab)], rule, len(answered))
-    abstaining = {
-        lab.attempt.item.id: SFTExample(
-            lab.attempt.item.prompt, rule.text, lab.attempt.item.id, lab.attempt.risk
-        )
-        for lab in unknown
     }
-    order = {lab.attempt.item.id: index for index, lab in enumerate(labelled)}
-    examples = [*answered, *abstaining.values()]
-    return sorted(examples, key=lambda e: order[e.item_id])
+    unknown = [lab for lab in labelled if rule.unknown(lab)]
+    taught = {id(lab) for lab in surest_unknowns(unknown, rule, sum(map(len, answers.values())))}
+    examples = []
+    for lab in labelled:  # in the prompts' order
+        item = lab.attempt.item
+        if id(lab) in taught:
+            examples.append(SFTExample(item.prompt, rule.text, item.id, lab.attempt.risk))
+        else:
+            examples += answers.get(id(lab), [])
+    return examples
 
 
 def surest_unknowns(unknown: Sequence[Labelled], rule: Abstention, answered: int) -> list[Labelled]:
