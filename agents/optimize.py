@@ -233,9 +233,11 @@ def fit(
     *,
     processes: int = 1,
     on_step: StepFn | None = None,
+    collate: Callable[[Any], Any] | None = None,
 ) -> tuple[Any, list[float]]:
     """The trained TRL trainer (its `model` the peft model) and the loss of every step. In
-    a DDP worker (`processes` > 1) each process runs this on its share of each batch."""
+    a DDP worker (`processes` > 1) each process runs this on its share of each batch;
+    `collate` wraps the trainer's data collator (the worker's last-batch mask)."""
     from datasets import Dataset, disable_progress_bars
     from peft import LoraConfig
     from transformers import PrinterCallback, TrainerCallback
@@ -268,6 +270,8 @@ def fit(
     disable_progress_bars()
     args = _common_args(settings, work, total, processes)
     trainer = _make_trainer(model, tokenizer, settings, args, peft_config, sft, pairs, Dataset)
+    if collate:
+        trainer.data_collator = collate(trainer.data_collator)
     trainer.remove_callback(PrinterCallback)  # progress goes through on_step, not stdout
     trainer.add_callback(Progress())
     trainer.train()
