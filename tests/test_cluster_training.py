@@ -43,7 +43,9 @@ def test_two_worker_ddp_lora_equals_one_process(
     from engines.hf import HFEngine
 
     folder = save_tiny_model(tmp_path / "model")
-    sft = [SFTExample(f"What is {a} + {a}?", f"{a} + {a} = {2 * a}.", f"i{a}") for a in range(examples)]
+    sft = [
+        SFTExample(f"What is {a} + {a}?", f"{a} + {a} = {2 * a}.", f"i{a}") for a in range(examples)
+    ]
     policy = OptimizePolicy(batch_size=8, learning_rate=5e-4, lora_r=4)
     settings = TrainSettings.from_policy(policy, seed=3, max_steps=3)
     engine = HFEngine.load(str(folder))
