@@ -30,7 +30,7 @@ def adapter_weights(version: Path) -> dict[str, torch.Tensor]:
     "examples",
     [
         16,  # every batch full
-        11,  # each epoch's last step: 3 examples, rank 0 padded with 1 repeat, rank 1 all repeats
+        11,  # steps 2 and 4 (each epoch's last): 3 examples; rank 0 pads 1 repeat, rank 1 all
     ],
 )
 def test_two_worker_ddp_lora_equals_one_process(
@@ -47,7 +47,7 @@ def test_two_worker_ddp_lora_equals_one_process(
         SFTExample(f"What is {a} + {a}?", f"{a} + {a} = {2 * a}.", f"i{a}") for a in range(examples)
     ]
     policy = OptimizePolicy(batch_size=8, learning_rate=5e-4, lora_r=4)
-    settings = TrainSettings.from_policy(policy, seed=3, max_steps=3)
+    settings = TrainSettings.from_policy(policy, seed=3, max_steps=4)
     engine = HFEngine.load(str(folder))
     steps: list[tuple[int, int, float | None]] = []
     local_steps: list[tuple[int, int, float | None]] = []
@@ -69,8 +69,8 @@ def test_two_worker_ddp_lora_equals_one_process(
         cluster=ClusterPolicy(backend="ray", train_workers=2),
         on_step=lambda *step: steps.append(step),
     )
-    assert [s[:2] for s in steps] == [(1, 3), (2, 3), (3, 3)], "every step's loss came back"
-    assert ray.steps == local.steps == 3 and ray.examples == local.examples == examples
+    assert [s[:2] for s in steps] == [(1, 4), (2, 4), (3, 4), (4, 4)], "every step's loss came back"
+    assert ray.steps == local.steps == 4 and ray.examples == local.examples == examples
     ray_losses, local_losses = [s[2] for s in steps], [s[2] for s in local_steps]
     assert ray_losses == pytest.approx(local_losses, rel=1e-4), "every step, the last one too"
     mine, theirs = adapter_weights(local.version_dir), adapter_weights(ray.version_dir)
