@@ -22,6 +22,7 @@ def make_app(loaders: Loaders | None = None, *, view: EventView = console_view) 
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        rich_markup_mode="markdown",  # docstrings' wrapped lines join into one paragraph
     )
     models.register(app, loaders)
     session.register(app, loaders, view)

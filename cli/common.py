@@ -59,8 +59,13 @@ StoreOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 PolicyFileOption = Annotated[Path | None, typer.Option("--policy", help="Policy YAML file.")]
+PRESET_NAMES = ("default", "quick", "honesty")  # graph.policy.PRESETS (a test keeps them equal)
 PresetOption = Annotated[
-    str | None, typer.Option("--preset", help="Policy preset: quick or default.")
+    str | None,
+    typer.Option(
+        "--preset",
+        help=f"Policy preset: {', '.join(PRESET_NAMES)} (`policy show --preset NAME` prints one).",
+    ),
 ]
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Policy override key=value (repeatable).")

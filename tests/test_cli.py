@@ -20,6 +20,15 @@ def test_help_lists_the_commands() -> None:
         assert command in result.output
 
 
+def test_the_preset_help_names_every_preset() -> None:
+    from cli.common import PRESET_NAMES
+    from graph.policy import PRESETS
+
+    assert set(PRESET_NAMES) == set(PRESETS)
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert all(name in result.output for name in PRESETS)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
