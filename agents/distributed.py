@@ -25,7 +25,8 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -145,14 +146,16 @@ class LastBatchMask:
         return batch
 
 
-def last_batch_mask(config: dict[str, Any], rank: int, world: int) -> Any:
+def last_batch_mask(
+    config: dict[str, Any], rank: int, world: int
+) -> Callable[[Any], LastBatchMask] | None:
     """The collator wrapper of an SFT rank (None for DPO, whose loss has no labels to mask)."""
     settings: TrainSettings = config["settings"]
     if settings.method != "sft":
         return None
-    examples, per_rank = len(config["sft"]), settings.batch_size // world
-    return lambda collate: LastBatchMask(
-        collate, examples=examples, per_rank=per_rank, world=world, rank=rank
+    per_rank = settings.batch_size // world
+    return partial(
+        LastBatchMask, examples=len(config["sft"]), per_rank=per_rank, world=world, rank=rank
     )
 
 
