@@ -184,11 +184,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input: shown as one line, exit code 2, no traceback."""
     from engines.loading import EngineNotInstalledError, ModelNotFoundError
     from tasks.base import TaskError
+    from tasks.textfile import NotUtf8Error
 
     errors: list[type[BaseException]] = [
         ModelNotFoundError,
         EngineNotInstalledError,
         TaskError,
+        NotUtf8Error,
         FileNotFoundError,
     ]
     for module, name in (

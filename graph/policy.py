@@ -35,6 +35,7 @@ from agents.refine import RefinePolicy
 from agents.selection import SelectPolicy
 from engines.loading import DEFAULT_MODEL, EngineKind
 from storage.urls import mask_password
+from tasks.textfile import read_utf8
 from tasks.verifiers import VERIFIERS
 
 POLICY_SCHEMA_VERSION = 1
@@ -256,7 +257,7 @@ def load_policy_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PolicyError(f"policy file {path} not found: check the path")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

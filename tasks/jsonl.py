@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.base import Item, Task, TaskError
+from tasks.textfile import read_utf8
 from tasks.verifiers import VERIFIERS, is_number
 
 
@@ -92,7 +93,7 @@ def load_jsonl_task(path: str | Path, verifier: str | None = None) -> tuple[Task
         raise TaskError(
             f"jsonl: unknown verifier {verifier!r}; choose one of {', '.join(VERIFIERS)}"
         )
-    rows, problems = parse_jsonl(path.read_text(encoding="utf-8"))
+    rows, problems = parse_jsonl(read_utf8(path))
     if not rows:
         detail = f"; first problem: {problems[0]}" if problems else ""
         raise TaskError(f"jsonl: {path} has no usable row{detail}")

@@ -160,17 +160,74 @@ def test_refused_before_any_work(
     """Each bad input: exit 2, one line on stderr and nothing on stdout, no traceback; the
     model is never needed, and (read-only or refused) nothing is created."""
     monkeypatch.chdir(tmp_path)
-    args = argv(tmp_path)
-    before = sorted(tmp_path.rglob("*"))
-    app = make_app(Loaders(load_engine=stand_in_engine))
-    result = CliRunner().invoke(app, args)
+    assert_refused(Loaders(load_engine=stand_in_engine), argv, message, read_only, tmp_path)
+
+
+def assert_refused(
+    loaders: Loaders,
+    argv: Callable[[Path], list[str]],
+    message: str,
+    read_only: bool,
+    folder: Path,
+) -> None:
+    """Run `argv(folder)`: exit 2, one line holding `message` on stderr and nothing on
+    stdout, no traceback; with `read_only`, nothing created under `folder`."""
+    args = argv(folder)
+    before = sorted(folder.rglob("*"))
+    result = CliRunner().invoke(make_app(loaders), args)
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not result.stdout.strip(), result.stdout
     if read_only:
-        assert sorted(tmp_path.rglob("*")) == before
+        assert sorted(folder.rglob("*")) == before
+
+
+def latin1_file(folder: Path, name: str, text: str) -> Path:
+    """`text` saved as Latin-1 (as a spreadsheet export can be): its é is not UTF-8."""
+    path = folder / name
+    path.write_bytes(text.encode("latin-1"))
+    return path
+
+
+def latin1_rows(folder: Path) -> Path:
+    return latin1_file(folder, "rows.jsonl", '{"question": "café?", "answer": "oui"}\n')
+
+
+def latin1_policy(folder: Path) -> Path:
+    return latin1_file(folder, "policy.yaml", "# café\nseed: 1\n")
+
+
+# (case, argv built in the tmp folder, what the line says, True when nothing may be written):
+# each is refused before the model loads (the loader fails the test if it is called)
+REFUSED_WITHOUT_MODEL = [
+    ("latin-1 jsonl, tasks show", lambda d: ["tasks", "show", "jsonl", "--path",
+     str(latin1_rows(d))], "rows.jsonl is not UTF-8", True),
+    ("latin-1 jsonl, run", lambda d: ["run", "-t", "jsonl", "--path", str(latin1_rows(d))],
+     "rows.jsonl is not UTF-8", True),
+    ("latin-1 policy, validate", lambda d: ["policy", "validate", str(latin1_policy(d))],
+     "policy.yaml is not UTF-8", True),
+    ("latin-1 policy, run", lambda d: ["run", "--policy", str(latin1_policy(d))],
+     "policy.yaml is not UTF-8", True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "argv", "message", "read_only"),
+    REFUSED_WITHOUT_MODEL,
+    ids=[c[0] for c in REFUSED_WITHOUT_MODEL],
+)
+def test_refused_before_the_model_loads(
+    case: str,
+    argv: Callable[[Path], list[str]],
+    message: str,
+    read_only: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_refused(Loaders(load_engine=no_model), argv, message, read_only, tmp_path)
 
 
 def test_empty_sessions_table_says_where_to_look(tmp_path: Path) -> None:
