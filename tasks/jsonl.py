@@ -1,5 +1,7 @@
 """`jsonl`: a user's file, one JSON object a line: `question`, `answer` or `answers`,
 optional `group`, `id` and `label` (1 = the model's answer is known wrong, for probes).
+Malformed rows, and the later rows of a repeated id, are reported with their line numbers
+and skipped.
 
 Answers are judged by `numeric` when every answer is a number, else by `alias`; pass
 `verifier` to choose."""
@@ -37,6 +39,10 @@ class JsonlRow(BaseModel):
     def references(self) -> tuple[str, ...]:
         return tuple(self.answers or []) + ((self.answer,) if self.answer else ())
 
+    def item_id(self, line: int) -> str:
+        """The item's id: the row's own, else its line number."""
+        return self.id or f"line-{line}"
+
 
 @dataclass(frozen=True)
 class RowProblem:
@@ -48,13 +54,21 @@ class RowProblem:
 
 
 def parse_jsonl(text: str) -> tuple[list[tuple[int, JsonlRow]], list[RowProblem]]:
-    """Parse every non-blank line; keep clean rows, report the rest with line numbers.
+    """Parse every non-blank line; keep clean rows (the first of each id), report the rest
+    with line numbers.
 
     >>> text = '{"question": "2+2?", "answer": "4"}\\n{"question": "x"}\\nnot json'
     >>> rows, problems = parse_jsonl(text)
     >>> [line for line, _ in rows], [p.line for p in problems]
     ([1], [2, 3])
     """
+    rows, problems = parse_rows(text)
+    kept, repeats = drop_repeated_ids(rows)
+    return kept, sorted(problems + repeats, key=lambda problem: problem.line)
+
+
+def parse_rows(text: str) -> tuple[list[tuple[int, JsonlRow]], list[RowProblem]]:
+    """Every non-blank line parsed: the valid rows, and the others' problems."""
     rows, problems = [], []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -68,6 +82,29 @@ def parse_jsonl(text: str) -> tuple[list[tuple[int, JsonlRow]], list[RowProblem]
             where = ".".join(str(p) for p in first["loc"]) or "row"
             problems.append(RowProblem(line_number, f"{where}: {first['msg']}"))
     return rows, problems
+
+
+def drop_repeated_ids(
+    rows: Sequence[tuple[int, JsonlRow]],
+) -> tuple[list[tuple[int, JsonlRow]], list[RowProblem]]:
+    """The first row of each id kept; each later one reported.
+
+    >>> text = '{"question": "a", "answer": "1", "id": "x"}\\n{"question": "b", "answer": "2", "id": "x"}'
+    >>> kept, repeats = drop_repeated_ids(parse_rows(text)[0])
+    >>> [line for line, _ in kept], [str(problem) for problem in repeats]
+    ([1], ["line 2: id 'x' repeats line 1's (the first is kept)"])
+    """
+    first: dict[str, int] = {}
+    kept, repeats = [], []
+    for line, row in rows:
+        item_id = row.item_id(line)
+        if item_id in first:
+            message = f"id {item_id!r} repeats line {first[item_id]}'s (the first is kept)"
+            repeats.append(RowProblem(line, message))
+            continue
+        first[item_id] = line
+        kept.append((line, row))
+    return kept, repeats
 
 
 def default_verifier(rows: Sequence[JsonlRow]) -> str:
@@ -100,10 +137,10 @@ def load_jsonl_task(path: str | Path, verifier: str | None = None) -> tuple[Task
     verifier = verifier or default_verifier([row for _, row in rows])
     items = tuple(
         Item(
-            id=row.id or f"line-{line}",
+            id=row.item_id(line),
             prompt=row.question,
             answers=row.references(),
-            group=row.group or row.id or f"line-{line}",
+            group=row.group or row.item_id(line),
             meta={"label": str(row.label)} if row.label is not None else {},
         )
         for line, row in rows

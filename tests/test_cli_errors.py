@@ -230,6 +230,18 @@ def test_refused_before_the_model_loads(
     assert_refused(Loaders(load_engine=no_model), argv, message, read_only, tmp_path)
 
 
+def test_repeated_jsonl_id_is_reported_and_the_first_kept(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    lines = [{"question": "2+2?", "answer": "4", "id": "a"},
+             {"question": "3+3?", "answer": "6", "id": "a"}]  # fmt: skip
+    rows.write_text("".join(json.dumps(row) + "\n" for row in lines))
+    result = autodidact("tasks", "show", "jsonl", "--path", str(rows))
+    assert result.exit_code == 0, result.output
+    words = " ".join(result.output.split())  # the console wraps long lines
+    assert f"skipped {rows}:line 2: id 'a' repeats line 1's (the first is kept)" in words
+    assert "2+2?" in result.output and "3+3?" not in result.output
+
+
 def test_empty_sessions_table_says_where_to_look(tmp_path: Path) -> None:
     root = existing_store(tmp_path)
     result = CliRunner().invoke(make_app(), ["sessions", "--root", str(root)])

@@ -90,6 +90,23 @@ def test_jsonl_keeps_clean_rows_and_reports_bad_ones(tmp_path: Path) -> None:
     assert "question" in str(problems[1])
 
 
+def test_jsonl_reports_a_repeated_id_and_keeps_its_first_row(tmp_path: Path) -> None:
+    path = tmp_path / "ids.jsonl"
+    rows = [
+        {"question": "2+2?", "answer": "4", "id": "a"},
+        {"question": "3+3?", "answer": "6", "id": "b"},
+        {"question": "5+5?", "answer": "10", "id": "a"},
+        {"question": "7+7?", "answer": "14"},  # id line-4
+        {"question": "8+8?", "answer": "16", "id": "line-4"},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows) + "{broken\n")
+    task, problems = load_jsonl_task(path)
+    assert [item.id for item in task.items] == ["a", "b", "line-4"]
+    assert [item.prompt for item in task.items] == ["2+2?", "3+3?", "7+7?"]
+    assert [p.line for p in problems] == [3, 5, 6]
+    assert str(problems[0]) == "line 3: id 'a' repeats line 1's (the first is kept)"
+
+
 def test_jsonl_with_no_clean_row_fails(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text("{nope\n")
