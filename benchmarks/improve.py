@@ -2,8 +2,9 @@
 
     python -m benchmarks.improve [--preset default] [--set key=value ...]
     python -m benchmarks.improve --compare [--seeds 0 1 2] [--tasks arithmetic hard]
-                                 [--factor 3] [--cycles 3] [--set key=value ...]
-                                 [--out runs/bench-compare.json]
+                                 [--factor 3] [--cycles 2] [--set key=value ...]
+                                 [--root runs/bench-improve] [--out runs/bench-compare.json]
+    python -m benchmarks.improve --report runs/bench-compare.json
 
 One session (arithmetic by default) to the monitor's stop prints: wall time; test accuracy
 and hallucination rate of the initial and the final model (the initial one answers with the
@@ -19,15 +20,18 @@ It prints, per task: test accuracy of each arm, the paired difference, sampled t
 wasted-prompt share, the probe's AUROC on each new version's fresh dev labels beside last
 cycle's probe and the mean-logprob and entropy baselines, the probe's accuracy forecast
 error, and the cost of scoring the candidate pool relative to sampling; means over seeds
-with 95% t-intervals. Results are written to `--out` after every session.
+with 95% t-intervals, the per-seed values quoted by seed, every run's cycles, and the
+ranges over them (`benchmarks.compare_report`).
+
+Each session's record is merged into `--out` as it ends, by (task, arm, seed): a table
+made in several invocations (`--seeds 0 1`, then `--seeds 2`) is one file, and a session
+already in it, finished with the same settings, is skipped, so a cut run is restarted with
+the same command. `--report FILE` prints the tables of every finished record in FILE.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +40,13 @@ from typing import Any
 import transformers
 
 from agents.acquire import Attempt
+from benchmarks.compare_report import (
+    RunKey,
+    pending,
+    read_runs,
+    report_lines,
+    save_run,
+)
 from engines import load_model
 from engines.hf import HFEngine
 from graph.policy import resolve_policy
@@ -89,17 +100,21 @@ def compare_task(name: str) -> Task:
     return get_task(name)
 
 
-def run_one(task: Task, sets: Sequence[str], root: Path, label: str) -> dict[str, Any]:
-    """One session of the comparison: its report, wall time and tokens."""
+def run_one(task: Task, sets: Sequence[str], root: Path) -> dict[str, Any]:
+    """One session of the comparison: its report, wall time, and the session it ran (its
+    id, from which its folder)."""
     policy = resolve_policy("default", None, list(sets))
     engine = load_model(policy.model)
     started = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     with open_store(f"sqlite:///{root}/autodidact.db", root) as store:
-        state = Session(new_session_id(task.name), policy, store, task, engine).run()
+        session = Session(new_session_id(task.name), policy, store, task, engine)
+        state = session.run()
+        folder = session.folder
     final = state["final"]
     return {
-        "label": label,
+        "session_id": session.session_id,
+        "folder": str(folder),
         "wall_seconds": time.perf_counter() - started,
         "initial_test_accuracy": final["initial"]["test_accuracy"],
         "test_accuracy": final["final"]["test_accuracy"],
@@ -110,7 +125,8 @@ def run_one(task: Task, sets: Sequence[str], root: Path, label: str) -> dict[str
 
 def sampled(folder: Path, task: Task) -> list[dict[str, float]]:
     """Per cycle, from the session's own attempts (so cycles that trained nothing count
-    too): tokens sampled and the share of prompts whose K samples all got one verdict."""
+    too): tokens sampled, the share of prompts whose K samples all got one verdict, and
+    the prompts with at least one right sample."""
     from agents.acquire import tokens_sampled
     from agents.selection import label_with_verifier, wasted_share
     from graph.cycle_data import read_jsonl
@@ -124,125 +140,52 @@ def sampled(folder: Path, task: Task) -> list[dict[str, float]]:
         attempts = [Attempt.from_row(r) for r in read_jsonl(artifacts, name)]
         labelled = label_with_verifier(task, attempts)
         rows.append(
-            {"cycle": cycle, "tokens": tokens_sampled(attempts), "wasted": wasted_share(labelled)}
+            {
+                "cycle": cycle,
+                "tokens": tokens_sampled(attempts),
+                "wasted": wasted_share(labelled),
+                "right_prompts": sum(any(lab.correct) for lab in labelled),
+            }
         )
     return rows
 
 
-def attach_samples(results: dict[str, Any], root: Path) -> None:
-    """Each run's per-cycle `samples` read from its session folder under `root`."""
-    for name, arms in results.items():
-        task = compare_task(name)
-        for arm, runs in arms.items():
-            for run in runs:
-                seed = run["label"].split()[1]
-                for folder in (root / f"{name}-{seed}-{arm}" / "sessions").glob("*"):
-                    run["samples"] = sampled(folder, task)
-
-
-def mean_ci(values: Sequence[float]) -> str:
-    """Mean and 95% t-interval half-width over seeds, e.g. '0.712 +- 0.040 (n=3)'."""
-    from scipy.stats import t
-
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return "-"
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{mean:.3f} (n=1)"
-    half = t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return f"{mean:.3f} +- {half:.3f} (n={len(values)})"
-
-
-def per_seed(runs: list[dict[str, Any]], key: str, *, reduce: str = "mean") -> list[float]:
-    """One number per run: a top-level value, or the cycles' mean (or sum) of `key`."""
-    values = []
-    for run in runs:
-        if key in run:
-            values.append(run[key])
-            continue
-        found = [row[key] for row in run["cycles"] if row.get(key) is not None]
-        if found:
-            values.append(sum(found) if reduce == "sum" else statistics.fmean(found))
-    return values
-
-
-def from_samples(
-    runs: list[dict[str, Any]], key: str, reduce: Callable[[list[float]], float]
-) -> list[float]:
-    return [reduce([c[key] for c in run["samples"]]) for run in runs if run.get("samples")]
-
-
-def forecast_error(run: dict[str, Any]) -> float | None:
-    """Mean |forecast - measured| dev accuracy over the run's cycles."""
-    rows = [r for r in run["cycles"] if r.get("predicted_accuracy") is not None]
-    if not rows:
-        return None
-    return statistics.fmean(abs(r["predicted_accuracy"] - r["accuracy"]) for r in rows)
-
-
-def scoring_share(run: dict[str, Any]) -> float | None:
-    scoring = sum(r["scoring_seconds"] for r in run["cycles"])
-    sampling = sum(r["sampling_seconds"] for r in run["cycles"])
-    return scoring / sampling if sampling else None
-
-
-def print_comparison(results: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
-    """Markdown tables: per task, each arm's means over seeds with 95% t-intervals."""
-    for task, arms in results.items():
-        uniform, guided = arms.get("uniform", []), arms.get("guided", [])
-        print(f"\n### {task}: uniform vs probe-guided acquisition\n")
-        print("| measure | uniform | guided |\n|---|---|---|")
-        rows: list[tuple[str, Callable[[list[dict[str, Any]]], list[float]]]] = [
-            ("test accuracy, initial model", lambda r: per_seed(r, "initial_test_accuracy")),
-            ("test accuracy, final model", lambda r: per_seed(r, "test_accuracy")),
-            ("tokens sampled (all cycles)", lambda r: from_samples(r, "tokens", sum)),
-            ("wasted-prompt share", lambda r: from_samples(r, "wasted", statistics.fmean)),
-            ("probe AUROC, fresh dev labels", lambda r: per_seed(r, "probe_auroc")),
-            ("last cycle's probe, same labels", lambda r: per_seed(r, "stale_probe_auroc")),
-            ("mean token logprob AUROC", lambda r: per_seed(r, "logprob_auroc")),
-            ("mean token entropy AUROC", lambda r: per_seed(r, "entropy_auroc")),
-            ("probe ECE, fresh dev labels", lambda r: per_seed(r, "probe_ece")),
-            (
-                "|forecast - dev accuracy|",
-                lambda r: [e for e in map(forecast_error, r) if e is not None],
-            ),
-            (
-                "pool scoring / sampling time",
-                lambda r: [x for x in map(scoring_share, r) if x is not None],
-            ),
-            ("wall seconds", lambda r: per_seed(r, "wall_seconds")),
-        ]
-        for name, values in rows:
-            print(f"| {name} | {mean_ci(values(uniform))} | {mean_ci(values(guided))} |")
-        paired = [
-            g["test_accuracy"] - u["test_accuracy"] for u, g in zip(uniform, guided, strict=False)
-        ]
-        print(f"\nguided - uniform test accuracy, paired by seed: {mean_ci(paired)}")
+def compare_plan(args: argparse.Namespace) -> list[tuple[RunKey, list[str]]]:
+    """Every (task, arm, seed) of this invocation with the `--set`s its session runs
+    with, seeds outermost (a cut-short run still has whole pairs)."""
+    schedule = [*COMPARE_SIZE, *COMPARE_SETS, f"monitor.max_cycles={args.cycles}"]
+    return [
+        (
+            (name, arm, seed),
+            [*schedule, f"seed={seed}", f"acquire.candidate_factor={factor}", *args.sets],
+        )
+        for seed in args.seeds
+        for name in args.tasks
+        for arm, factor in (("uniform", 1), ("guided", args.factor))
+    ]
 
 
 def compare(args: argparse.Namespace) -> None:
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    schedule = [*COMPARE_SIZE, *COMPARE_SETS, f"monitor.max_cycles={args.cycles}"]
-    tasks = {name: compare_task(name) for name in args.tasks}
-    for seed in args.seeds:  # seeds outermost: a cut-short run still has whole pairs
-        for name, task in tasks.items():
-            for arm, factor in (("uniform", 1), ("guided", args.factor)):
-                sets = [*schedule, f"seed={seed}", f"acquire.candidate_factor={factor}", *args.sets]
-                run = run_one(
-                    task, sets, args.root / f"{name}-{seed}-{arm}", f"{name} {seed} {arm}"
-                )
-                folder = next((args.root / f"{name}-{seed}-{arm}" / "sessions").glob("*"))
-                run["samples"] = sampled(folder, task)
-                results.setdefault(name, {}).setdefault(arm, []).append(run)
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(results, indent=1))
-                print(
-                    f"[{name} seed {seed} {arm}] test {run['initial_test_accuracy']:.1%} -> "
-                    f"{run['test_accuracy']:.1%}, {run['wall_seconds'] / 60:.1f} min",
-                    flush=True,
-                )
-    print_comparison(results)
+    """Run the sessions `--out` does not hold finished yet, merging each into it as it ends."""
+    plan = compare_plan(args)
+    try:
+        todo = pending(plan, read_runs(args.out))
+    except ValueError as error:  # another schema, or a SettingsConflict
+        raise SystemExit(str(error)) from None
+    if len(todo) < len(plan):
+        print(f"{len(plan) - len(todo)} of {len(plan)} sessions already in {args.out}: skipped")
+    for (name, arm, seed), sets in todo:
+        task = compare_task(name)
+        run = run_one(task, sets, args.root / f"{name}-{seed}-{arm}")
+        record = {"task": name, "arm": arm, "seed": seed, "sets": sets, **run}
+        record["samples"] = sampled(Path(run["folder"]), task)
+        save_run(args.out, record)
+        print(
+            f"[{name} seed {seed} {arm}] test {run['initial_test_accuracy']:.1%} -> "
+            f"{run['test_accuracy']:.1%}, {run['wall_seconds'] / 60:.1f} min; in {args.out}",
+            flush=True,
+        )
+    print("\n".join(report_lines(read_runs(args.out))))
 
 
 def main() -> None:
@@ -261,9 +204,7 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="print the tables of a saved --out file")
     args = parser.parse_args()
     if args.report:
-        results = json.loads(args.report.read_text())
-        attach_samples(results, args.root)
-        print_comparison(results)
+        print("\n".join(report_lines(read_runs(args.report))))
         return
     if args.compare:
         compare(args)
