@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from cli import models, report, session, ui
-from cli.common import Loaders
+from cli.common import Loaders, OneLineErrors
 from cli.policy import policy_app
 from cli.probe import probe_app
 from cli.tasks import tasks_app
@@ -22,6 +22,7 @@ def make_app(loaders: Loaders | None = None, *, view: EventView = console_view) 
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        cls=OneLineErrors,  # a bad option value is one line, exit 2
         rich_markup_mode="markdown",  # docstrings' wrapped lines join into one paragraph
     )
     models.register(app, loaders)

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from engines.base import Engine
@@ -213,6 +215,19 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def fail(message: str) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
+
+
+class OneLineErrors(TyperGroup):
+    """The app's command group: a bad option or argument value (typer's `BadParameter`,
+    the `min=` of an option included) is one line and exit code 2, as other bad input is;
+    typer's own report is a usage box of several lines."""
+
+    def invoke(self, ctx: Any) -> Any:  # ctx: the group's click context
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as error:
+            where = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+            raise fail(escape(error.format_message().rstrip(".")) + where) from None
 
 
 def cli_command(fn: Callable[P, R]) -> Callable[P, R]:

@@ -104,7 +104,7 @@ class ModelCommands:
         limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items.")] = None,
         split: Annotated[str, typer.Option(help="train, dev, test or all.")] = "all",
         max_new_tokens: Annotated[
-            int | None, typer.Option(help="Token budget (default: the task's).")
+            int | None, typer.Option(min=1, help="Token budget (default: the task's).")
         ] = None,
         path: PathOption = None,
         verifier: VerifierOption = None,

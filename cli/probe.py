@@ -54,7 +54,7 @@ class ProbeCommands:
         verifier: VerifierOption = None,
         limit: Annotated[int | None, typer.Option(help="Use only the first N items.")] = None,
         max_new_tokens: Annotated[
-            int | None, typer.Option(help="Answer budget (default: the task's).")
+            int | None, typer.Option(min=1, help="Answer budget (default: the task's).")
         ] = None,
         seed: Annotated[
             int, typer.Option(help="Seed of the grouped train/validation/test split.")

@@ -365,8 +365,10 @@ class SessionCommands:
         high: Annotated[
             float, typer.Option(help="Abstain (or use the fallback) above this risk.")
         ] = Thresholds().high,
-        k: Annotated[int, typer.Option(help="Samples for self-consistency / best-of-N.")] = 5,
-        max_new_tokens: Annotated[int, typer.Option(help="Token budget.")] = 96,
+        k: Annotated[
+            int, typer.Option(min=1, help="Samples for self-consistency / best-of-N.")
+        ] = 5,
+        max_new_tokens: Annotated[int, typer.Option(min=1, help="Token budget.")] = 96,
     ) -> None:
         """Answer a question with inference refinement; prints the risk and the route taken."""
         from agents.refine import STRATEGIES, refine_answers

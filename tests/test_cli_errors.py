@@ -210,6 +210,14 @@ REFUSED_WITHOUT_MODEL = [
      "policy.yaml is not UTF-8", True),
     ("latin-1 policy, run", lambda d: ["run", "--policy", str(latin1_policy(d))],
      "policy.yaml is not UTF-8", True),
+    ("answer --k 0", lambda d: ["answer", "hi", "--k", "0"], "Invalid value for '--k'", True),
+    ("answer --k x", lambda d: ["answer", "hi", "--k", "x"], "Invalid value for '--k'", True),
+    ("answer --max-new-tokens 0", lambda d: ["answer", "hi", "--max-new-tokens", "0"],
+     "Invalid value for '--max-new-tokens'", True),
+    ("eval --max-new-tokens -1", lambda d: ["eval", "--max-new-tokens", "-1"],
+     "Invalid value for '--max-new-tokens'", True),
+    ("probe sweep --max-new-tokens 0", lambda d: ["probe", "sweep", "--max-new-tokens", "0"],
+     "Invalid value for '--max-new-tokens'", True),
 ]  # fmt: skip
 
 
