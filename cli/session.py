@@ -259,14 +259,14 @@ class SessionCommands:
     ) -> None:
         """Continue a session from its last completed step (after a crash, kill or Ctrl-C);
         its MLflow run continues too."""
-        from graph.policy import SessionPolicy
+        from graph.policy import load_saved_policy
 
         saved = root / "sessions" / session_id / "policy.json"
         if not saved.is_file():
             raise fail(
                 f"no session {session_id!r} under {root}/sessions: see `autodidact sessions --root {root}`"
             )
-        policy = SessionPolicy.model_validate(json.loads(saved.read_text()))
+        policy = load_saved_policy(saved)
         policy = policy.model_copy(
             update={"tracking": policy.tracking and not no_tracking}
             | ({"tracking_uri": tracking_uri} if tracking_uri else {})

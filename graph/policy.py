@@ -15,6 +15,7 @@ The resolved `SessionPolicy` is the LangGraph graph's runtime context
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -271,6 +272,26 @@ def load_policy_file(path: Path) -> dict[str, Any]:
             f"{path}: a policy file is a mapping of sections (got {type(data).__name__})"
         )
     return data
+
+
+def load_saved_policy(path: Path) -> SessionPolicy:
+    """The policy a session saved (its `policy.json`, read by `resume`); a truncated or
+    hand-edited file is one `PolicyError` line naming the file and what to fix."""
+    fix = "restore the file the session wrote, or fix it by hand"
+    try:
+        data = json.loads(read_utf8(path))
+    except json.JSONDecodeError as error:
+        raise PolicyError(
+            f"{path} line {error.lineno}: not valid JSON ({error.msg}): {fix}"
+        ) from None
+    if not isinstance(data, dict):
+        raise PolicyError(
+            f"{path}: a saved policy is a JSON object, not {type(data).__name__}: {fix}"
+        )
+    try:
+        return SessionPolicy.model_validate(data)
+    except ValidationError as error:
+        raise PolicyError(_describe(error, [(str(path), data)])) from None
 
 
 def parse_override(text: str) -> dict[str, Any]:

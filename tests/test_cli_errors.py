@@ -199,6 +199,14 @@ def latin1_policy(folder: Path) -> Path:
     return latin1_file(folder, "policy.yaml", "# café\nseed: 1\n")
 
 
+def saved_policy(folder: Path, text: str) -> Path:
+    """A root whose session `s` saved `text` as its policy.json (the root is returned)."""
+    session = folder / "sessions" / "s"
+    session.mkdir(parents=True)
+    (session / "policy.json").write_text(text)
+    return folder
+
+
 # (case, argv built in the tmp folder, what the line says, True when nothing may be written):
 # each is refused before the model loads (the loader fails the test if it is called)
 REFUSED_WITHOUT_MODEL = [
@@ -218,6 +226,12 @@ REFUSED_WITHOUT_MODEL = [
      "Invalid value for '--max-new-tokens'", True),
     ("probe sweep --max-new-tokens 0", lambda d: ["probe", "sweep", "--max-new-tokens", "0"],
      "Invalid value for '--max-new-tokens'", True),
+    ("resume, truncated policy.json", lambda d: ["resume", "s", "--root",
+     str(saved_policy(d, '{"task": "arithmetic", "mon'))], "policy.json line 1: not valid JSON",
+     True),
+    ("resume, edited policy.json", lambda d: ["resume", "s", "--root",
+     str(saved_policy(d, '{"monitor": {"max_cycles": -1}}'))],
+     "policy.json: monitor.max_cycles must be >= 1", True),
 ]  # fmt: skip
 
 
