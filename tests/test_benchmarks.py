@@ -1,0 +1,63 @@
+"""The benchmarks' pure parts (no model): how the engine benchmark interleaves and labels
+its ratios, and how the probe benchmark's in-generation cost is computed."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.engine import interleaved_medians, overhead, time_ratio
+from benchmarks.probe_sweeps import Timing
+
+# -- engine ---------------------------------------------------------------------------------
+
+
+def test_interleaved_medians_alternate_the_order_and_take_each_sides_median() -> None:
+    calls: list[str] = []
+    seconds = {"a": iter([0.0, 0.0, 0.0]), "b": iter([0.0, 0.0, 0.0])}
+
+    def side(name: str):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            calls.append(name)
+            next(seconds[name])
+
+        return run
+
+    medians = interleaved_medians([side("a"), side("b")], repeats=3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert len(medians) == 2
+
+
+def test_interleaved_medians_are_medians_of_the_same_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([0, 1, 1, 3, 3, 13, 13, 14, 14, 15, 15, 17])  # a: 1, 1, 1; b: 2, 10, 2
+    monkeypatch.setattr("benchmarks.engine.time.perf_counter", lambda: next(clock))
+    a, b = interleaved_medians([lambda: None, lambda: None], repeats=3)
+    assert (a, b) == (1, 2)  # the 10 s outlier of one round does not move b's median
+
+
+def test_a_time_ratio_names_both_sides_and_which_is_faster() -> None:
+    assert time_ratio("generate", 6.91, "decoder", 5.47).endswith("= 1.26x (decoder faster)")
+    assert time_ratio("generate", 5.47, "decoder", 6.91).endswith("= 0.79x (decoder slower)")
+    assert time_ratio("loop", 36.4, "batched", 6.78).startswith("loop 36.40 s / batched 6.78 s")
+
+
+def test_overhead_is_with_over_without() -> None:
+    assert overhead(5.69, 5.47) == "with 5.69 s vs without 5.47 s = +4.0%"
+    assert overhead(5.40, 5.47).endswith("= -1.3%")
+
+
+# -- the probe benchmark's cost inside generation --------------------------------------------
+
+
+def test_the_probes_in_generation_cost_is_the_measured_generation_difference() -> None:
+    timing = Timing(
+        prompts=32,
+        sc_prompts=8,
+        repeats=3,
+        greedy=0.171,
+        greedy_probe=0.178,
+        prefill=0.054,
+        self_consistency=1.04,
+        probe_range=(0.01, 0.09),
+    )
+    assert timing.in_generation == pytest.approx(0.007)
+    assert timing.in_generation_share == pytest.approx(0.178 / 0.171 - 1)
