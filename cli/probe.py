@@ -135,18 +135,19 @@ the wrong answers; AURC, the area under the risk-coverage curve (answer the lowe
 items first: the error rate among those answered, averaged over every coverage; lower is \
 better); acc@50% and acc@80%, the accuracy on the 50% and 80% of items with the lowest \
 risk (abstaining on the rest); ECE, the probe's calibration error; s/item, seconds each score costs per item."""
-        from probes.artifact import load_probe
+        from probes.artifact import check_fingerprint, load_probe
         from probes.data import collect, sample_consistency
         from probes.evaluation import evaluate, held_out_items
         from probes.plots import plot_roc
         from tasks import with_verifier
 
         suite = with_verifier(self.loaders.load_task(task, path), verifier)
-        engine = self.loaders.load_engine(model)
-        fitted = load_probe(probe, expected_fingerprint=engine.fingerprint)
+        fitted = load_probe(probe)  # a wrong folder is refused before the model loads
         items = held_out_items(suite, fitted)
         if not items:
             raise typer.BadParameter(f"task {suite.name!r} has no items in the probe's test split")
+        engine = self.loaders.load_engine(model)
+        check_fingerprint(fitted.card, engine.fingerprint, where=f"probe {probe}")
         with progress_bar("greedy answers (test split)", len(items)) as on_progress:
             data = collect(
                 engine,
@@ -178,8 +179,9 @@ risk (abstaining on the rest); ECE, the probe's calibration error; s/item, secon
         from probes.artifact import load_probe
         from probes.evaluation import score_prompts
 
+        fitted = load_probe(probe)  # a wrong folder is refused before the model loads
         engine = self.loaders.load_engine(model)
-        (risk,) = score_prompts(engine, load_probe(probe), [question])
+        (risk,) = score_prompts(engine, fitted, [question])
         console.print(f"{risk:.3f}")
 
 

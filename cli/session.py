@@ -372,17 +372,19 @@ class SessionCommands:
     ) -> None:
         """Answer a question with inference refinement; prints the risk and the route taken."""
         from agents.refine import STRATEGIES, refine_answers
+        from probes.artifact import check_fingerprint, load_probe
 
         if refine not in STRATEGIES:
             raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {refine!r})")
         if not 0 <= low <= high <= 1:
             raise fail(f"need 0 <= --low <= --high <= 1 (got {low}, {high})")
+        fitted = load_probe(probe) if probe is not None else None  # before the model loads
         engine = self.loaders.load_engine(model)
-        if probe is not None:
-            from probes.artifact import load_probe
+        if fitted is not None:
             from probes.runtime import RiskScorer
 
-            engine.risk_fn = RiskScorer(load_probe(probe, expected_fingerprint=engine.fingerprint))
+            check_fingerprint(fitted.card, engine.fingerprint, where=f"probe {probe}")
+            engine.risk_fn = RiskScorer(fitted)
         elif refine in ("abstain", "risk_adaptive"):
             err_console.print("[yellow]no --probe: no risk to route on, answering greedily[/]")
         (result,) = refine_answers(

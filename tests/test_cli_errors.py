@@ -115,7 +115,7 @@ def probe_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(probes.data, "collect", lambda *a, **k: Labelled([1, 1, 1]))
     monkeypatch.setattr(probes.sweep, "sweep", one_class_sweep)
     monkeypatch.setattr(probes.evaluation, "held_out_items", lambda task, probe: task.items[:1])
-    fitted = SimpleNamespace(card=SimpleNamespace(max_new_tokens=8))
+    fitted = SimpleNamespace(card=SimpleNamespace(max_new_tokens=8, fingerprint="stand-in"))
     monkeypatch.setattr(probes.artifact, "load_probe", lambda *a, **k: fitted)
 
 
@@ -207,6 +207,17 @@ def saved_policy(folder: Path, text: str) -> Path:
     return folder
 
 
+def broken_probe(folder: Path) -> Path:
+    """A probe folder whose card is not JSON."""
+    from probes.artifact import CARD_FILE, WEIGHTS_FILE
+
+    probe = folder / "probe"
+    probe.mkdir()
+    (probe / CARD_FILE).write_text("{")
+    (probe / WEIGHTS_FILE).write_bytes(b"")
+    return probe
+
+
 # (case, argv built in the tmp folder, what the line says, True when nothing may be written):
 # each is refused before the model loads (the loader fails the test if it is called)
 REFUSED_WITHOUT_MODEL = [
@@ -232,6 +243,14 @@ REFUSED_WITHOUT_MODEL = [
     ("resume, edited policy.json", lambda d: ["resume", "s", "--root",
      str(saved_policy(d, '{"monitor": {"max_cycles": -1}}'))],
      "policy.json: monitor.max_cycles must be >= 1", True),
+    ("probe eval, no probe", lambda d: ["probe", "eval", str(d / "nope"), "-t", "arithmetic"],
+     "nope: not a probe", True),
+    ("probe eval, broken probe", lambda d: ["probe", "eval", str(broken_probe(d))],
+     "card.json: not JSON", True),
+    ("probe score, no probe", lambda d: ["probe", "score", str(d / "nope"), "2+2?"],
+     "nope: not a probe", True),
+    ("answer --probe, no probe", lambda d: ["answer", "hi", "--probe", str(d / "nope")],
+     "nope: not a probe", True),
 ]  # fmt: skip
 
 
@@ -250,6 +269,33 @@ def test_refused_before_the_model_loads(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert_refused(Loaders(load_engine=no_model), argv, message, read_only, tmp_path)
+
+
+def stale_probe(folder: Path) -> Path:
+    """A real probe folder, made for another model than `stand_in_engine`."""
+    from probes.fit import EstimatorConfig, export_weights, fit_estimator
+    from tests.test_probes_artifact import _data, make_probe
+
+    x, y = _data()
+    weights = export_weights(fit_estimator(x, y, EstimatorConfig()))
+    return make_probe(weights, fingerprint="other-model").save(folder / "probe")
+
+
+STALE = [
+    ("probe eval", lambda d: ["probe", "eval", str(stale_probe(d)), "-t", "capitals"]),
+    ("probe score", lambda d: ["probe", "score", str(stale_probe(d)), "2+2?"]),
+    ("answer --probe", lambda d: ["answer", "hi", "--probe", str(stale_probe(d))]),
+]
+
+
+@pytest.mark.parametrize(("case", "argv"), STALE, ids=[c[0] for c in STALE])
+def test_a_probe_of_another_model_is_refused(
+    case: str, argv: Callable[[Path], list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read before the model loads, the probe is still checked against it once loaded."""
+    monkeypatch.chdir(tmp_path)
+    loaders = Loaders(load_engine=stand_in_engine)
+    assert_refused(loaders, argv, "was made for model fingerprint other-model", True, tmp_path)
 
 
 def test_repeated_jsonl_id_is_reported_and_the_first_kept(tmp_path: Path) -> None:
