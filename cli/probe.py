@@ -65,7 +65,7 @@ class ProbeCommands:
         from probes.data import collect
         from probes.labels import summarize_labels
         from probes.plots import plot_sweep
-        from probes.sweep import sweep
+        from probes.sweep import SweepRefusedError, sweep
         from tasks import split_sizes_problem, with_verifier
 
         positive(limit, "--limit")
@@ -89,7 +89,7 @@ class ProbeCommands:
             )
         try:
             result = sweep(data, seed=seed)
-        except ValueError as error:
+        except SweepRefusedError as error:
             raise fail(f"{error} (labels: {summarize_labels(data.labels).describe()})") from None
         folder = new_output_dir(out, f"probe-{suite.name.replace(':', '-')}")
         data.save(folder / "data")

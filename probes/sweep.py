@@ -36,6 +36,11 @@ from probes.runtime import probe_logits
 from probes.split import DEFAULT_FRACTIONS, grouped_split
 
 
+class SweepRefusedError(ValueError):
+    """The labels cannot support a sweep (a split with one class only); the message says
+    the fix. Any other error out of `sweep` is a bug."""
+
+
 def candidate_specs(
     num_layers: int,
     *,
@@ -106,7 +111,7 @@ def sweep(
     validation = LabelledRows(split.validation, y[split.validation])
     for name, part in (("train", train), ("validation", validation)):
         if len(np.unique(part.y)) < 2:
-            raise ValueError(
+            raise SweepRefusedError(
                 f"the {name} split has {len(part.y)} labelled items of one class only: "
                 "collect more items or change --seed"
             )

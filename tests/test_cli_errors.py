@@ -101,7 +101,9 @@ def stand_in_engine(_model: str) -> Any:
 
 
 def one_class_sweep(*_args: object, **_kwargs: object) -> NoReturn:
-    raise ValueError("the validation split has 0 labelled items of one class only")
+    from probes.sweep import SweepRefusedError
+
+    raise SweepRefusedError("the validation split has 0 labelled items of one class only")
 
 
 @pytest.fixture()
@@ -296,6 +298,24 @@ def test_a_probe_of_another_model_is_refused(
     monkeypatch.chdir(tmp_path)
     loaders = Loaders(load_engine=stand_in_engine)
     assert_refused(loaders, argv, "was made for model fingerprint other-model", True, tmp_path)
+
+
+@pytest.mark.usefixtures("probe_stand_ins")
+def test_a_bug_in_the_sweep_is_not_a_user_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the sweep's deliberate refusals are one line; any other error keeps its type
+    and traceback."""
+    import probes.sweep
+
+    def buggy_sweep(*_args: object, **_kwargs: object) -> NoReturn:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(probes.sweep, "sweep", buggy_sweep)
+    monkeypatch.chdir(tmp_path)
+    args = ["probe", "sweep", "-t", "jsonl", "--path", str(jsonl_rows(tmp_path, 60))]
+    result = CliRunner().invoke(make_app(Loaders(load_engine=stand_in_engine)), args)
+    assert isinstance(result.exception, ValueError) and str(result.exception) == "a bug"
 
 
 def test_repeated_jsonl_id_is_reported_and_the_first_kept(tmp_path: Path) -> None:

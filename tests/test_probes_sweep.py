@@ -18,7 +18,7 @@ from probes.metrics import auroc_and_ece
 from probes.plots import plot_roc, plot_sweep
 from probes.runtime import RiskScorer
 from probes.split import grouped_split
-from probes.sweep import sweep
+from probes.sweep import SweepRefusedError, sweep
 from tasks.base import Task
 from tests.probe_fakes import FakeEngine, toy_task
 
@@ -193,7 +193,7 @@ def test_probe_data_and_probe_round_trip(
 
 def test_sweep_explains_a_split_with_one_class(engine: FakeEngine) -> None:
     tiny = collect(FakeEngine(know_rate=0.0), toy_task(30))
-    with pytest.raises(ValueError, match="one class only"):
+    with pytest.raises(SweepRefusedError, match="one class only"):  # what `probe sweep` catches
         sweep(tiny)
 
 
