@@ -1,5 +1,6 @@
 """The benchmarks' pure parts (no model): how the engine benchmark interleaves and labels
-its ratios, and how the probe benchmark's in-generation cost is computed."""
+its ratios, how the probe benchmark's in-generation cost is computed, and that the
+tracking benchmark counts mlflow's import when its own process paid it untimed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from benchmarks.engine import interleaved_medians, overhead, time_ratio
 from benchmarks.probe_sweeps import Timing
+from benchmarks.tracking import with_import
 
 # -- engine ---------------------------------------------------------------------------------
 
@@ -61,3 +63,14 @@ def test_the_probes_in_generation_cost_is_the_measured_generation_difference() -
     )
     assert timing.in_generation == pytest.approx(0.007)
     assert timing.in_generation_share == pytest.approx(0.178 / 0.171 - 1)
+
+
+# -- tracking ---------------------------------------------------------------------------------
+
+
+def test_an_import_paid_outside_the_timer_is_added_to_opening_and_wall() -> None:
+    measured = {"wall": 9.6, "open": 0.2, "consumer": 3.7, "close": 1.3}
+    counted = with_import(measured, 46.0)
+    assert counted["open"] == pytest.approx(46.2)
+    assert counted["wall"] == pytest.approx(55.6)
+    assert (counted["consumer"], counted["close"]) == (3.7, 1.3)
