@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +191,56 @@ def cleanup_redis_events(store: Store, session_id: str) -> None:
 
 # --------------------------------------------------------------------------- sessions
 
-DEFAULT_SESSION_NODES = 2 + 4 * 5 + 1  # probe, baseline, 4 cycles of 5 nodes, finalize
-DEFAULT_SESSION_S = 12 * 60  # the default preset's wall budget
+
+def cycle_nodes(
+    edges: Iterable[tuple[str, str]], first: str = "acquire", last: str = "monitor"
+) -> set[str]:
+    """The nodes one improvement cycle runs: every node reachable from the cycle's first
+    node without going past its last (whose routes start the next cycle or end the
+    session).
+
+    >>> edges = [("__start__", "probe"), ("probe", "acquire"), ("acquire", "train"),
+    ...          ("acquire", "monitor"), ("train", "monitor"), ("monitor", "acquire"),
+    ...          ("monitor", "finalize"), ("finalize", "__end__")]
+    >>> sorted(cycle_nodes(edges))
+    ['acquire', 'monitor', 'train']
+    """
+    successors: dict[str, set[str]] = {}
+    for source, target in edges:
+        successors.setdefault(source, set()).add(target)
+    reached, frontier = {first}, [first]
+    while frontier:
+        node = frontier.pop()
+        for target in successors.get(node, set()) if node != last else set():
+            if target not in reached:
+                reached.add(target)
+                frontier.append(target)
+    return reached
+
+
+def session_nodes(edges: Sequence[tuple[str, str]], cycles: int) -> int:
+    """Nodes a session of `cycles` cycles runs: each cycle's nodes once per cycle, every
+    other node of the graph (probe, baseline, finalize) once.
+
+    >>> session_nodes([("__start__", "probe"), ("probe", "acquire"), ("acquire", "monitor"),
+    ...                ("monitor", "acquire"), ("monitor", "finalize")], cycles=4)
+    10
+    """
+    nodes = {n for edge in edges for n in edge} - {"__start__", "__end__"}
+    per_cycle = cycle_nodes(edges)
+    return len(nodes - per_cycle) + cycles * len(per_cycle)
+
+
+def default_session_shape(edges: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """A default session that runs all its cycles: its cycles, nodes and wall budget (s)."""
+    from graph.policy import resolve_policy
+
+    monitor = resolve_policy("default").monitor
+    return {
+        "default_cycles": monitor.max_cycles,
+        "default_nodes": session_nodes(edges, monitor.max_cycles),
+        "default_s": monitor.max_wall_minutes * 60,
+    }
 
 
 def forget_session(store: Store, session_id: str) -> None:
@@ -311,6 +359,8 @@ def bench_share(url: str, root: Path) -> dict[str, float]:
         timer.wrap(store.checkpointer, ("put", "put_writes", "get_tuple", "list"))
         timer.wrap(store.events, ("append", "read", "put_session", "get_session"))
         session = Session(session_id, tiny_policy(), store, coin_flip_task(), tiny_engine())
+        edges = [(e.source, e.target) for e in session.graph().get_graph().edges]
+        shape = default_session_shape(edges)
         events: list[Event] = []
         try:
             started = time.perf_counter()
@@ -327,16 +377,19 @@ def bench_share(url: str, root: Path) -> dict[str, float]:
         "nodes": nodes,
         "share": timer.seconds / wall,
         "per_node_ms": per_node * 1e3,
-        "default_share": per_node * DEFAULT_SESSION_NODES / DEFAULT_SESSION_S,
+        **shape,
+        "default_share": per_node * shape["default_nodes"] / shape["default_s"],
     }
 
 
 def print_session_table(results: dict[str, dict[str, Any]]) -> None:
+    shape = next(iter(results.values()))
     print(
         "\ntiny session (tests/session_worker.py); resume: kill -9 as c1 optimize starts, "
         "time to the resume's first node_start. Projected share: the same store time per "
-        f"node for a default session ({DEFAULT_SESSION_NODES} nodes, "
-        f"{DEFAULT_SESSION_S // 60} min budget)\n"
+        f"node for a default session ({shape['default_nodes']} nodes: its "
+        f"{shape['default_cycles']} cycles counted on the graph; "
+        f"{shape['default_s'] / 60:.0f} min budget)\n"
     )
     print(
         "| backend | resume, CLI (new process) | resume, in process | store time / session "

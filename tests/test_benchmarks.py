@@ -1,6 +1,7 @@
 """The benchmarks' pure parts (no model): how the engine benchmark interleaves and labels
 its ratios, how the probe benchmark's in-generation cost is computed, and that the
-tracking benchmark counts mlflow's import when its own process paid it untimed."""
+tracking benchmark counts mlflow's import when its own process paid it untimed, the storage
+benchmark's node count read off the session graph, and the fault-sweep figure."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from benchmarks.engine import interleaved_medians, overhead, time_ratio
 from benchmarks.probe_sweeps import Timing
+from benchmarks.storage import cycle_nodes, session_nodes
 from benchmarks.tracking import with_import
 
 # -- engine ---------------------------------------------------------------------------------
@@ -74,3 +76,29 @@ def test_an_import_paid_outside_the_timer_is_added_to_opening_and_wall() -> None
     assert counted["open"] == pytest.approx(46.2)
     assert counted["wall"] == pytest.approx(55.6)
     assert (counted["consumer"], counted["close"]) == (3.7, 1.3)
+
+
+# -- storage: the projected session's nodes, counted on the graph -------------------------
+
+
+def session_graph_edges() -> list[tuple[str, str]]:
+    from graph.build import wire
+    from graph.nodes import Nodes
+
+    nodes = Nodes.__new__(Nodes)  # wiring reads only the bound methods' names and types
+    return [(e.source, e.target) for e in wire(nodes).compile().get_graph().edges]
+
+
+def test_a_cycle_is_the_six_nodes_from_acquire_to_monitor() -> None:
+    assert cycle_nodes(session_graph_edges()) == {
+        "acquire",
+        "select",
+        "refit",
+        "optimize",
+        "evaluate",
+        "monitor",
+    }
+
+
+def test_a_four_cycle_session_runs_each_cycle_node_four_times_the_rest_once() -> None:
+    assert session_nodes(session_graph_edges(), cycles=4) == 3 + 4 * 6
