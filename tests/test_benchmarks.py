@@ -11,6 +11,7 @@ from benchmarks.engine import interleaved_medians, overhead, time_ratio
 from benchmarks.probe_sweeps import Timing
 from benchmarks.storage import cycle_nodes, session_nodes
 from benchmarks.tracking import with_import
+from scripts.fault_sweep_figure import figure
 
 # -- engine ---------------------------------------------------------------------------------
 
@@ -102,3 +103,37 @@ def test_a_cycle_is_the_six_nodes_from_acquire_to_monitor() -> None:
 
 def test_a_four_cycle_session_runs_each_cycle_node_four_times_the_rest_once() -> None:
     assert session_nodes(session_graph_edges(), cycles=4) == 3 + 4 * 6
+
+
+# -- the fault-sweep figure: every attempt counts ---------------------------------------------
+
+
+def attempt(backend: str, kill: str, identical: bool, point: str | None = None) -> dict:
+    return {
+        "backend": backend,
+        "kill": kill,
+        "point": point or kill,
+        "where": "in probe",
+        "identical": identical,
+    }
+
+
+def test_a_kill_point_that_failed_once_of_three_shows_as_flaky() -> None:
+    lines = [
+        attempt("sqlite", "node.probe:1", True),
+        attempt("sqlite", "node.probe:1", False),
+        attempt("sqlite", "node.probe:1", True),  # the latest attempt passed
+        attempt("sqlite", "event.append:3", True),
+    ]
+    text = figure(lines)
+    assert "| SQLite | 4 | 3 | 1 |" in text
+    assert "| `node.probe:1` | in probe | **flaky**: 2 of 3 identical |" in text
+    assert "| `event.append:3` | in probe | yes |" in text
+
+
+def test_random_moments_name_every_point_they_fell_on() -> None:
+    lines = [
+        attempt("redis", "random:0", True, point="checkpoint.put:7"),
+        attempt("redis", "random:0", True, point="checkpoint.put:7"),
+    ]
+    assert "yes (2 of 2): `checkpoint.put:7` (in probe)" in figure(lines)
