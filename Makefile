@@ -61,8 +61,10 @@ run: $(STAMP)  ## create .venv, install, run the default improvement session
 # test drives Debian's chromium (installed here when missing) and saves its screenshots under
 # test-artifacts/. The vllm tier runs with .venv-vllm's interpreter (`test-vllm`); in CI
 # (CI=true) an absent vLLM or browser fails those tests rather than skipping them.
-# --durations=15: the slowest tests, to keep CI's minutes in view.
-test: $(DEV_STAMP) $(VLLM_STAMP)  ## create both venvs, start a throwaway Redis, run every test
+# --durations=15: the slowest tests, to keep CI's minutes in view. `check` runs first, so a
+# lint, format or type error fails `make test` (and CI) like a failing test does.
+test: $(DEV_STAMP) $(VLLM_STAMP)  ## create both venvs, lint and type-check, start a throwaway Redis, run every test
+	$(MAKE) check
 	bash scripts/ensure-chromium.sh
 	AUTODIDACT_TEST_ARTIFACTS=test-artifacts bash scripts/with-redis.sh $(PY) -m pytest -m "not vllm" --durations=15
 	$(MAKE) test-vllm

@@ -40,9 +40,16 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def cpu_threads() -> int:
+    """Torch threads on CPU: `OMP_NUM_THREADS` when the user set it, else the physical
+    cores."""
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    return int(wanted) if wanted.isdigit() and int(wanted) > 0 else physical_cores()
+
+
 def set_cpu_threads() -> None:
     if not torch.cuda.is_available():
-        torch.set_num_threads(physical_cores())
+        torch.set_num_threads(cpu_threads())
 
 
 def default_device() -> torch.device:

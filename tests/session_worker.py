@@ -157,7 +157,18 @@ def log_files(root: Path, session: str, resume: bool) -> tuple[Path, Path]:
 
 
 def worker_env() -> dict[str, str]:
-    return {**os.environ, "COLUMNS": "200", "TOKENIZERS_PARALLELISM": "false"}
+    """This environment, with the worker's torch threads pinned to this process's: a resume
+    compared with an in-process run is bit-exact (weight hashes) only at equal thread
+    counts on the same CPU."""
+    import torch
+
+    threads = str(torch.get_num_threads())
+    return {
+        **os.environ,
+        "COLUMNS": "200",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": threads,
+    }
 
 
 def wait_for_key(
@@ -200,7 +211,8 @@ class Outcome:
     keys: list[str]  # event keys, in log order
     decisions: list[tuple[str, str, bool]]  # (action, reason, promote)
     history: list[dict[str, Any]]  # CycleMetrics, wall time left out
-    hashes: dict[str, str]  # datasets (manifest sha256) and weight files (sha256), by path
+    hashes: dict[str, str]  # datasets (manifest sha256) and weight files (sha256), by path:
+    # bit-exact only between runs at equal torch threads on one CPU (worker_env pins them)
     status: str | None  # in the sessions registry
 
 

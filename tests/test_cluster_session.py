@@ -1,21 +1,24 @@
 """A one-cycle tiny session with `cluster.backend=ray` (generation on 2 Ray actors, training
 in a 2-worker TorchTrainer), `kill -9`ed while it trains, then resumed from its SQLite
-checkpoint in a new process: it finishes with the events, decisions, metrics and datasets
-of the same session run uninterrupted in one process, and v1's weights and dev answers'
-scores within float tolerance.
+checkpoint in a new process: it finishes with the events, decisions and metrics of the same
+session run uninterrupted in one process, the same dataset rows (texts, token ids,
+verdicts), and their floats, v1's weights and v1's dev answers' scores within the measured
+cross-process tolerances (no file hash: the actors run 1 torch thread, this process 2).
 Fixed cycles, wall-clock budget rule off."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from storage import open_store
-from tests.cluster_support import require_ray
+from tests.cluster_support import LOGPROB_TOLERANCE, require_ray
 from tests.session_worker import launch, outcome, wait_for_key
 from tests.test_graph import run_tiny_session
 
@@ -28,6 +31,13 @@ FIXED = {
 }
 RAY_TIMEOUT_S = 600.0  # Ray's start, actors and a TorchTrainer on a busy 2-core machine
 ON_RAY = [f"{k}={v}" for k, v in FIXED.items()] + ["cluster.backend=ray"]
+# v1 trained by 2 DDP ranks (gradients all-reduced) vs one process. Measured by this test
+# (it prints them), the largest gap over the test process at 2 and at 1 torch threads
+# (OMP_NUM_THREADS=1) and with ATEN_CPU_CAPABILITY=default (2-core AMD EPYC, AVX512,
+# 2026-12-06); each tolerance is that times at most 10. JSONL rows (log-probabilities,
+# entropies, risks, v1's dev answers included) use LOGPROB_TOLERANCE: measured 3.8e-6.
+WEIGHT_TOLERANCE = 5e-7  # v1's LoRA weights: measured 8.1e-8
+HISTORY_TOLERANCE = 5e-8  # cycle metrics (mean risk, AUROC, accuracy): measured 8.4e-9
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -36,19 +46,60 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "versions" / "v1" / "adapter" / "adapter_model.safetensors")
 
 
-def assert_same_rows(expected: Path, found: Path) -> None:
-    """The same JSONL rows: equal texts and verdicts, numbers within 1e-3."""
-    mine, theirs = (
-        [json.loads(line) for line in path.read_text().splitlines()] for path in (expected, found)
-    )
-    assert len(mine) == len(theirs)
-    for one, other in zip(mine, theirs, strict=True):
-        assert one.keys() == other.keys()
-        for key, value in one.items():
-            if isinstance(value, float):
-                assert other[key] == pytest.approx(value, abs=1e-3), key
-            else:
-                assert other[key] == value, key
+def rows_of(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every JSONL artifact of a session folder, its rows parsed, by relative path."""
+    return {
+        path.relative_to(folder).as_posix(): [json.loads(line) for line in path.open()]
+        for path in sorted(folder.glob("**/*.jsonl"))
+    }
+
+
+def float_gaps(expected: Any, found: Any, where: str = "") -> Iterator[tuple[str, float]]:
+    """(where, absolute difference) for every float of two JSON values; AssertionError
+    where anything else differs (keys, lengths, texts, token ids, verdicts)."""
+    if isinstance(expected, float) or isinstance(found, float):
+        assert isinstance(found, (int, float)) and isinstance(expected, (int, float)), where
+        yield where, abs(float(expected) - float(found))
+    elif isinstance(expected, dict):
+        assert isinstance(found, dict) and expected.keys() == found.keys(), where
+        for key in expected:
+            yield from float_gaps(expected[key], found[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(found, list) and len(expected) == len(found), where
+        for i, (a, b) in enumerate(zip(expected, found, strict=True)):
+            yield from float_gaps(a, b, f"{where}[{i}]")
+    else:
+        assert expected == found, f"{where}: {expected!r} != {found!r}"
+
+
+def worst_gap(expected: Any, found: Any, where: str = "") -> float:
+    """The largest float difference of two JSON values that are otherwise equal."""
+    return max((gap for _, gap in float_gaps(expected, found, where)), default=0.0)
+
+
+def assert_same_rows(
+    mine: dict[str, list[dict[str, Any]]], theirs: dict[str, list[dict[str, Any]]]
+) -> dict[str, float]:
+    """The same JSONL files with the same rows: everything but floats equal; floats within
+    LOGPROB_TOLERANCE. Returns the largest gap per file."""
+    assert mine.keys() == theirs.keys(), "JSONL files missing or extra"
+    gaps = {}
+    for name, rows in mine.items():
+        gaps[name] = worst_gap(rows, theirs[name], name)
+        assert gaps[name] <= LOGPROB_TOLERANCE, f"{name}: floats differ by {gaps[name]}"
+    return gaps
+
+
+def test_row_comparison_sees_a_changed_token_verdict_or_float() -> None:
+    rows = {"cycle-1/attempts.jsonl": [{"token_ids": [5, 7], "logprobs": [-1.5], "ok": True}]}
+    same = json.loads(json.dumps(rows))
+    same["cycle-1/attempts.jsonl"][0]["logprobs"][0] += LOGPROB_TOLERANCE / 2
+    assert_same_rows(rows, same)
+    for key, value in (("token_ids", [5, 8]), ("ok", False), ("logprobs", [-1.5 + 1e-4])):
+        changed = json.loads(json.dumps(rows))
+        changed["cycle-1/attempts.jsonl"][0][key] = value
+        with pytest.raises(AssertionError):
+            assert_same_rows(rows, changed)
 
 
 def test_ray_session_killed_while_training_resumes_to_one_process_result(
@@ -72,16 +123,14 @@ def test_ray_session_killed_while_training_resumes_to_one_process_result(
     assert resumed.status == "finished"
     assert resumed.keys == expected.keys, "events missing, extra or out of order"
     assert resumed.decisions == expected.decisions
-    assert resumed.history == expected.history
-    before_v1 = {k: v for k, v in expected.hashes.items() if k.endswith(".jsonl")}
-    before_v1.pop("cycle-1/dev-v1.jsonl")  # v1's answers: v1 equals one process's to 1e-4
-    assert {k: resumed.hashes[k] for k in before_v1} == before_v1, "samples or data differ"
-    assert resumed.hashes.keys() == expected.hashes.keys()
-    assert_same_rows(
-        local_root / "sessions" / "local" / "cycle-1" / "dev-v1.jsonl",
-        tmp_path / "sessions" / session / "cycle-1" / "dev-v1.jsonl",
+    history_gap = worst_gap(expected.history, resumed.history, "history")
+    assert history_gap <= HISTORY_TOLERANCE, f"cycle metrics differ by {history_gap}"
+    assert resumed.hashes.keys() == expected.hashes.keys(), "artifacts missing or extra"
+    gaps = assert_same_rows(
+        rows_of(local_root / "sessions" / "local"), rows_of(tmp_path / "sessions" / session)
     )
     mine = weights(local_root / "sessions" / "local")
     theirs = weights(tmp_path / "sessions" / session)
     worst = max(float((mine[k] - theirs[k]).abs().max()) for k in mine)
-    assert worst <= 1e-4, f"LoRA weights differ by {worst}"
+    print(f"measured: weights {worst:.2e}, history {history_gap:.2e}, rows {gaps}")
+    assert worst <= WEIGHT_TOLERANCE, f"LoRA weights differ by {worst}"

@@ -1,5 +1,5 @@
 """Optimize in Ray Train's TorchTrainer (2 gloo DDP workers, half the batch each) against
-one process at the full batch: the same losses and LoRA weights, within float tolerance."""
+one process at the full batch: the same losses and LoRA weights, within the tolerances below."""
 
 from __future__ import annotations
 
@@ -13,6 +13,14 @@ import torch
 from tests.cluster_support import local_ray, save_tiny_model
 
 pytestmark = pytest.mark.cluster
+
+# DDP (gradients all-reduced over 2 ranks) vs one process. Measured by this test (it prints
+# them), the largest gap over the test process at 2 and 1 torch threads (OMP_NUM_THREADS=1)
+# and with ATEN_CPU_CAPABILITY=default (2-core AMD EPYC, AVX512, 2026-12-06), times <= 10.
+# Training an epoch's padded last batch unmasked moves the losses by far more (that is the
+# perturbation this test was written to catch: LastBatchMask off).
+LOSS_TOLERANCE = 1e-6  # relative, every step's loss: measured 1.7e-7
+WEIGHT_TOLERANCE = 3e-7  # absolute, LoRA weights: measured 4.7e-8
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +80,17 @@ def test_two_worker_ddp_lora_equals_one_process(
     assert [s[:2] for s in steps] == [(1, 4), (2, 4), (3, 4), (4, 4)], "every step's loss came back"
     assert ray.steps == local.steps == 4 and ray.examples == local.examples == examples
     ray_losses, local_losses = [s[2] for s in steps], [s[2] for s in local_steps]
-    assert ray_losses == pytest.approx(local_losses, rel=1e-4), "every step, the last one too"
+    pairs = zip(ray_losses, local_losses, strict=True)
+    loss_gap = max(abs(ray_loss / local_loss - 1) for ray_loss, local_loss in pairs)  # type: ignore[operator]
+    print(f"measured: losses {loss_gap:.2e} relative", end=", ")
+    assert ray_losses == pytest.approx(local_losses, rel=LOSS_TOLERANCE), "every step, the last too"
     mine, theirs = adapter_weights(local.version_dir), adapter_weights(ray.version_dir)
     assert mine.keys() == theirs.keys()
     moved = max(float(w.abs().max()) for k, w in mine.items() if "lora_B" in k)
     assert moved > 1e-3, "training moved the adapter (lora_B starts at zero)"
     worst = max(float((mine[k] - theirs[k]).abs().max()) for k in mine)
-    assert worst <= 1e-4, f"LoRA weights differ by {worst}"
+    print(f"weights {worst:.2e}")
+    assert worst <= WEIGHT_TOLERANCE, f"LoRA weights differ by {worst}"
     assert (ray.version_dir / "merged" / "config.json").is_file()
     assert sorted(p.name for p in ray.version_dir.parent.iterdir()) == ["local", "ray"], (
         "no work folder, losses file or Ray Train run files left behind"
