@@ -1,17 +1,30 @@
-"""The acquisition comparison's results file and its report (`benchmarks.improve --compare`).
+"""The improvement benchmark's results files and their reports (`benchmarks.improve`).
 
-The file holds one record per (task, arm, seed) session:
+A results file names its kind, and holds one record per session, merged by the kind's key:
 
-    {"schema_version": 2, "runs": [{"task": "arithmetic", "arm": "guided", "seed": 0,
-      "sets": [...], "session_id": ..., "folder": ..., "initial_test_accuracy": ...,
-      "test_accuracy": ..., "n_test": ..., "wall_seconds": ..., "cycles": [...],
-      "samples": [...]}, ...]}
+    {"kind": "compare", "schema_version": 3, "runs": [{"task": "arithmetic",
+      "arm": "guided", "seed": 0, "sets": [...], "session_id": ..., "folder": ...,
+      "initial_test_accuracy": ..., "test_accuracy": ..., "n_test": ...,
+      "wall_seconds": ..., "cycles": [...], "samples": [...]}, ...]}
+
+    {"kind": "improve", "schema_version": 1, "runs": [{"preset": "default", "seed": 0,
+      "sets": [...], "task": ..., "model": ..., "session_id": ..., "folder": ...,
+      "wall_seconds": ..., "compute_seconds": {"generate": ..., "hidden_states": ...,
+      "train": ...}, "initial": {...}, "final": {...}, "cycles": [...],
+      "decisions": [...]}, ...]}
+
+`compare` (`--compare`, keyed by task, arm and seed) is uniform vs probe-guided
+acquisition; `improve` (the headline mode, keyed by preset and seed) is the default
+session measured whole, `initial` and `final` being its closing report's test scores. A
+file of schema version 2 has no kind: only `--compare` wrote those, and they are read as
+`compare` (the next merge into one writes version 3).
 
 A run merges its records into the file by that key (replacing a record of the same key,
 keeping every other), so a table made in several invocations (seeds 0-1, then seed 2) is
 one file; a key already there with a finished record and the same settings is skipped, so
 a cut run restarted with the same command loses nothing. Everything here is pure but
-`read_runs` / `write_runs`; the report is lines of markdown.
+`read_results` / `read_runs` / `write_runs` / `save_run`; the reports are lines of
+markdown, chosen by the file's kind (`file_report_lines`).
 """
 
 from __future__ import annotations
@@ -21,25 +34,29 @@ import math
 import os
 import statistics
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-COMPARE_SCHEMA_VERSION = 2
+COMPARE_SCHEMA_VERSION = 3  # 3: the file names its kind (2 had no "kind" field)
+IMPROVE_SCHEMA_VERSION = 1
 ARMS = ("uniform", "guided")
 
 Record = dict[str, Any]
 RunKey = tuple[str, str, int]  # (task, arm, seed)
+HeadlineKey = tuple[str, int]  # (preset, seed)
+Key = tuple[Any, ...]
 
 
 class SettingsConflict(ValueError):
     """The results file holds a finished run of the same key made with other settings."""
 
 
-# -- the file ------------------------------------------------------------------------------
+# -- the two kinds of record ---------------------------------------------------------------
 
 
 def run_key(record: Record) -> RunKey:
-    """The record's key.
+    """A comparison record's key.
 
     >>> run_key({"task": "hard", "arm": "guided", "seed": 2, "test_accuracy": 0.1})
     ('hard', 'guided', 2)
@@ -48,7 +65,8 @@ def run_key(record: Record) -> RunKey:
 
 
 def finished(record: Record) -> bool:
-    """A record is written whole once its session has ended: it has its test accuracy.
+    """A comparison record is written whole once its session has ended: it has its test
+    accuracy.
 
     >>> finished({"task": "t", "arm": "uniform", "seed": 0, "test_accuracy": 0.4})
     True
@@ -58,9 +76,86 @@ def finished(record: Record) -> bool:
     return record.get("test_accuracy") is not None
 
 
-def merge_runs(existing: Iterable[Record], new: Iterable[Record]) -> list[Record]:
-    """Every existing record, a new one replacing the record of its key; sorted by task
-    (first seen), seed, then arm (uniform before guided).
+def compare_order(records: Iterable[Record]) -> list[Record]:
+    """By task (first seen), seed, then arm (uniform before guided)."""
+    records = list(records)
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    arm_order = {arm: i for i, arm in enumerate(ARMS)}
+    return sorted(
+        records,
+        key=lambda r: (tasks.index(r["task"]), r["seed"], arm_order.get(r["arm"], len(ARMS))),
+    )
+
+
+def headline_key(record: Record) -> HeadlineKey:
+    """A headline record's key.
+
+    >>> headline_key({"preset": "default", "seed": 1, "wall_seconds": 700.0})
+    ('default', 1)
+    """
+    return (record["preset"], int(record["seed"]))
+
+
+def headline_finished(record: Record) -> bool:
+    """A headline record is written whole once its session has ended: it has its closing
+    report's final scores.
+
+    >>> headline_finished({"preset": "default", "seed": 0, "final": {"test_accuracy": 0.5}})
+    True
+    >>> headline_finished({"preset": "default", "seed": 0})
+    False
+    """
+    return (record.get("final") or {}).get("test_accuracy") is not None
+
+
+def headline_order(records: Iterable[Record]) -> list[Record]:
+    """By preset (first seen), then seed."""
+    records = list(records)
+    presets = list(dict.fromkeys(r["preset"] for r in records))
+    return sorted(records, key=lambda r: (presets.index(r["preset"]), r["seed"]))
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """One kind of results file: the name in its `kind` field, its schema version, and
+    how its records are keyed, told finished, sorted and named in messages."""
+
+    name: str
+    schema_version: int
+    key: Callable[[Record], Key]
+    finished: Callable[[Record], bool]
+    order: Callable[[Iterable[Record]], list[Record]]
+    label: Callable[[Key], str]
+
+
+COMPARE = FileKind(
+    "compare",
+    COMPARE_SCHEMA_VERSION,
+    run_key,
+    finished,
+    compare_order,
+    lambda key: f"{key[0]} seed {key[2]} {key[1]}",
+)
+IMPROVE = FileKind(
+    "improve",
+    IMPROVE_SCHEMA_VERSION,
+    headline_key,
+    headline_finished,
+    headline_order,
+    lambda key: f"preset {key[0]} seed {key[1]}",
+)
+KINDS = {kind.name: kind for kind in (COMPARE, IMPROVE)}
+UNNAMED = {2: COMPARE}  # schema version -> kind, for files written before the kind field
+
+
+# -- the file ------------------------------------------------------------------------------
+
+
+def merge_runs(
+    existing: Iterable[Record], new: Iterable[Record], kind: FileKind = COMPARE
+) -> list[Record]:
+    """Every existing record, a new one replacing the record of its key; in the kind's
+    order.
 
     >>> old = [{"task": "a", "arm": "uniform", "seed": 0, "v": 1}]
     >>> new = [{"task": "a", "arm": "uniform", "seed": 0, "v": 2},
@@ -68,20 +163,15 @@ def merge_runs(existing: Iterable[Record], new: Iterable[Record]) -> list[Record
     >>> [(r["arm"], r["v"]) for r in merge_runs(old, new)]
     [('uniform', 2), ('guided', 3)]
     """
-    merged: dict[RunKey, Record] = {}
+    merged: dict[Key, Record] = {}
     for record in [*existing, *new]:
-        merged[run_key(record)] = record
-    tasks = list(dict.fromkeys(key[0] for key in merged))
-    arm_order = {arm: i for i, arm in enumerate(ARMS)}
-    return sorted(
-        merged.values(),
-        key=lambda r: (tasks.index(r["task"]), r["seed"], arm_order.get(r["arm"], len(ARMS))),
-    )
+        merged[kind.key(record)] = record
+    return kind.order(merged.values())
 
 
 def pending(
-    plan: Sequence[tuple[RunKey, list[str]]], runs: Iterable[Record]
-) -> list[tuple[RunKey, list[str]]]:
+    plan: Sequence[tuple[Key, list[str]]], runs: Iterable[Record], kind: FileKind = COMPARE
+) -> list[tuple[Key, list[str]]]:
     """The planned (key, settings) pairs still to run: those without a finished record of
     the same key. A finished record made with other settings is an error (its numbers
     would be mixed with this run's), raised before any session starts.
@@ -90,49 +180,64 @@ def pending(
     >>> pending([(("a", "uniform", 0), ["x"]), (("a", "guided", 0), ["y"])], done)
     [(('a', 'guided', 0), ['y'])]
     """
-    done = {run_key(r): r for r in runs if finished(r)}
+    done = {kind.key(r): r for r in runs if kind.finished(r)}
     todo = []
     for key, sets in plan:
         record = done.get(key)
         if record is None:
             todo.append((key, sets))
         elif list(record.get("sets", [])) != list(sets):
-            task, arm, seed = key
             raise SettingsConflict(
-                f"the results file already holds {task} seed {seed} {arm} run with other "
+                f"the results file already holds {kind.label(key)} run with other "
                 f"settings ({record.get('sets')} vs {sets}): pass another --out, or remove "
                 "that file to run them again"
             )
     return todo
 
 
-def read_runs(path: Path) -> list[Record]:
-    """The records of a results file ([] when there is none yet)."""
+def read_results(path: Path) -> tuple[FileKind | None, list[Record]]:
+    """A results file's kind, from its `kind` field (or its schema version, for a file
+    written before that field), and its records; (None, []) when there is no file yet."""
     if not path.exists():
-        return []
+        return None, []
     data = json.loads(path.read_text())
-    if not isinstance(data, dict) or data.get("schema_version") != COMPARE_SCHEMA_VERSION:
+    if not isinstance(data, dict):
+        data = {}
+    named, version = data.get("kind"), data.get("schema_version", 0)
+    kind = KINDS.get(named) if named is not None else UNNAMED.get(version)
+    if kind is None or (named is not None and version != kind.schema_version):
+        known = ", ".join(f"{k.name} {k.schema_version}" for k in KINDS.values())
         raise ValueError(
-            f"{path} is not a comparison results file of schema version "
-            f"{COMPARE_SCHEMA_VERSION} (an older improve.py wrote it?): pass another --out"
+            f"{path} is not a results file of a known kind and schema version ({known}; "
+            "an older improve.py wrote it?): pass another --out"
         )
-    return list(data["runs"])
+    return kind, list(data["runs"])
 
 
-def write_runs(path: Path, runs: Sequence[Record]) -> None:
+def read_runs(path: Path, kind: FileKind = COMPARE) -> list[Record]:
+    """The records of a results file of `kind` ([] when there is none yet); a file of
+    the other kind is refused."""
+    found, runs = read_results(path)
+    if found is not None and found is not kind:
+        raise ValueError(
+            f"{path} holds {found.name} sessions, not {kind.name} ones: pass another --out"
+        )
+    return runs
+
+
+def write_runs(path: Path, runs: Sequence[Record], kind: FileKind = COMPARE) -> None:
     """Write the file whole, atomically (a temporary file renamed over it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(
-        json.dumps({"schema_version": COMPARE_SCHEMA_VERSION, "runs": list(runs)}, indent=1)
-    )
+    data = {"kind": kind.name, "schema_version": kind.schema_version, "runs": list(runs)}
+    temporary.write_text(json.dumps(data, indent=1))
     os.replace(temporary, path)
 
 
-def save_run(path: Path, record: Record) -> None:
+def save_run(path: Path, record: Record, kind: FileKind = COMPARE) -> None:
     """Merge one finished record into the file as it is now (read again: another
     invocation may have added its own since this one started)."""
-    write_runs(path, merge_runs(read_runs(path), [record]))
+    write_runs(path, merge_runs(read_runs(path, kind), [record], kind), kind)
 
 
 # -- numbers per run -----------------------------------------------------------------------
@@ -482,3 +587,191 @@ def report_lines(runs: Sequence[Record]) -> list[str]:
             *span_lines(task_runs),
         ]
     return lines
+
+
+# -- the headline report -------------------------------------------------------------------
+
+COMPUTE_BUCKETS = ("generate", "hidden_states", "train")  # printed generate / prefill / train
+
+
+def gain(run: Record) -> float:
+    """Final minus initial test accuracy of one session (paired by seed by construction).
+
+    >>> round(gain({"initial": {"test_accuracy": 0.165}, "final": {"test_accuracy": 0.495}}), 3)
+    0.33
+    """
+    return float(run["final"]["test_accuracy"] - run["initial"]["test_accuracy"])
+
+
+def outside_compute_share(run: Record) -> float:
+    """The share of a session's wall time spent outside model compute.
+
+    >>> outside_compute_share({"wall_seconds": 100.0,
+    ...                        "compute_seconds": {"generate": 90.0, "train": 8.0}})
+    0.02
+    """
+    wall = float(run["wall_seconds"])
+    return (wall - sum(run["compute_seconds"].values())) / wall
+
+
+def percent(value: float) -> str:
+    """A rate as a percentage, one decimal.
+
+    >>> percent(0.165)
+    '16.5%'
+    """
+    return f"{value:.1%}"
+
+
+@dataclass(frozen=True)
+class HeadlineRow:
+    """One row of the headline table: its cell for one session, and the value its mean
+    over seeds is taken of (None: no mean, e.g. counts quoted as initial -> final)."""
+
+    name: str
+    cell: Callable[[Record], str]
+    value: Callable[[Record], float] | None = None
+    spec: str = ".1f"
+    scale: float = 100
+    unit: str = "%"
+
+
+HEADLINE_ROWS: tuple[HeadlineRow, ...] = (
+    HeadlineRow(
+        "wall time (target <= 12 min)",
+        lambda r: f"{r['wall_seconds'] / 60:.1f} min",
+        lambda r: r["wall_seconds"] / 60,
+        scale=1,
+        unit=" min",
+    ),
+    HeadlineRow(
+        "test accuracy, initial model",
+        lambda r: f"{percent(r['initial']['test_accuracy'])} (n={r['initial']['n_test']})",
+        lambda r: r["initial"]["test_accuracy"],
+    ),
+    HeadlineRow(
+        "test accuracy, final model",
+        lambda r: f"{percent(r['final']['test_accuracy'])} ({r['final']['version']})",
+        lambda r: r["final"]["test_accuracy"],
+    ),
+    HeadlineRow(
+        "gain, paired by seed (target >= +30 points)",
+        lambda r: f"{gain(r) * 100:+.1f} points",
+        gain,
+        unit=" points",
+    ),
+    HeadlineRow(
+        "hallucination rate, initial model",
+        lambda r: percent(r["initial"]["test_hallucination_rate"]),
+        lambda r: r["initial"]["test_hallucination_rate"],
+    ),
+    HeadlineRow(
+        "hallucination rate, final model",
+        lambda r: percent(r["final"]["test_hallucination_rate"]),
+        lambda r: r["final"]["test_hallucination_rate"],
+    ),
+    HeadlineRow(
+        "truncated test answers, initial -> final",
+        lambda r: f"{r['initial']['test_truncated']} -> {r['final']['test_truncated']}",
+    ),
+    HeadlineRow(
+        "model compute: generate / prefill / train",
+        lambda r: " / ".join(f"{r['compute_seconds'][k]:.0f} s" for k in COMPUTE_BUCKETS),
+    ),
+    HeadlineRow(
+        "share of wall time outside model compute (target <= 3%)",
+        lambda r: percent(outside_compute_share(r)),
+        outside_compute_share,
+    ),
+)
+
+
+def headline_summary_lines(preset: str, runs: Sequence[Record]) -> list[str]:
+    """One column per seed with every cell of the session's table, and a last column with
+    the mean over seeds and its 95% t-interval where a mean means something."""
+    seeds = [r["seed"] for r in runs]
+    tasks = ", ".join(dict.fromkeys(r["task"] for r in runs))
+    models = ", ".join(dict.fromkeys(r["model"] for r in runs))
+    lines = [
+        f"### Improvement session: preset {preset}, task {tasks}, model {models} "
+        f"(seeds {', '.join(map(str, seeds))})",
+        "",
+    ]
+    settings = {seed_free(r["sets"]) for r in runs}
+    if len(settings) > 1:
+        lines += [
+            "**the seeds ran with different settings**: "
+            + "; ".join(f"seed {r['seed']} {list(seed_free(r['sets']))}" for r in runs),
+            "",
+        ]
+    lines += [
+        "| measure | " + " | ".join(f"seed {s}" for s in seeds) + " | mean, 95% t-interval |",
+        "|---|" + "---|" * len(seeds) + "---|",
+    ]
+    for row in HEADLINE_ROWS:
+        values = [row.value(r) for r in runs] if row.value else []
+        mean = mean_ci(values, row.spec, row.scale, row.unit) if row.value else ""
+        lines.append(f"| {row.name} | " + " | ".join(row.cell(r) for r in runs) + f" | {mean} |")
+    return lines
+
+
+def seed_free(sets: Sequence[str]) -> tuple[str, ...]:
+    """A session's `--set`s but its seed.
+
+    >>> seed_free(["seed=2", "monitor.max_cycles=3"])
+    ('monitor.max_cycles=3',)
+    """
+    return tuple(s for s in sets if not s.startswith("seed="))
+
+
+def headline_seed_lines(run: Record) -> list[str]:
+    """One session's cycles (dev numbers, the probe's mean risk and AUROC, the decision)
+    and the monitor's decisions with their reasons."""
+    lines = [
+        f"#### seed {run['seed']}: session {run['session_id']} ({run['folder']})",
+        "",
+        "| cycle | version | dev acc | halluc. | mean risk | probe AUROC | decision |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in run["cycles"]:
+        cells = [
+            str(row["cycle"]),
+            row["version"],
+            fmt(row["accuracy"], ".1f", 100, "%"),
+            fmt(row["hallucination_rate"], ".1f", 100, "%"),
+            fmt(row.get("mean_risk")),
+            fmt(row.get("probe_auroc")),
+            row.get("decision") or "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "monitor decisions:"]
+    lines += [f"- cycle {d['cycle']}: {d['action']}: {d['reason']}" for d in run["decisions"]]
+    return lines
+
+
+def headline_report_lines(runs: Sequence[Record]) -> list[str]:
+    """The whole headline report: per preset the table of every seed beside the means,
+    then each seed's cycles and decisions. Unfinished records are left out."""
+    by_preset: dict[str, list[Record]] = {}
+    for run in headline_order(r for r in runs if headline_finished(r)):
+        by_preset.setdefault(run["preset"], []).append(run)
+    lines: list[str] = []
+    for preset, preset_runs in by_preset.items():
+        lines += ["", *headline_summary_lines(preset, preset_runs)]
+        for run in preset_runs:
+            lines += ["", *headline_seed_lines(run)]
+    return lines
+
+
+REPORTS: dict[str, Callable[[Sequence[Record]], list[str]]] = {
+    COMPARE.name: report_lines,
+    IMPROVE.name: headline_report_lines,
+}
+
+
+def file_report_lines(path: Path) -> list[str]:
+    """The report of a results file, of the kind the file names."""
+    kind, runs = read_results(path)
+    if kind is None:
+        raise ValueError(f"{path}: no such results file")
+    return REPORTS[kind.name](runs)

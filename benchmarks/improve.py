@@ -1,16 +1,26 @@
-"""The default improvement session on the default model, measured.
+"""The default improvement session on the default model, measured over seeds.
 
-    python -m benchmarks.improve [--preset default] [--set key=value ...]
+    python -m benchmarks.improve [--seeds 0 1 2] [--preset default] [--set key=value ...]
+                                 [--root runs/bench-improve] [--out runs/bench-improve.json]
+    python -m benchmarks.improve --report runs/bench-improve.json
     python -m benchmarks.improve --compare [--seeds 0 1 2] [--tasks arithmetic hard]
                                  [--factor 3] [--cycles 2] [--set key=value ...]
                                  [--root runs/bench-improve] [--out runs/bench-compare.json]
     python -m benchmarks.improve --report runs/bench-compare.json
 
-One session (arithmetic by default) to the monitor's stop prints: wall time; test accuracy
-and hallucination rate of the initial and the final model (the initial one answers with the
-same >= 96-token budget, so truncation is no handicap); every decision the monitor made and
-why; and the share of wall time spent outside model compute (generation, prefill and
-optimizer steps), measured by timing those calls.
+The headline mode runs one session of `--preset` (arithmetic by default) to the monitor's
+stop per seed, the seed set as `seed=N` beside the `--set`s (seeds 0 1 2 unless `--seeds`
+says otherwise, so the bare command measures the README's 3-seed table; `--seeds 0` is one
+session), one after another in this process, each in its own folder `--root`/PRESET-SEED.
+The tables give, per seed: wall time (model load included); test accuracy and
+hallucination rate of the initial and the final model (the initial one answers with the
+same >= 96-token budget, so truncation is no handicap) and the truncated test answers of
+each; model compute (generation, prefill and optimizer steps, measured by timing those
+calls) and the share of wall time outside it; every cycle (version, dev accuracy,
+hallucination, mean risk, probe AUROC, decision) and every decision the monitor made and
+why. Across seeds: the mean and its 95% t-interval of wall time, initial and final test
+accuracy, the gain (paired by seed), initial and final hallucination rate and the share
+outside model compute.
 
 `--compare` runs uniform acquisition (`acquire.candidate_factor=1`) against probe-guided
 acquisition (`--factor`) for every seed and task, same seed and policy otherwise, a fixed
@@ -23,10 +33,19 @@ error, and the cost of scoring the candidate pool relative to sampling; means ov
 with 95% t-intervals, the per-seed values quoted by seed, every run's cycles, and the
 ranges over them (`benchmarks.compare_report`).
 
-Each session's record is merged into `--out` as it ends, by (task, arm, seed): a table
-made in several invocations (`--seeds 0 1`, then `--seeds 2`) is one file, and a session
-already in it, finished with the same settings, is skipped, so a cut run is restarted with
-the same command. `--report FILE` prints the tables of every finished record in FILE.
+Both modes merge each session's record into `--out` as it ends (default per mode:
+runs/bench-improve.json for the headline, runs/bench-compare.json for `--compare`), by
+(preset, seed) or (task, arm, seed): a table made in several invocations (`--seeds 0 1`,
+then `--seeds 2`) is one file, and a session already in it, finished with the same
+settings, is skipped, so a cut run is restarted with the same command (one finished with
+other settings is refused before anything runs). The file names its kind, and
+`--report FILE` prints the tables of every finished record in FILE, headline or
+comparison as the file says. The seed is set by `--seeds` only (`--set seed=` is refused).
+
+Measure the README's table in the background, then print it:
+
+    nohup .venv/bin/python -m benchmarks.improve --seeds 0 1 2 > runs/bench-improve.log 2>&1 &
+    .venv/bin/python -m benchmarks.improve --report runs/bench-improve.json
 """
 
 from __future__ import annotations
@@ -41,7 +60,12 @@ import transformers
 
 from agents.acquire import Attempt
 from benchmarks.compare_report import (
+    COMPARE,
+    IMPROVE,
+    HeadlineKey,
     RunKey,
+    file_report_lines,
+    headline_report_lines,
     pending,
     read_runs,
     report_lines,
@@ -169,8 +193,8 @@ def compare(args: argparse.Namespace) -> None:
     """Run the sessions `--out` does not hold finished yet, merging each into it as it ends."""
     plan = compare_plan(args)
     try:
-        todo = pending(plan, read_runs(args.out))
-    except ValueError as error:  # another schema, or a SettingsConflict
+        todo = pending(plan, read_runs(args.out, COMPARE), COMPARE)
+    except ValueError as error:  # another kind or schema, or a SettingsConflict
         raise SystemExit(str(error)) from None
     if len(todo) < len(plan):
         print(f"{len(plan) - len(todo)} of {len(plan)} sessions already in {args.out}: skipped")
@@ -179,106 +203,125 @@ def compare(args: argparse.Namespace) -> None:
         run = run_one(task, sets, args.root / f"{name}-{seed}-{arm}")
         record = {"task": name, "arm": arm, "seed": seed, "sets": sets, **run}
         record["samples"] = sampled(Path(run["folder"]), task)
-        save_run(args.out, record)
+        save_run(args.out, record, COMPARE)
         print(
             f"[{name} seed {seed} {arm}] test {run['initial_test_accuracy']:.1%} -> "
             f"{run['test_accuracy']:.1%}, {run['wall_seconds'] / 60:.1f} min; in {args.out}",
             flush=True,
         )
-    print("\n".join(report_lines(read_runs(args.out))))
+    print("\n".join(report_lines(read_runs(args.out, COMPARE))))
+
+
+def time_model_compute() -> None:
+    """Time every generation, prefill and optimizer run of this process into
+    COMPUTE_SECONDS (once per process: the wrappers are on the classes)."""
+    timed(HFEngine, "generate", "generate")
+    timed(HFEngine, "hidden_states", "hidden_states")
+    timed(transformers.Trainer, "train", "train")
+
+
+def run_headline(preset: str, sets: Sequence[str], root: Path) -> dict[str, Any]:
+    """One headline session to the monitor's stop, its progress printed as it goes: wall
+    time from the model's load on, the model compute it spent, its closing report's test
+    scores, cycles and decisions, and the session it ran (its id, from which its folder)."""
+    policy = resolve_policy(preset, None, list(sets))
+    task = get_task(policy.task)
+    spent_before = dict(COMPUTE_SECONDS)
+    started = time.perf_counter()
+    engine = load_model(policy.model)
+    root.mkdir(parents=True, exist_ok=True)
+    with open_store(f"sqlite:///{root}/autodidact.db", root) as store:
+        session = Session(new_session_id(task.name), policy, store, task, engine)
+        state = session.run(
+            on_event=lambda e: (
+                print(
+                    f"  [{time.perf_counter() - started:6.0f} s] c{e.cycle} {e.node}: {e.message}",
+                    flush=True,
+                )
+                if e.kind in ("decision", "metric", "error")
+                else None
+            )
+        )
+        folder = session.folder
+    wall = time.perf_counter() - started
+    final = state["final"]
+    return {
+        "task": task.name,
+        "model": engine.name,
+        "session_id": session.session_id,
+        "folder": str(folder),
+        "wall_seconds": wall,
+        "compute_seconds": {k: COMPUTE_SECONDS[k] - spent_before[k] for k in COMPUTE_SECONDS},
+        "initial": final["initial"],
+        "final": final["final"],
+        "cycles": final["cycles"],
+        "decisions": final["decisions"],
+    }
+
+
+def headline_plan(args: argparse.Namespace) -> list[tuple[HeadlineKey, list[str]]]:
+    """Every (preset, seed) of this invocation with the `--set`s its session runs with."""
+    return [((args.preset, seed), [f"seed={seed}", *args.sets]) for seed in args.seeds]
+
+
+def headline(args: argparse.Namespace) -> None:
+    """Run the seeds `--out` does not hold finished yet, merging each into it as it ends."""
+    plan = headline_plan(args)
+    try:
+        todo = pending(plan, read_runs(args.out, IMPROVE), IMPROVE)
+    except ValueError as error:  # another kind or schema, or a SettingsConflict
+        raise SystemExit(str(error)) from None
+    if len(todo) < len(plan):
+        print(f"{len(plan) - len(todo)} of {len(plan)} sessions already in {args.out}: skipped")
+    for (preset, seed), sets in todo:
+        run = run_headline(preset, sets, args.root / f"{preset}-{seed}")
+        save_run(args.out, {"preset": preset, "seed": seed, "sets": sets, **run}, IMPROVE)
+        print(
+            f"[{preset} seed {seed}] test {run['initial']['test_accuracy']:.1%} -> "
+            f"{run['final']['test_accuracy']:.1%}, {run['wall_seconds'] / 60:.1f} min; "
+            f"in {args.out}",
+            flush=True,
+        )
+    print("\n".join(headline_report_lines(read_runs(args.out, IMPROVE))))
+
+
+DEFAULT_OUT = {False: Path("runs/bench-improve.json"), True: Path("runs/bench-compare.json")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--preset", default="default")
+    parser.add_argument("--preset", default="default", help="the headline session's preset")
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--root", type=Path, default=Path("runs/bench-improve"))
     parser.add_argument("--compare", action="store_true", help="uniform vs probe-guided")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="both modes")
     parser.add_argument("--tasks", nargs="+", default=["arithmetic", "hard"])
     parser.add_argument("--factor", type=int, default=3, help="guided arm's candidate_factor")
     parser.add_argument("--cycles", type=int, default=2, help="cycles per session (--compare)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-compare.json"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results file (default runs/bench-improve.json, or runs/bench-compare.json "
+        "with --compare)",
+    )
     parser.add_argument("--report", type=Path, help="print the tables of a saved --out file")
     args = parser.parse_args()
     if args.report:
-        print("\n".join(report_lines(read_runs(args.report))))
+        try:
+            print("\n".join(file_report_lines(args.report)))
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
         return
+    if any(s.startswith("seed=") for s in args.sets):
+        parser.error("set seeds with --seeds, not --set seed=...: the seed keys the results")
+    args.out = args.out or DEFAULT_OUT[args.compare]
     if args.compare:
         compare(args)
         return
-
-    timed(HFEngine, "generate", "generate")
-    timed(HFEngine, "hidden_states", "hidden_states")
-    timed(transformers.Trainer, "train", "train")
-    policy = resolve_policy(args.preset, None, args.sets)
-    task = get_task(policy.task)
-    started = time.perf_counter()
-    engine = load_model(policy.model)
-    session_id = new_session_id(task.name)
-    args.root.mkdir(parents=True, exist_ok=True)
-    with open_store(f"sqlite:///{args.root}/autodidact.db", args.root) as store:
-        state = Session(session_id, policy, store, task, engine).run(
-            on_event=lambda e: (
-                print(
-                    f"  [{time.perf_counter() - started:6.0f} s] c{e.cycle} {e.node}: {e.message}"
-                )
-                if e.kind in ("decision", "metric", "error")
-                else None
-            )
-        )
-    wall = time.perf_counter() - started
-    final = state["final"]
-    compute = sum(COMPUTE_SECONDS.values())
-    print(f"\nsession {session_id} (preset {args.preset}, task {task.name}, model {engine.name})\n")
-    print("| measure | value |\n|---|---|")
-    rows = [
-        ("wall time (target <= 12 min)", f"{wall / 60:.1f} min"),
-        (
-            "test accuracy, initial model",
-            f"{final['initial']['test_accuracy']:.1%} (n={final['initial']['n_test']})",
-        ),
-        (
-            "test accuracy, final model",
-            f"{final['final']['test_accuracy']:.1%} ({final['final']['version']})",
-        ),
-        (
-            "gain (target >= +30 points)",
-            f"{(final['final']['test_accuracy'] - final['initial']['test_accuracy']) * 100:+.1f} points",
-        ),
-        (
-            "hallucination rate, initial -> final",
-            f"{final['initial']['test_hallucination_rate']:.1%} -> {final['final']['test_hallucination_rate']:.1%}",
-        ),
-        (
-            "truncated test answers, initial -> final",
-            f"{final['initial']['test_truncated']} -> {final['final']['test_truncated']}",
-        ),
-        (
-            "model compute: generate / prefill / train",
-            " / ".join(f"{COMPUTE_SECONDS[k]:.0f} s" for k in COMPUTE_SECONDS),
-        ),
-        (
-            "share of wall time outside model compute (target <= 3%)",
-            f"{(wall - compute) / wall:.1%}",
-        ),
-    ]
-    for name, value in rows:
-        print(f"| {name} | {value} |")
-    print(
-        "\n| cycle | version | dev acc | halluc. | mean risk | probe AUROC | decision |\n|---|---|---|---|---|---|---|"
-    )
-    for row in final["cycles"]:
-        risk = "-" if row["mean_risk"] is None else f"{row['mean_risk']:.3f}"
-        auroc = "-" if row["probe_auroc"] is None else f"{row['probe_auroc']:.3f}"
-        print(
-            f"| {row['cycle']} | {row['version']} | {row['accuracy']:.1%} | {row['hallucination_rate']:.1%} | {risk} | {auroc} | {row['decision'] or ''} |"
-        )
-    print("\nmonitor decisions:")
-    for decision in final["decisions"]:
-        print(f"- cycle {decision['cycle']}: {decision['action']}: {decision['reason']}")
+    time_model_compute()
+    headline(args)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from benchmarks import improve
 from benchmarks.compare_report import (
     COMPARE_SCHEMA_VERSION,
     SettingsConflict,
+    file_report_lines,
     merge_runs,
     pending,
     read_runs,
@@ -79,7 +80,8 @@ def test_two_invocations_merge_into_one_file_by_task_arm_and_seed(tmp_path: Path
         ("guided", 0, 0.38),
         ("uniform", 2, 0.35),
     ]
-    assert json.loads(out.read_text())["schema_version"] == COMPARE_SCHEMA_VERSION
+    data = json.loads(out.read_text())
+    assert (data["kind"], data["schema_version"]) == ("compare", COMPARE_SCHEMA_VERSION)
     assert [p.name for p in tmp_path.iterdir()] == ["compare.json"]  # no temp file left
 
 
@@ -114,6 +116,16 @@ def test_a_file_of_another_schema_is_refused(tmp_path: Path) -> None:
     old.write_text(json.dumps({"arithmetic": {"uniform": []}}))  # the format before merging
     with pytest.raises(ValueError, match="schema version"):
         read_runs(old)
+
+
+def test_a_file_of_schema_2_without_a_kind_reads_as_a_comparison(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"  # as the improve.py before the kind field wrote it
+    out.write_text(json.dumps({"schema_version": 2, "runs": [record("a", "uniform", 0, 0.4, 0.5)]}))
+    assert any(x.startswith("guided - uniform") for x in file_report_lines(out))
+    save_run(out, record("a", "guided", 0, 0.3, 0.5))  # the next merge names the kind
+    data = json.loads(out.read_text())
+    assert (data["kind"], data["schema_version"]) == ("compare", COMPARE_SCHEMA_VERSION)
+    assert [r["arm"] for r in data["runs"]] == ["uniform", "guided"]
 
 
 def test_compare_runs_only_what_the_file_lacks_and_reports_all_of_it(
