@@ -86,11 +86,13 @@ format: $(DEV_STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format .
 
 # Every table of the README's Benchmarks section, each by the command named beside it (hours
-# in all on 2 cores). The vLLM one runs in .venv-vllm. `improve --compare` merges into
-# runs/bench-compare.json and skips the sessions it already holds: a cut `make bench` resumes
-# there; delete that file to measure them again.
+# in all on 2 cores). The vLLM one runs in .venv-vllm. `improve` (3 seeds) and `improve
+# --compare` merge into runs/bench-improve.json and runs/bench-compare.json and skip the
+# sessions those already hold: a cut `make bench` resumes there; delete a file to measure
+# its sessions again.
 bench: $(DEV_STAMP) $(VLLM_STAMP)  ## run every benchmark (minutes to an hour each; numbers go in the README)
 	$(PY) -m benchmarks.engine
+	$(PY) -m benchmarks.float_drift
 	$(VLLM_PY) -m benchmarks.engine --engine vllm --repeats 1
 	$(PY) -m benchmarks.probe_sweeps
 	bash scripts/with-redis.sh $(PY) -m benchmarks.storage
