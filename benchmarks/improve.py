@@ -62,7 +62,9 @@ from agents.acquire import Attempt
 from benchmarks.compare_report import (
     COMPARE,
     IMPROVE,
+    FileKind,
     HeadlineKey,
+    Key,
     RunKey,
     file_report_lines,
     headline_report_lines,
@@ -189,15 +191,23 @@ def compare_plan(args: argparse.Namespace) -> list[tuple[RunKey, list[str]]]:
     ]
 
 
-def compare(args: argparse.Namespace) -> None:
-    """Run the sessions `--out` does not hold finished yet, merging each into it as it ends."""
-    plan = compare_plan(args)
+def still_to_run(
+    plan: Sequence[tuple[Key, list[str]]], out: Path, kind: FileKind
+) -> list[tuple[Key, list[str]]]:
+    """The entries of `plan` that `out` does not hold finished yet, saying how many it
+    skips; a file of another kind or schema, or settings that conflict, end the run."""
     try:
-        todo = pending(plan, read_runs(args.out, COMPARE), COMPARE)
+        todo = pending(plan, read_runs(out, kind), kind)
     except ValueError as error:  # another kind or schema, or a SettingsConflict
         raise SystemExit(str(error)) from None
     if len(todo) < len(plan):
-        print(f"{len(plan) - len(todo)} of {len(plan)} sessions already in {args.out}: skipped")
+        print(f"{len(plan) - len(todo)} of {len(plan)} sessions already in {out}: skipped")
+    return todo
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Run the sessions `--out` does not hold finished yet, merging each into it as it ends."""
+    todo = still_to_run(compare_plan(args), args.out, COMPARE)
     for (name, arm, seed), sets in todo:
         task = compare_task(name)
         run = run_one(task, sets, args.root / f"{name}-{seed}-{arm}")
@@ -266,13 +276,7 @@ def headline_plan(args: argparse.Namespace) -> list[tuple[HeadlineKey, list[str]
 
 def headline(args: argparse.Namespace) -> None:
     """Run the seeds `--out` does not hold finished yet, merging each into it as it ends."""
-    plan = headline_plan(args)
-    try:
-        todo = pending(plan, read_runs(args.out, IMPROVE), IMPROVE)
-    except ValueError as error:  # another kind or schema, or a SettingsConflict
-        raise SystemExit(str(error)) from None
-    if len(todo) < len(plan):
-        print(f"{len(plan) - len(todo)} of {len(plan)} sessions already in {args.out}: skipped")
+    todo = still_to_run(headline_plan(args), args.out, IMPROVE)
     for (preset, seed), sets in todo:
         run = run_headline(preset, sets, args.root / f"{preset}-{seed}")
         save_run(args.out, {"preset": preset, "seed": seed, "sets": sets, **run}, IMPROVE)
