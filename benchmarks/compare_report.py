@@ -15,7 +15,9 @@ A results file names its kind, and holds one record per session, merged by the k
 
 `compare` (`--compare`, keyed by task, arm and seed) is uniform vs probe-guided
 acquisition; `improve` (the headline mode, keyed by preset and seed) is the default
-session measured whole, `initial` and `final` being its closing report's test scores. A
+session measured whole, `initial` and `final` being its closing report's test scores;
+`honesty` (`benchmarks.honesty`, keyed by preset and split seed) is one honesty session
+with its four arms' answers on dev and test, finished once it has its `test` answers. A
 file of schema version 2 has no kind: only `--compare` wrote those, and they are read as
 `compare` (the next merge into one writes version 3).
 
@@ -40,6 +42,7 @@ from typing import Any
 
 COMPARE_SCHEMA_VERSION = 3  # 3: the file names its kind (2 had no "kind" field)
 IMPROVE_SCHEMA_VERSION = 1
+HONESTY_SCHEMA_VERSION = 1
 ARMS = ("uniform", "guided")
 
 Record = dict[str, Any]
@@ -144,7 +147,15 @@ IMPROVE = FileKind(
     headline_order,
     lambda key: f"preset {key[0]} seed {key[1]}",
 )
-KINDS = {kind.name: kind for kind in (COMPARE, IMPROVE)}
+HONESTY = FileKind(
+    "honesty",
+    HONESTY_SCHEMA_VERSION,
+    headline_key,
+    lambda record: bool(record.get("test")),
+    headline_order,
+    lambda key: f"preset {key[0]} split seed {key[1]}",
+)
+KINDS = {kind.name: kind for kind in (COMPARE, IMPROVE, HONESTY)}
 UNNAMED = {2: COMPARE}  # schema version -> kind, for files written before the kind field
 
 
@@ -774,4 +785,8 @@ def file_report_lines(path: Path) -> list[str]:
     kind, runs = read_results(path)
     if kind is None:
         raise ValueError(f"{path}: no such results file")
+    if kind.name not in REPORTS:
+        raise ValueError(
+            f"{path} holds {kind.name} runs: `python -m benchmarks.{kind.name} --report`"
+        )
     return REPORTS[kind.name](runs)

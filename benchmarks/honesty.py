@@ -43,8 +43,11 @@ among the prompts the session sampled, and the re-scored (a) and (c) match the t
 numbers of the session's own `report.json` (a mismatch is printed under the table).
 
 The full run is 5 sessions with the preset's 12-minute budget (one over it is reported as
-such), each followed by its scoring. Results (each arm's per-item answers included) are
-written to `--out` after every seed; `--report FILE` prints the tables again from it.
+such), each followed by its scoring. Each seed's record (each arm's per-item answers
+included) is merged into `--out` by (preset, seed) as it ends, and a seed the file already
+holds with the same settings is skipped: a cut run restarted with the same command, or
+seeds run in several invocations (`--seeds 0 1`, then `--seeds 2 3 4`), make one file.
+`--report FILE` prints the tables again from it.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ import numpy as np
 from agents.evaluate import EvalSummary, ItemResult, refined_result, score_generation
 from agents.probe import attach_probe
 from agents.refine import refine_answers
+from benchmarks.compare_report import HONESTY, pending, read_runs, save_run
 from engines import load_model
 from engines.base import Engine, Generation
 from graph import reporting
@@ -519,6 +523,18 @@ def print_report(results: Mapping[str, Any], n_boot: int) -> None:
     print_targets(point, ci)
 
 
+def read_seeds(path: Path) -> list[dict[str, Any]]:
+    """The seed records of a results file; one written before the file named its kind
+    (`{"preset", "sets", "seeds": [...]}`) is read too."""
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and "kind" not in data and "seeds" in data:
+        return [{"preset": data["preset"], "sets": data["sets"], **s} for s in data["seeds"]]
+    try:
+        return read_runs(path, HONESTY)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -527,21 +543,32 @@ def main() -> None:
     parser.add_argument("--preset", default="honesty", help="the sessions' preset")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="policy key=value")
     parser.add_argument("--root", type=Path, default=Path("runs/bench-honesty"), help="sessions")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-honesty.json"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/bench-honesty.json"),
+        help="results file; each seed is merged into it by (preset, seed) as it ends, and a "
+        "seed it already holds with the same settings is skipped",
+    )
     parser.add_argument("--report", type=Path, help="print the tables of a saved --out file")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args()
     if args.report:
-        print_report(json.loads(args.report.read_text()), args.n_boot)
+        print_report({"seeds": read_seeds(args.report)}, args.n_boot)
         return
-    results: dict[str, Any] = {"preset": args.preset, "sets": args.sets, "seeds": []}
-    for seed in args.seeds:
+    plan = [((args.preset, seed), list(args.sets)) for seed in args.seeds]
+    try:
+        todo = pending(plan, read_runs(args.out, HONESTY), HONESTY)
+    except ValueError as error:  # another kind, or a SettingsConflict
+        raise SystemExit(str(error)) from None
+    if len(todo) < len(plan):
+        print(f"{len(plan) - len(todo)} of {len(plan)} seeds already in {args.out}: skipped")
+    for (preset, seed), sets in todo:
         print(f"[seed {seed}] session", flush=True)
-        results["seeds"].append(run_seed(seed, args.sets, args.root / f"seed-{seed}", args.preset))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1))
+        record = run_seed(seed, sets, args.root / f"seed-{seed}", preset)
+        save_run(args.out, {"preset": preset, "sets": sets, **record}, HONESTY)
         print(f"[seed {seed}] done; results in {args.out}", flush=True)
-    print_report(results, args.n_boot)
+    print_report({"seeds": read_runs(args.out, HONESTY)}, args.n_boot)
 
 
 if __name__ == "__main__":

@@ -321,3 +321,57 @@ def test_report_says_when_seeds_ran_with_other_settings() -> None:
 def test_the_reports_doctests_pass() -> None:
     # benchmarks/ is outside pytest's doctest paths: its examples are run here
     assert doctest.testmod(compare_report).failed == 0
+
+
+# -- the honesty benchmark's file: the same merge, its own kind ---------------------------
+
+
+def honesty_seed(seed: int) -> dict[str, Any]:
+    return {"seed": seed, "wall_seconds": 600.0, "test": {"a": [], "b": [], "c": [], "d": []}}
+
+
+def test_honesty_seeds_merge_by_preset_and_seed_and_skip_finished_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import honesty
+
+    ran: list[int] = []
+
+    def fake_run(seed: int, sets: list[str], root: Path, preset: str) -> dict[str, Any]:
+        ran.append(seed)
+        return honesty_seed(seed)
+
+    monkeypatch.setattr(honesty, "run_seed", fake_run)
+    monkeypatch.setattr(honesty, "print_report", lambda results, n_boot: None)
+    out = tmp_path / "honesty.json"
+
+    def invoke(*seeds: int, sets: tuple[str, ...] = ()) -> None:
+        argv = ["honesty", "--out", str(out), "--root", str(tmp_path), "--seeds"]
+        monkeypatch.setattr(sys, "argv", [*argv, *map(str, seeds), *(f"--set={s}" for s in sets)])
+        honesty.main()
+
+    invoke(0, 1)
+    invoke(1, 2)
+    assert ran == [0, 1, 2]
+    assert "1 of 2 seeds already in" in capsys.readouterr().out
+    assert [r["seed"] for r in read_runs(out, compare_report.HONESTY)] == [0, 1, 2]
+    with pytest.raises(SystemExit, match="other settings"):
+        invoke(0, sets=("monitor.max_cycles=3",))
+    with pytest.raises(SystemExit, match="holds honesty"):
+        improve_report(out)
+    assert ran == [0, 1, 2]
+
+
+def improve_report(path: Path) -> None:
+    try:
+        file_report_lines(path)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+
+
+def test_honesty_reads_a_file_written_before_it_named_its_kind(tmp_path: Path) -> None:
+    from benchmarks import honesty
+
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"preset": "honesty", "sets": [], "seeds": [honesty_seed(3)]}))
+    assert [(r["preset"], r["seed"]) for r in honesty.read_seeds(old)] == [("honesty", 3)]
