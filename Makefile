@@ -76,10 +76,13 @@ test-vllm: $(VLLM_STAMP)  ## the vllm tier: Engine contract and parity with tran
 test-unit: $(DEV_STAMP)  ## fast unit tests only (no real model, no Redis, no Ray)
 	$(PY) -m pytest -m "not integration and not browser and not cluster"
 
-check: $(DEV_STAMP)  ## ruff lint + format check, mypy on the packages
+# lint-imports: the layering contract in pyproject.toml ([tool.importlinter]); PYTHONPATH=.
+# so it reads this checkout's packages whatever the venv's editable install points at.
+check: $(DEV_STAMP)  ## ruff lint + format check, mypy on the packages, the import-layering contract
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	PYTHONPATH=. $(VENV)/bin/lint-imports --no-cache
 
 format: $(DEV_STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
