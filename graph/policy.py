@@ -39,8 +39,6 @@ from storage.urls import mask_password
 from tasks.textfile import read_utf8
 from tasks.verifiers import VERIFIERS
 
-POLICY_SCHEMA_VERSION = 1
-
 
 class PolicyError(ValueError):
     """A bad policy: one line naming the field (and where it was set) and the fix."""

@@ -9,10 +9,8 @@ counted, reported, and left out of fitting and evaluation unless asked for.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,8 +38,12 @@ class Label:
 
 
 def verify_answer(task: Task, item: Item, answer: str, finish_reason: str) -> Label:
-    """The label the task's verifier gives one answer to one item."""
-    return Label(item.id, int(not task.verify(answer, item)), finish_reason, answer)
+    """The label of one answer to one item: the item's own `label` when its task file gives
+    one (a JSONL row's `label` column: 1 = this model's answer is known wrong), else the
+    task's verifier's verdict."""
+    given = item.meta.get("label")
+    wrong = int(given) if given is not None else int(not task.verify(answer, item))
+    return Label(item.id, wrong, finish_reason, answer)
 
 
 def label_generations(
@@ -67,60 +69,6 @@ def relabel(task: Task, labels: Sequence[Label]) -> list[Label]:
         verify_answer(task, by_id[label.item_id], label.answer, label.finish_reason)
         for label in labels
     ]
-
-
-_FLAGS = {"1": 1, "true": 1, "yes": 1, "0": 0, "false": 0, "no": 0}
-
-
-def parse_flag(value: object) -> int | None:
-    """0/1 from a JSON label value, None when it is not one.
-
-    >>> [parse_flag(v) for v in (1, 0, True, "yes", "False", 0.5, None)]
-    [1, 0, 1, 1, 0, None, None]
-    """
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int | float) and value in (0, 1):
-        return int(value)
-    if isinstance(value, str):
-        return _FLAGS.get(value.strip().lower())
-    return None
-
-
-def labels_from_jsonl(
-    path: str | Path,
-    *,
-    column: str = "label",
-    id_column: str = "id",
-    invert: bool = False,
-    finish_column: str = "finish_reason",
-) -> list[Label]:
-    """Labels from a JSONL file: `column` holds 1/true for a wrong answer (or, with
-    `invert=True`, for a right one: `column="correct", invert=True` reads the answers.jsonl
-    that `autodidact eval` writes). `finish_column` is optional per row."""
-    path = Path(path)
-    labels = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise LabelError(
-                f"{where}: not JSON ({error.msg}); one JSON object per line"
-            ) from error
-        if not isinstance(row, dict) or id_column not in row or column not in row:
-            raise LabelError(f"{where}: needs fields {id_column!r} and {column!r}")
-        flag = parse_flag(row[column])
-        if flag is None:
-            raise LabelError(f"{where}: {column}={row[column]!r} is not 0/1 or true/false")
-        answer = row.get("output", row.get("answer", ""))
-        finish = str(row.get(finish_column, "unknown"))
-        labels.append(Label(str(row[id_column]), 1 - flag if invert else flag, finish, str(answer)))
-    if not labels:
-        raise LabelError(f"{path}: no labels")
-    return labels
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from storage.errors import StoreError
 
 Backend = Literal["sqlite", "redis"]
 SQLITE_PREFIX = "sqlite:///"
-MEMORY = ":memory:"
 SUPPORTED = (
     "sqlite:///path/to/autodidact.db, sqlite:///:memory: or redis://[:password@]host:port/db"
 )

@@ -1,4 +1,4 @@
-"""Grouped splits and labels (verifier labels, JSONL labels, truncation accounting)."""
+"""Grouped splits and labels (verifier labels, a JSONL row's own label, truncation accounting)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 
 from probes.labels import (
-    Label,
-    LabelError,
-    label_array,
     label_generations,
-    labels_from_jsonl,
+    relabel,
     summarize_labels,
     usable,
+    verify_answer,
 )
 from probes.split import grouped_split
+from tasks.jsonl import load_jsonl_task
 from tests.probe_fakes import FakeEngine, toy_task
 
 
@@ -92,46 +91,20 @@ def test_verifier_labels_record_finish_and_count_truncation() -> None:
     assert summarize_labels(labels, include_truncated=True).included == 200
 
 
-def _write(path: Path, rows: list[object]) -> Path:
-    path.write_text(
-        "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows)
-    )
-    return path
-
-
-def test_labels_from_jsonl(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path / "labels.jsonl",
-        [
-            {"id": "a", "label": 1, "finish_reason": "stop"},
-            {"id": "b", "label": "false"},
-            {"id": "c", "label": True, "finish_reason": "length"},
-        ],
-    )
-    labels = labels_from_jsonl(path)
-    assert labels == [Label("a", 1, "stop"), Label("b", 0, "unknown"), Label("c", 1, "length")]
-    assert label_array(labels).tolist() == [1, 0, 1]
-    assert summarize_labels(labels).truncated == 1
-
-
-def test_labels_from_eval_answers_invert_correct(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path / "answers.jsonl",
-        [{"id": "x", "output": "Paris", "correct": True, "finish_reason": "stop"}],
-    )
-    (label,) = labels_from_jsonl(path, column="correct", invert=True)
-    assert label == Label("x", 0, "stop", "Paris")
-
-
-@pytest.mark.parametrize(
-    ("row", "message"),
-    [
-        ("{not json", "labels.jsonl:2: not JSON"),
-        ({"id": "b"}, "labels.jsonl:2: needs fields 'id' and 'label'"),
-        ({"id": "b", "label": 0.5}, "labels.jsonl:2: label=0.5 is not 0/1"),
-    ],
-)
-def test_bad_jsonl_rows_name_file_and_line(tmp_path: Path, row: object, message: str) -> None:
-    path = _write(tmp_path / "labels.jsonl", [{"id": "a", "label": 1}, row])
-    with pytest.raises(LabelError, match=message):
-        labels_from_jsonl(path)
+def test_a_jsonl_rows_label_is_taken_as_given_instead_of_the_verifiers(tmp_path: Path) -> None:
+    """The JSONL `label` column (1 = the model's answer is known wrong) is the probe's label
+    on that row, in fresh labels and in relabelled cached ones; rows without it are judged
+    by the verifier."""
+    rows = [
+        {"id": "a", "question": "2+2?", "answer": "4", "label": 1},
+        {"id": "b", "question": "3+3?", "answer": "6", "label": 0},
+        {"id": "c", "question": "4+4?", "answer": "8"},
+    ]
+    path = tmp_path / "task.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task, problems = load_jsonl_task(path)
+    assert problems == []
+    answers = {"a": "4", "b": "7", "c": "9"}  # the verifier: a right, b and c wrong
+    labels = [verify_answer(task, item, answers[item.id], "stop") for item in task.items]
+    assert [label.wrong for label in labels] == [1, 0, 1]
+    assert [label.wrong for label in relabel(task, labels)] == [1, 0, 1]
