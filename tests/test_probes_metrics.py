@@ -17,6 +17,8 @@ from probes.metrics import (
     auprc,
     aurc,
     auroc,
+    auroc_drop_is_clear,
+    auroc_standard_error,
     bootstrap_ci,
     cumulative_errors,
     expected_calibration_error,
@@ -141,3 +143,13 @@ def test_calibrator_json_round_trip() -> None:
     ):
         again = probes.calibration.Calibrator.from_json(calibrator.to_json())
         np.testing.assert_allclose(again([-1.0, 0.5, 4.0]), calibrator([-1.0, 0.5, 4.0]))
+
+
+def test_an_auroc_drop_counts_only_beyond_the_noise_of_both_measurements() -> None:
+    """Issue 24 item 4: 'AUROC 0.89 on fresh labels vs 1.00 at fit' on 12 held-out rows is
+    noise; the same drop measured on hundreds of rows is not."""
+    assert not auroc_drop_is_clear((1.00, 6, 6), (0.89, 40, 40))
+    assert auroc_drop_is_clear((1.00, 300, 300), (0.89, 300, 300))
+    assert not auroc_drop_is_clear((0.70, 50, 50), (0.75, 50, 50))  # a rise is never a drop
+    assert auroc_standard_error(0.8, 0, 10) == float("inf")
+    assert auroc_standard_error(0.8, 40, 40) < auroc_standard_error(0.8, 10, 10)
