@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # annotations only: importing the protocol does not load torch
     import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 FinishReason = Literal["stop", "length"]
 FEATURE_KINDS = ("query_token", "prompt_mean")
@@ -154,3 +155,51 @@ class Engine(Protocol):
         """Prefill states of every prompt; with `until_layer`, layers 0..until_layer only
         (an engine may stop its forward pass there)."""
         ...
+
+
+# What only some engines can do: check with `isinstance(engine, Closeable)` and so on.
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """An engine with processes or actors of its own, ended by `close` (vLLM's)."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Releasable(Protocol):
+    """An engine holding cluster resources that `release` hands back until its next call
+    (the Ray generation actors, before training needs their CPUs/GPUs)."""
+
+    def release(self) -> None: ...
+
+
+@runtime_checkable
+class TrainableInPlace(Protocol):
+    """An engine whose weights live in this process as a transformers model, so a copy of
+    them can be trained here (the transformers engine, and vLLM's transformers copy)."""
+
+    @property
+    def model(self) -> PreTrainedModel: ...
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase: ...
+
+
+@runtime_checkable
+class FormatsPrompts(Protocol):
+    """An engine that wraps each prompt (in its chat template) before the model reads it."""
+
+    def format_prompt(self, prompt: str) -> str: ...
+
+
+@runtime_checkable
+class ServesVersions(Protocol):
+    """An engine that runs other weights on its own workers (the Ray cluster engine):
+    `for_version(folder)` is the engine of a trained version's merged folder; `source` is
+    where its own weights are, as it was given them."""
+
+    source: str
+
+    def for_version(self, source: str) -> Engine: ...

@@ -52,7 +52,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engines.base import (
     FinishReason,
@@ -66,6 +66,9 @@ from engines.base import (
 )
 from engines.hf import HFEngine, end_token_ids
 from engines.loading import resolve_model
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 TOP_LOGPROBS = 20  # vLLM's default `max_logprobs`: the entropy bound reads these
 CPU_KV_CACHE_GIB = 2
@@ -162,12 +165,12 @@ class VLLMEngine:
         return self.prefill.fingerprint
 
     @property
-    def model(self) -> Any:
+    def model(self) -> PreTrainedModel:
         """The transformers copy of the weights (what training starts from)."""
         return self.prefill.model
 
     @property
-    def tokenizer(self) -> Any:
+    def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.prefill.tokenizer
 
     def close(self) -> None:
