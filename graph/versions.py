@@ -19,9 +19,8 @@ EngineLoader = Callable[[Path], Engine]
 
 
 def load_engine_from(path: Path) -> Engine:
-    from engines.hf import HFEngine
-
-    return HFEngine.load(str(path))
+    """The transformers engine of a trained version's merged folder."""
+    return load_engine(str(path))
 
 
 def version_loader(kind: str, base: Engine | None = None) -> EngineLoader:
