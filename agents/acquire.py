@@ -13,7 +13,15 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from agents.config import StageConfig
-from engines.base import Engine, ProgressFn, PromptStates, Sample
+from engines.base import (
+    Engine,
+    LayeredRiskFn,
+    ProgressFn,
+    PromptStates,
+    RiskFn,
+    Sample,
+    SamplingParams,
+)
 from tasks.base import Item, Task
 
 
@@ -94,6 +102,16 @@ class AcquirePolicy(StageConfig):
             )
         return self
 
+    def sampling(self, seed: int) -> SamplingParams:
+        """The K candidates' sampling settings, seeded by `seed`."""
+        return SamplingParams(
+            n=self.samples_per_prompt,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens,
+            seed=seed,
+        )
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -154,15 +172,16 @@ def cycle_prompts(
     candidate_factor: int,
     cycle: int,
     seed: int,
+    risk_fn: RiskFn | None = None,
 ) -> CyclePrompts:
     """This cycle's prompts per the acquire plan: a fresh draw of `candidate_factor` times
-    the prompts needed from the train split, narrowed by the probe to the most learnable
-    ones (`guided_prompts`), plus the self-instruct prompts the plan asks for (none whose
-    group is held out)."""
+    the prompts needed from the train split, narrowed by the probe `risk_fn` to the most
+    learnable ones (`guided_prompts`), plus the self-instruct prompts the plan asks for
+    (none whose group is held out)."""
     train = task.split("train", seed=seed)
     pool = choose_prompts(train, plan["prompts"] * candidate_factor, cycle=cycle, seed=seed)
     started = time.perf_counter()
-    drawn, scored = guided_prompts(engine, pool, plan)
+    drawn, scored = guided_prompts(engine, pool, plan, risk_fn)
     scoring_seconds = time.perf_counter() - started if scored else 0.0
     held_out = frozenset(i.group for s in ("dev", "test") for i in task.split(s, seed=seed))
     synthetic = synthesize_items(
@@ -187,19 +206,17 @@ def sample_cycle(
     seed: int,
     cycle: int,
     on_progress: ProgressFn | None = None,
+    risk_fn: RiskFn | None = None,
 ) -> list[Attempt]:
     """K samples of each of the cycle's prompts, with the policy's sampling settings
-    (seeded per cycle: `seed + 1000 * cycle`)."""
+    (seeded per cycle: `seed + 1000 * cycle`), each prompt's risk from `risk_fn`."""
     return sample_attempts(
         engine,
         prompts.items,
-        n=policy.samples_per_prompt,
-        temperature=policy.temperature,
-        top_p=policy.top_p,
-        max_new_tokens=policy.max_new_tokens,
-        seed=seed + 1000 * cycle,
+        policy.sampling(seed + 1000 * cycle),
         synthesized=frozenset(i.id for i in prompts.synthetic),
         on_progress=on_progress,
+        risk_fn=risk_fn,
     )
 
 
@@ -249,23 +266,14 @@ def choose_prompts(train: Sequence[Item], count: int, *, cycle: int, seed: int) 
 def sample_attempts(
     engine: Engine,
     items: Sequence[Item],
+    params: SamplingParams,
     *,
-    n: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    seed: int,
     synthesized: frozenset[str] = frozenset(),
     on_progress: ProgressFn | None = None,
+    risk_fn: RiskFn | None = None,
 ) -> list[Attempt]:
     generations = engine.generate(
-        [item.prompt for item in items],
-        n=n,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        on_progress=on_progress,
+        [item.prompt for item in items], params, on_progress=on_progress, risk_fn=risk_fn
     )
     return [
         Attempt(item, tuple(g.samples), g.risk, item.id in synthesized, g.states)
@@ -301,7 +309,8 @@ def synthesize_items(
         for _ in range(count * 2)  # about half of what a small model writes is unusable
     ]
     generations = engine.generate(
-        requests, temperature=1.0, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed
+        requests,
+        SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed),
     )
     kept: dict[str, Item] = {}
     for generation in generations:
@@ -333,25 +342,24 @@ def first_question(text: str) -> str | None:
 
 
 def guided_prompts(
-    engine: Engine, pool: Sequence[Item], plan: dict[str, Any]
+    engine: Engine, pool: Sequence[Item], plan: dict[str, Any], risk_fn: RiskFn | None = None
 ) -> tuple[list[Item], int]:
-    """(the prompts to sample, how many candidates were scored). With a probe attached
+    """(the prompts to sample, how many candidates were scored). With a probe (`risk_fn`)
     and a pool larger than the plan's prompts (or a narrowed band), every candidate is
     scored from one prefill that stops at the probe's layer, and `learnable` picks; without
     a probe, the first prompts of the (seeded, random) pool."""
     count, band = plan["prompts"], (plan["min_risk"], plan["max_risk"])
     narrowed = band != (0.0, 1.0)
-    if engine.risk_fn is None or (len(pool) <= count and not narrowed):
+    if risk_fn is None or (len(pool) <= count and not narrowed):
         return list(pool[:count]), 0
-    states = engine.hidden_states([i.prompt for i in pool], until_layer=probe_depth(engine))
-    risks = [engine.risk_fn(s) for s in states]
+    states = engine.hidden_states([i.prompt for i in pool], until_layer=probe_depth(risk_fn))
+    risks = [risk_fn(s) for s in states]
     return learnable(pool, risks, count, *band), len(pool)
 
 
-def probe_depth(engine: Engine) -> int | None:
-    """The deepest layer the attached probe reads (None: unknown, run every layer)."""
-    spec = getattr(engine.risk_fn, "spec", None)
-    return max(spec.layers) if spec is not None else None
+def probe_depth(risk_fn: RiskFn) -> int | None:
+    """The deepest layer the probe reads (None: unknown, run every layer)."""
+    return max(risk_fn.spec.layers) if isinstance(risk_fn, LayeredRiskFn) else None
 
 
 def learnable(

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, SkipValidation
 
-from engines.base import Engine
+from engines.base import Engine, RiskFn, SamplingParams
 
 
 class ChatModelError(ValueError):
@@ -41,7 +41,7 @@ def messages_to_prompt(messages: Sequence[BaseMessage]) -> str:
 class EngineChatModel(BaseChatModel):
     """The model under improvement as a langchain-core chat model: greedy, one answer.
 
-    The engine's probe risk for the prompt (when a probe is attached) is in the reply's
+    The probe risk for the prompt (when `risk_fn` is given) is in the reply's
     `response_metadata["risk"]`."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -49,6 +49,9 @@ class EngineChatModel(BaseChatModel):
     engine: SkipValidation[Engine] = Field(description="the engine of the model under improvement")
     max_new_tokens: int = Field(256, ge=1)
     seed: int = 0
+    risk_fn: SkipValidation[RiskFn | None] = Field(
+        default=None, description="the probe scoring each prompt's prefill states (None: no risk)"
+    )
 
     @property
     def _llm_type(self) -> str:
@@ -65,13 +68,13 @@ class EngineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        (generation,) = self.engine.generate(
-            [messages_to_prompt(messages)],
-            n=1,
-            temperature=0.0,
+        params = SamplingParams(
             max_new_tokens=kwargs.get("max_new_tokens", self.max_new_tokens),
-            stop=stop,
+            stop=tuple(stop or ()),
             seed=self.seed,
+        )
+        (generation,) = self.engine.generate(
+            [messages_to_prompt(messages)], params, risk_fn=self.risk_fn
         )
         sample = generation.samples[0]
         metadata = {

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from agents.config import StageConfig
 from agents.refine import Refined, RefinePolicy, Strategy, is_abstention, refine_answers
-from engines.base import Engine, Generation, ProgressFn, PromptStates
+from engines.base import Engine, Generation, ProgressFn, RiskFn, SamplingParams
 from probes.calibration import Thresholds
 from tasks.base import Item, Task
 
@@ -120,8 +120,7 @@ def greedy_eval(
     """Greedy answers with room to finish (the task's token budget by default)."""
     generations = engine.generate(
         [item.prompt for item in items],
-        temperature=0.0,
-        max_new_tokens=max_new_tokens or task.max_new_tokens,
+        SamplingParams(max_new_tokens=max_new_tokens or task.max_new_tokens),
         on_progress=on_progress,
     )
     return [
@@ -157,18 +156,24 @@ def measure(
     thresholds: Thresholds | None = None,
     fallback: Callable[[str], str] | None = None,
     seed: int = 0,
-    stale: Callable[[PromptStates], float] | None = None,
+    stale: RiskFn | None = None,
     on_progress: ProgressFn | None = None,
+    risk_fn: RiskFn | None = None,
 ) -> Measurement:
-    """Greedy answers (risk from their own prefill), refined by `strategy` (with the
-    refine policy's k and temperature, and `thresholds` for the risk routes), then scored;
-    the refine policy's abstention text and refusal phrases mark abstentions.
-    `stale` (an older probe) is scored on the same prefill states and labels."""
+    """Greedy answers (risk from their own prefill, by the probe `risk_fn`), refined by
+    `strategy` (with the refine policy's k and temperature, and `thresholds` for the risk
+    routes), then scored; the refine policy's abstention text and refusal phrases mark
+    abstentions. `stale` (an older probe) is scored on the same prefill states and labels."""
 
     refine = refine or RefinePolicy()
     said = refine.abstentions
     prompts = [item.prompt for item in items]
-    greedy = engine.generate(prompts, max_new_tokens=max_new_tokens, on_progress=on_progress)
+    greedy = engine.generate(
+        prompts,
+        SamplingParams(max_new_tokens=max_new_tokens),
+        on_progress=on_progress,
+        risk_fn=risk_fn,
+    )
     plain = [score_generation(task, item, g, said) for item, g in zip(items, greedy, strict=True)]
     results = plain
     if strategy != "none":

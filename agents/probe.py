@@ -1,5 +1,5 @@
-"""Probe: the session's hallucination-risk probe, saved in the session's folder and
-attached to engines so that every generation carries its pre-generation risk.
+"""Probe: the session's hallucination-risk probe, saved in the session's folder and given
+to the engine's `generate` so that every generation carries its pre-generation risk.
 
 Two fits: at the start, on the initial model's greedy answers to train-split items
 (`fit_session_probe`); then every cycle, on the current version's own samples
@@ -8,7 +8,7 @@ were wrong, its features the prefill states its generation captured."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +19,7 @@ from pydantic import Field
 from agents.acquire import Attempt
 from agents.config import StageConfig
 from agents.selection import label_with_verifier
-from engines.base import Engine, ProgressFn, PromptStates
+from engines.base import Engine, ProgressFn
 from probes.calibration import Thresholds, choose_thresholds
 from tasks.base import Item, Task
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from probes.artifact import Probe
     from probes.features import FeatureSet
     from probes.passrate import PassRateRows
+    from probes.runtime import RiskScorer
 
 
 class ProbePolicy(StageConfig):
@@ -140,15 +141,10 @@ def _load(path: str) -> Probe:
     return load_probe(path)
 
 
-def attach_probe(engine: Engine, path: Path | None) -> None:
-    """Score every generation of `engine` with the probe saved at `path` (None: no probe).
-    The probe may have been fitted on an earlier version: that is how the monitor measures
-    its drift on the new model."""
-    engine.risk_fn = risk_scorer(path) if path else None
-
-
-def risk_scorer(path: Path) -> Callable[[PromptStates], float]:
-    """The probe saved at `path` as a function of a prompt's prefill states."""
+def risk_scorer(path: Path) -> RiskScorer:
+    """The probe saved at `path` (read once per path) as a function of a prompt's prefill
+    states. Given to `generate`, it scores every generation; it may have been fitted on an
+    earlier version: that is how the monitor measures its drift on the new model."""
     from probes.runtime import RiskScorer
 
     return RiskScorer(_load(str(path)))

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from agents.config import StageConfig
-from engines.base import Engine, Generation, Sample
+from engines.base import Engine, Generation, RiskFn, Sample, SamplingParams
 from probes.calibration import Thresholds
 from tasks.verifiers import normalize, text_key
 
@@ -211,25 +211,26 @@ def refine_answers(
     fallback: Fallback | None = None,
     greedy: Sequence[Generation] | None = None,
     abstention: str = ABSTAIN_TEXT,
+    risk_fn: RiskFn | None = None,
 ) -> list[Refined]:
     """Answer every prompt along its route. `key` reads answers for the self-consistency
     vote (the task's `answer_key`; default: normalized text). Greedy generations (with
-    their risk) may be passed in to avoid decoding twice. An abstaining route answers
-    `abstention` (the policy's `abstention_text`)."""
+    their risk) may be passed in to avoid decoding twice; else they are decoded here, their
+    risk from the probe `risk_fn`. An abstaining route answers `abstention` (the policy's
+    `abstention_text`)."""
     greedy = (
         list(greedy)
         if greedy is not None
-        else engine.generate(prompts, max_new_tokens=max_new_tokens)
+        else engine.generate(
+            prompts, SamplingParams(max_new_tokens=max_new_tokens), risk_fn=risk_fn
+        )
     )
     routes = [route_for(strategy, g.risk, thresholds, fallback is not None) for g in greedy]
     sampled_index = [i for i, r in enumerate(routes) if r in ("self_consistency", "best_of_n")]
     sampled = (
         engine.generate(
             [prompts[i] for i in sampled_index],
-            n=k,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
+            SamplingParams(n=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
         )
         if sampled_index
         else []

@@ -14,7 +14,7 @@ from pydantic import Field
 from agents.acquire import Attempt
 from agents.config import StageConfig
 from agents.refine import ABSTAIN_TEXT, is_abstention
-from engines.base import Engine, Sample
+from engines.base import Engine, Sample, SamplingParams
 from tasks.base import Task
 from tasks.verifiers import normalize, yes_no_match
 
@@ -116,7 +116,7 @@ def label_with_self_judge(
     """Self-Rewarding style: the model judges its own samples (for tasks with no verifier)."""
     flat = [(a, s) for a in attempts for s in a.samples]
     prompts = [JUDGE_PROMPT.format(question=a.item.prompt, answer=s.text) for a, s in flat]
-    verdicts = engine.generate(prompts, temperature=0.0, max_new_tokens=max_new_tokens)
+    verdicts = engine.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens))
     judged = iter(yes_no_match(v.samples[0].text, ["yes"]) for v in verdicts)
     return [
         Labelled(a, tuple(next(judged) and s.finish_reason == "stop" for s in a.samples))

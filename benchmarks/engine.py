@@ -9,7 +9,7 @@ Each comparison runs its two sides interleaved (A B, B A, A B, ...: load from ot
 processes on this shared machine falls on both alike), `--repeats` times, and its ratio is
 computed from the two medians of that one loop. The ratios the foundation issue targets:
 batched generation >= 4x a per-prompt loop (batch 32); the probe inside generation (prefill
-capture and the probe scoring each prompt's states, `engine.risk_fn`) <= 5% over the same
+capture and the probe scoring each prompt's states, `generate`'s `risk_fn`) <= 5% over the same
 generation without either; prefill-only extraction >= 1.25x a full forward that computes
 every position's vocabulary logits. Beside them: the decoder (finished rows leave the
 batch, one prefill per prompt) against `model.generate`, greedy on capitals and sampled
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from engines import load_model
+from engines.base import SamplingParams
 from engines.hf import HFEngine
 from probes.artifact import Probe, ProbeCard, SplitInfo
 from probes.calibration import Calibrator
@@ -90,7 +91,7 @@ def overhead(with_s: float, without_s: float) -> str:
 
 def cost_probe(engine: HFEngine, layer: int) -> RiskScorer:
     """A linear probe on `layer`'s query token of this model, random weights (scoring
-    costs the same whatever they are), as `engine.risk_fn` runs a session's probe."""
+    costs the same whatever they are), as `generate`'s `risk_fn` runs a session's probe."""
     width = int(engine.model.config.hidden_size)
     spec = FeatureSpec("query_token", (layer,))
     weights = {
@@ -119,16 +120,17 @@ def measure(engine: HFEngine, args: argparse.Namespace, only: Sequence[str]) -> 
     """The table rows of the comparisons in `only`, each from its own interleaved loop."""
     prompts = [item.prompt for item in get_task("capitals").items]
     batch, tokens = prompts[: args.batch], args.new_tokens
+    greedy = SamplingParams(max_new_tokens=tokens)
     rows: list[Row] = []
 
     def batched() -> object:
-        return engine.generate(batch, max_new_tokens=tokens, capture=False)
+        return engine.generate(batch, greedy, capture=False)
 
     batched()  # warm-up
     if "batch" in only:
 
         def loop() -> object:
-            return [engine.generate([p], max_new_tokens=tokens, capture=False) for p in batch]
+            return [engine.generate([p], greedy, capture=False) for p in batch]
 
         t_batched, t_loop = interleaved_medians([batched, loop], args.repeats)
         rows += [
@@ -142,12 +144,8 @@ def measure(engine: HFEngine, args: argparse.Namespace, only: Sequence[str]) -> 
     if "capture" in only:
         scorer = cost_probe(engine, args.probe_layer)
 
-        def probed() -> object:  # what a session's generation does with a probe attached
-            engine.risk_fn = scorer
-            try:
-                return engine.generate(batch, max_new_tokens=tokens, capture=True)
-            finally:
-                engine.risk_fn = None
+        def probed() -> object:  # what a session's generation does with a probe
+            return engine.generate(batch, greedy, capture=True, risk_fn=scorer)
 
         t_plain, t_probed = interleaved_medians([batched, probed], args.repeats)
         rows.append(
@@ -190,7 +188,9 @@ def sampled_row(engine: HFEngine, args: argparse.Namespace) -> Row:
     encoded = engine._encode(sums)
 
     def ours() -> object:
-        return engine.generate(sums, n=4, temperature=0.7, top_p=0.95, max_new_tokens=96)
+        return engine.generate(
+            sums, SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=96)
+        )
 
     def hf() -> object:
         with torch.inference_mode():
@@ -277,12 +277,12 @@ def compare_vllm(args: argparse.Namespace) -> None:
     hf_engine.batch_size = args.batch
     prompts = [i.prompt for i in get_task("arithmetic").split("train", seed=0)]
     prompts = prompts[: args.vllm_prompts]
-    options: dict = {"n": 4, "temperature": 0.8, "max_new_tokens": 48, "capture": False}
+    params = SamplingParams(n=4, temperature=0.8, max_new_tokens=48)
     tokens: dict[str, int] = {}
 
     def run(name: str, engine: object) -> Callable[[], object]:
         def generate() -> object:
-            generations = engine.generate(prompts, **options)  # type: ignore[attr-defined]
+            generations = engine.generate(prompts, params, capture=False)  # type: ignore[attr-defined]
             tokens[name] = sum(len(s.token_ids) for g in generations for s in g.samples)
             return generations
 

@@ -51,12 +51,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def engine_workload(folder: Path) -> dict[str, Any]:
     """The cluster engine test's generations and states, as plain lists."""
+    from engines.base import SamplingParams
     from engines.hf import HFEngine
 
     engine = HFEngine.load(str(folder), batch_size=2)
-    sampled = engine.generate(PROMPTS, n=3, temperature=1.0, max_new_tokens=6, seed=11)
-    engine.risk_fn = lambda states: float(states.query_token[-1].sum())
-    greedy = engine.generate(PROMPTS, max_new_tokens=5)
+    sampled = engine.generate(
+        PROMPTS, SamplingParams(n=3, temperature=1.0, max_new_tokens=6, seed=11)
+    )
+    greedy = engine.generate(
+        PROMPTS,
+        SamplingParams(max_new_tokens=5),
+        risk_fn=lambda states: float(states.query_token[-1].sum()),
+    )
     states = [g.states for g in sampled + greedy if g.states is not None]
     return {
         "token_ids": [[s.token_ids for s in g.samples] for g in sampled + greedy],

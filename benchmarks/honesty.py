@@ -64,11 +64,11 @@ from typing import Any
 import numpy as np
 
 from agents.evaluate import EvalSummary, ItemResult, refined_result, score_generation
-from agents.probe import attach_probe
+from agents.probe import risk_scorer
 from agents.refine import refine_answers
 from benchmarks.compare_report import HONESTY, pending, read_runs, save_run
 from engines import load_model
-from engines.base import Engine, Generation
+from engines.base import Engine, Generation, SamplingParams
 from graph import reporting
 from graph.policy import SessionPolicy, resolve_policy
 from graph.session import Session, new_session_id
@@ -286,8 +286,11 @@ def answers(
     engine: Engine, probe: Path | None, items: Sequence[Item], tokens: int
 ) -> list[Generation]:
     """Greedy answers, each with the probe's risk read from its own prefill."""
-    attach_probe(engine, probe)
-    return engine.generate([item.prompt for item in items], max_new_tokens=tokens)
+    return engine.generate(
+        [item.prompt for item in items],
+        SamplingParams(max_new_tokens=tokens),
+        risk_fn=risk_scorer(probe) if probe else None,
+    )
 
 
 def plain(

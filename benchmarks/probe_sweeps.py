@@ -40,7 +40,7 @@ import torch
 from numpy.typing import NDArray
 
 from engines import load_model
-from engines.base import Engine
+from engines.base import Engine, SamplingParams
 from engines.hf import HFEngine
 from probes.artifact import Probe
 from probes.data import ProbeData, collect, sample_consistency
@@ -247,17 +247,14 @@ def time_methods(
     """Interleaved wall times of every method on the same prompts."""
     prompts = list(prompts)
     sc_list = prompts[:sc_prompts]
-    engine.generate(prompts, max_new_tokens=4, capture=True)  # warm-up
+    engine.generate(prompts, SamplingParams(max_new_tokens=4), capture=True)  # warm-up
+    answer = SamplingParams(max_new_tokens=budget)
 
     def greedy() -> object:
-        return engine.generate(prompts, max_new_tokens=budget, capture=False)
+        return engine.generate(prompts, answer, capture=False)
 
     def greedy_probe() -> object:
-        engine.risk_fn = scorer
-        try:
-            return engine.generate(prompts, max_new_tokens=budget, capture=True)
-        finally:
-            engine.risk_fn = None
+        return engine.generate(prompts, answer, capture=True, risk_fn=scorer)
 
     def prefill() -> object:
         return [scorer(states) for states in engine.hidden_states(prompts)]
@@ -266,10 +263,7 @@ def time_methods(
         return [
             engine.generate(
                 sc_list[s : s + SC_BATCH],
-                n=k,
-                temperature=SC_TEMPERATURE,
-                max_new_tokens=budget,
-                seed=seed,
+                SamplingParams(n=k, temperature=SC_TEMPERATURE, max_new_tokens=budget, seed=seed),
                 capture=False,
             )
             for s in range(0, len(sc_list), SC_BATCH)

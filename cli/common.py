@@ -116,10 +116,10 @@ def load_task(name: str, path: Path | None) -> Task:
 
 def load_engine(model: str) -> Engine:
     """The model's engine, with a spinner while it loads."""
-    from engines import load_model
+    from engines.factory import load_engine as load_kind
 
     with console.status(f"loading {model}"):
-        return load_model(model)
+        return load_kind(model)
 
 
 def engine_problem(kind: str) -> str | None:
@@ -140,7 +140,8 @@ def load_vllm_engine(model: str) -> Engine:
 def load_cluster_engine(model: str, cluster: Any) -> Engine:
     """The model on Ray generation actors (`cluster`: the policy's `ClusterPolicy`); more
     than one node needs `cluster.storage`, checked once connected."""
-    from engines.cluster import ClusterEngine, PoolOptions, connect
+    from engines.cluster import PoolOptions, connect
+    from engines.factory import load_cluster_engine as load_on_cluster
 
     with console.status(f"connecting to Ray ({cluster.address or 'a local Ray'})"):
         nodes = connect(cluster.address)
@@ -152,7 +153,7 @@ def load_cluster_engine(model: str, cluster: Any) -> Engine:
     resources = cluster.worker_resources
     options = PoolOptions(cluster.generation_workers, resources.CPU, resources.GPU)
     with console.status(f"loading {model} on {options.workers} Ray generation workers"):
-        return ClusterEngine.load(model, options, address=cluster.address)
+        return load_on_cluster(model, options, address=cluster.address)
 
 
 def backend_problem(backend: str) -> str | None:

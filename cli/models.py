@@ -82,15 +82,11 @@ class ModelCommands:
             raise fail(f"--temperature must be >= 0, 0 = greedy (got {temperature})")
         if not 0 < top_p <= 1:
             raise fail(f"--top-p must be in (0, 1], 1 = no nucleus cut (got {top_p})")
+        from engines.base import SamplingParams
+
         engine = self.loaders.load_engine(model)
-        generation = engine.generate(
-            [prompt],
-            n=n,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-        )[0]
+        params = SamplingParams(n, temperature, top_p, max_new_tokens, seed=seed)
+        generation = engine.generate([prompt], params)[0]
         for index, sample in enumerate(generation.samples):
             console.print(
                 f"[dim]#{index} finish={sample.finish_reason} mean_logprob={sample.mean_logprob:.3f}[/]"

@@ -379,12 +379,12 @@ class SessionCommands:
         if not 0 <= low <= high <= 1:
             raise fail(f"need 0 <= --low <= --high <= 1 (got {low}, {high})")
         fitted = load_probe(probe) if probe is not None else None  # before the model loads
-        engine = self.loaders.load_engine(model)
+        engine, risk_fn = self.loaders.load_engine(model), None
         if fitted is not None:
             from probes.runtime import RiskScorer
 
             check_fingerprint(fitted.card, engine.fingerprint, where=f"probe {probe}")
-            engine.risk_fn = RiskScorer(fitted)
+            risk_fn = RiskScorer(fitted)
         elif refine in ("abstain", "risk_adaptive"):
             err_console.print("[yellow]no --probe: no risk to route on, answering greedily[/]")
         (result,) = refine_answers(
@@ -395,6 +395,7 @@ class SessionCommands:
             k=k,
             temperature=0.7,
             max_new_tokens=max_new_tokens,
+            risk_fn=risk_fn,
         )
         risk = "-" if result.risk is None else f"{result.risk:.3f}"
         console.print(f"[dim]risk {risk}; route {result.route}[/]")

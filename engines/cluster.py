@@ -20,17 +20,18 @@ Decisions, and why:
 - **Release.** Actors reserve their CPUs/GPUs while they live; on a small cluster the
   training workers could never be scheduled beside them (measured: a 2-CPU cluster
   deadlocked). `release()` ends them before training; the next call starts them again.
-- **Risk.** `risk_fn` runs here, on the states the actors return: the probe never travels.
+- **Risk.** `generate`'s `risk_fn` runs here, on the states the actors return: the probe
+  never travels.
 - **Nothing of Ray is imported** until a pool starts: `cluster.backend: local` never loads it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engines.base import Generation, ProgressFn, PromptStates
+from engines.base import Generation, ProgressFn, PromptStates, RiskFn, SamplingParams, score_risk
 
 Shard = tuple[int, int]  # (start, stop) into the prompt list
 
@@ -101,8 +102,10 @@ class GenerationWorker:
         engine = self._load(source)
         return engine.name, engine.num_layers, engine.fingerprint
 
-    def generate(self, source: str, prompts: list[str], options: dict[str, Any]) -> Any:
-        return self._load(source).generate(prompts, **options)
+    def generate(
+        self, source: str, prompts: list[str], params: SamplingParams, capture: bool
+    ) -> Any:
+        return self._load(source).generate(prompts, params, capture=capture)
 
     def hidden_states(self, source: str, prompts: list[str], until_layer: int | None) -> Any:
         return self._load(source).hidden_states(prompts, until_layer=until_layer)
@@ -176,7 +179,6 @@ class ClusterEngine:
     def __init__(self, pool: WorkerPool, source: str) -> None:
         self.pool, self.source = pool, source
         self.batch_size = pool.options.batch_size
-        self.risk_fn: Callable[[PromptStates], float] | None = None
         (first,) = pool.run("describe", source, [((0, 0), ())])
         self.name, self.num_layers, self._fingerprint = first
 
@@ -203,34 +205,21 @@ class ClusterEngine:
     def generate(
         self,
         prompts: Sequence[str],
+        params: SamplingParams,
         *,
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_new_tokens: int = 64,
-        stop: Sequence[str] | None = None,
-        seed: int = 0,
         capture: bool = True,
         on_progress: ProgressFn | None = None,
+        risk_fn: RiskFn | None = None,
     ) -> list[Generation]:
-        options = {
-            "n": n,
-            "temperature": temperature,
-            "top_p": top_p,
-            "max_new_tokens": max_new_tokens,
-            "stop": list(stop or []),
-            "capture": capture,
-        }
         calls = [
-            ((start, stop_), (list(prompts[start:stop_]), options | {"seed": seed + start}))
-            for start, stop_ in shards(len(prompts), self.batch_size)
+            (
+                (start, stop),
+                (list(prompts[start:stop]), replace(params, seed=params.seed + start), capture),
+            )
+            for start, stop in shards(len(prompts), self.batch_size)
         ]
         batches = self.pool.run("generate", self.source, calls, on_progress)
-        generations: list[Generation] = [g for batch in batches for g in batch]
-        for generation in generations:
-            if self.risk_fn is not None and generation.states is not None:
-                generation.risk = float(self.risk_fn(generation.states))
-        return generations
+        return score_risk([g for batch in batches for g in batch], risk_fn)
 
     def hidden_states(
         self,

@@ -17,18 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-
-@dataclass(frozen=True)
-class Sampling:
-    """Greedy when `temperature` <= 0; else temperature, then nucleus (top-p) sampling."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
+from engines.base import SamplingParams
 
 
 @dataclass
@@ -60,7 +49,7 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def choose_tokens(
-    logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None
+    logits: torch.Tensor, sampling: SamplingParams, generator: torch.Generator | None
 ) -> torch.Tensor:
     """(A,) next tokens from (A, V) logits."""
     if sampling.greedy:
@@ -107,7 +96,7 @@ def decode(
     attention_mask: torch.Tensor,
     *,
     copies: int,
-    sampling: Sampling,
+    sampling: SamplingParams,
     end_ids: Collection[int],
     generator: torch.Generator | None = None,
     is_stopped: Callable[[list[int]], bool] | None = None,

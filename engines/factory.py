@@ -1,9 +1,15 @@
-"""Load an engine of a given kind: the one place that knows every engine module."""
+"""Load an engine of a given kind: the one place that knows every engine module and builds
+engines (the CLI, the session's model versions and LangGraph Studio call it)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from engines.base import Engine
 from engines.loading import EngineNotInstalledError, engine_problem
+
+if TYPE_CHECKING:
+    from engines.cluster import PoolOptions
 
 
 def load_engine(name_or_path: str, kind: str = "transformers") -> Engine:
@@ -21,3 +27,13 @@ def load_engine(name_or_path: str, kind: str = "transformers") -> Engine:
     from engines.hf import HFEngine
 
     return HFEngine.load(name_or_path)
+
+
+def load_cluster_engine(
+    name_or_path: str, options: PoolOptions, *, address: str | None = None
+) -> Engine:
+    """The model on Ray generation actors (`options`: how many, what each reserves),
+    joining the cluster at `address` (None: start a local one)."""
+    from engines.cluster import ClusterEngine
+
+    return ClusterEngine.load(name_or_path, options, address=address)

@@ -18,8 +18,16 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from engines.base import Generation, ProgressFn, PromptStates, Sample
-from engines.decoding import DecodedRow, Sampling, decode, prefill, prompt_positions
+from engines.base import (
+    Generation,
+    ProgressFn,
+    PromptStates,
+    RiskFn,
+    Sample,
+    SamplingParams,
+    score_risk,
+)
+from engines.decoding import DecodedRow, decode, prefill, prompt_positions
 from engines.hooks import StopForward, capture_prefill, decoder_layers
 from engines.loading import resolve_model
 
@@ -79,7 +87,6 @@ class HFEngine:
         self.use_chat_template = use_chat_template and tokenizer.chat_template is not None
         self.batch_size = batch_size
         self.num_layers = len(decoder_layers(model))
-        self.risk_fn: Callable[[PromptStates], float] | None = None
 
     @classmethod
     def load(cls, name_or_path: str, **kwargs: object) -> HFEngine:
@@ -146,40 +153,32 @@ class HFEngine:
     def generate(
         self,
         prompts: Sequence[str],
+        params: SamplingParams,
         *,
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_new_tokens: int = 64,
-        stop: Sequence[str] | None = None,
-        seed: int = 0,
         capture: bool = True,
         on_progress: ProgressFn | None = None,
+        risk_fn: RiskFn | None = None,
     ) -> list[Generation]:
-        sampling = Sampling(temperature, top_p, max_new_tokens)
         generations: list[Generation] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(prompts[start : start + self.batch_size])
-            generator = torch.Generator(self.model.device).manual_seed(seed + start)
-            generations += self._generate_batch(
-                chunk, n, sampling, list(stop or []), capture, generator
-            )
+            generator = torch.Generator(self.model.device).manual_seed(params.seed + start)
+            generations += self._generate_batch(chunk, params, capture, generator)
             if on_progress:
                 on_progress(len(generations), len(prompts))
-        return generations
+        return score_risk(generations, risk_fn)
 
     def _generate_batch(
         self,
         prompts: list[str],
-        n: int,
-        sampling: Sampling,
-        stop: list[str],
+        params: SamplingParams,
         capture: bool,
         generator: torch.Generator,
     ) -> list[Generation]:
         batch = self._encode(prompts)
         mask = batch["attention_mask"]
-        copies = 1 if sampling.greedy else n  # greedy samples are identical: decode once, copy
+        stop, n = list(params.stop), params.n
+        copies = 1 if params.greedy else n  # greedy samples are identical: decode once, copy
         with capture_prefill(self.model, mask) if capture else nullcontext() as prefill_capture:
             logits, cache = prefill(self.model, batch["input_ids"], mask)
         rows = decode(
@@ -188,7 +187,7 @@ class HFEngine:
             cache,
             mask,
             copies=copies,
-            sampling=sampling,
+            sampling=params,
             end_ids=end_token_ids(self.model, self.tokenizer),
             generator=generator,
             is_stopped=self._stop_check(stop) if stop else None,
@@ -200,10 +199,7 @@ class HFEngine:
         generations = []
         for i, prompt in enumerate(prompts):
             drawn = samples[i * copies : (i + 1) * copies]
-            generation = Generation(prompt, drawn * n if sampling.greedy else drawn, states[i])
-            if self.risk_fn is not None and generation.states is not None:
-                generation.risk = float(self.risk_fn(generation.states))
-            generations.append(generation)
+            generations.append(Generation(prompt, drawn * n if params.greedy else drawn, states[i]))
         return generations
 
     def _stop_check(self, stop: list[str]) -> Callable[[list[int]], bool]:

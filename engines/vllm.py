@@ -6,11 +6,11 @@ Decisions, and why:
 
 - **Prompts** are the transformers engine's own token ids (chat template, no special
   tokens added), passed as `TokensPrompt`: both engines read the same input.
-- **Seeds.** vLLM seeds the engine (`LLM(seed=...)`); a per-request
-  `SamplingParams(seed=...)` kills the CPU worker ("CPU Generator does not use offset").
-  So `generate(seed=s)` seeds the workers' global generator, the one the sampler draws
-  from for unseeded requests, through `collective_rpc("reseed")` (a method `SeedWorker`
-  mixes into vLLM's worker) before each batch: same seed, same samples.
+- **Seeds.** vLLM seeds the engine (`LLM(seed=...)`); a per-request seed (vLLM's
+  `SamplingParams(seed=...)`) kills the CPU worker ("CPU Generator does not use offset").
+  So our `SamplingParams.seed` seeds the workers' global generator, the one the sampler
+  draws from for unseeded requests, through `collective_rpc("reseed")` (a method
+  `SeedWorker` mixes into vLLM's worker) before each batch: same seed, same samples.
 - **Probe features.** vLLM exposes no per-layer hidden states. `hidden_states` and the
   states a generation carries (`capture=True`) come from a transformers prefill-only pass
   (`HFEngine.hidden_states`: no LM head, and with `until_layer` it stops at the probe's
@@ -50,13 +50,25 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engines.base import FinishReason, Generation, ProgressFn, PromptStates, Sample
+from engines.base import (
+    FinishReason,
+    Generation,
+    ProgressFn,
+    PromptStates,
+    RiskFn,
+    Sample,
+    SamplingParams,
+    score_risk,
+)
 from engines.hf import HFEngine, end_token_ids
 from engines.loading import resolve_model
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 TOP_LOGPROBS = 20  # vLLM's default `max_logprobs`: the entropy bound reads these
 CPU_KV_CACHE_GIB = 2
@@ -126,7 +138,6 @@ class VLLMEngine:
         self.name = name
         self.batch_size = batch_size  # prompts per `LLM.generate` call (progress reports)
         self.num_layers = prefill.num_layers
-        self.risk_fn: Callable[[PromptStates], float] | None = None
         self.vocab_size = int(prefill.model.config.vocab_size)
         self._end_ids = sorted(end_token_ids(prefill.model, prefill.tokenizer))
 
@@ -154,12 +165,12 @@ class VLLMEngine:
         return self.prefill.fingerprint
 
     @property
-    def model(self) -> Any:
+    def model(self) -> PreTrainedModel:
         """The transformers copy of the weights (what training starts from)."""
         return self.prefill.model
 
     @property
-    def tokenizer(self) -> Any:
+    def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.prefill.tokenizer
 
     def close(self) -> None:
@@ -179,56 +190,42 @@ class VLLMEngine:
     def generate(
         self,
         prompts: Sequence[str],
+        params: SamplingParams,
         *,
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_new_tokens: int = 64,
-        stop: Sequence[str] | None = None,
-        seed: int = 0,
         capture: bool = True,
         on_progress: ProgressFn | None = None,
+        risk_fn: RiskFn | None = None,
     ) -> list[Generation]:
-        greedy = temperature <= 0.0
-        params = self._sampling_params(
-            1 if greedy else n, temperature, top_p, max_new_tokens, list(stop or [])
-        )
+        vllm_params = self._vllm_params(params)
         generations: list[Generation] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(prompts[start : start + self.batch_size])
-            self.llm.collective_rpc("reseed", args=(seed + start,))
-            outputs = self.llm.generate(self._token_prompts(chunk), params, use_tqdm=False)
+            self.llm.collective_rpc("reseed", args=(params.seed + start,))
+            outputs = self.llm.generate(self._token_prompts(chunk), vllm_params, use_tqdm=False)
             states = self.prefill.hidden_states(chunk) if capture else [None] * len(chunk)
             for prompt, output, prompt_states in zip(chunk, outputs, states, strict=True):
                 completions = sorted(output.outputs, key=lambda c: c.index)
                 samples = [to_sample(c, self.vocab_size) for c in completions]
                 generations.append(
-                    self._generation(prompt, samples * n if greedy else samples, prompt_states)
+                    Generation(
+                        prompt, samples * params.n if params.greedy else samples, prompt_states
+                    )
                 )
             if on_progress:
                 on_progress(len(generations), len(prompts))
-        return generations
+        return score_risk(generations, risk_fn)
 
-    def _generation(
-        self, prompt: str, samples: list[Sample], states: PromptStates | None
-    ) -> Generation:
-        generation = Generation(prompt, samples, states)
-        if self.risk_fn is not None and states is not None:
-            generation.risk = float(self.risk_fn(states))
-        return generation
+    def _vllm_params(self, params: SamplingParams) -> Any:
+        """vLLM's `SamplingParams` for ours: one completion when greedy (copied n times)."""
+        from vllm import SamplingParams as VLLMSamplingParams
 
-    def _sampling_params(
-        self, n: int, temperature: float, top_p: float, max_new_tokens: int, stop: list[str]
-    ) -> Any:
-        from vllm import SamplingParams
-
-        greedy = temperature <= 0.0
-        return SamplingParams(
-            n=n,
-            temperature=0.0 if greedy else temperature,
-            top_p=1.0 if greedy else top_p,
-            max_tokens=max_new_tokens,
-            stop=stop or None,
+        greedy = params.greedy
+        return VLLMSamplingParams(
+            n=1 if greedy else params.n,
+            temperature=0.0 if greedy else params.temperature,
+            top_p=1.0 if greedy else params.top_p,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop) or None,
             stop_token_ids=self._end_ids,
             logprobs=TOP_LOGPROBS,
         )

@@ -20,7 +20,6 @@ from agents.optimize import StepFn, TrainResult, TrainSettings, train_version
 from agents.planner import Planner
 from agents.probe import (
     FittedProbe,
-    attach_probe,
     fit_session_probe,
     loop_features,
     loop_probe_name,
@@ -30,7 +29,7 @@ from agents.probe import (
     risk_scorer,
 )
 from agents.records import CycleMetrics
-from engines.base import Engine
+from engines.base import Engine, RiskFn
 from graph import cycle_data, reporting
 from graph.events import Emitter
 from graph.policy import SessionPolicy
@@ -124,13 +123,10 @@ class Nodes:
         self-instruct ones, K samples each, risk per prompt; the prefill features saved."""
         policy, cycle, started = runtime.context, state.get("cycle", 0) + 1, time.time()
         emit = _emitter(runtime, "acquire", cycle, f"cycle {cycle} from {state['current_version']}")
-        engine = self._with_probe(self.versions.engine(state), state)
+        engine, risk_fn = self.versions.engine(state), self._risk_fn(state)
         choice = self.planner.acquire(policy, cycle=cycle, history=history_of(state))
-        factor = policy.acquire.candidate_factor
-        prompts = acquiring.cycle_prompts(
-            engine, self.task, choice.final, candidate_factor=factor, cycle=cycle, seed=policy.seed
-        )
-        attempts, seconds = self._sample(engine, prompts, policy, cycle, emit)
+        prompts = self._cycle_prompts(engine, risk_fn, choice.final, policy, cycle)
+        attempts, seconds = self._sample(engine, risk_fn, prompts, policy, cycle, emit)
         message, summary = acquiring.summary(attempts, policy.acquire.samples_per_prompt)
         emit.end(message, **summary)
         return {
@@ -248,8 +244,10 @@ class Nodes:
         """The test split, scored once, for the initial and the final (best) model."""
         policy = runtime.context
         emit = _emitter(runtime, "finalize", state.get("cycle", 0))
-        engine_of = lambda version: self._with_probe(self.versions.engine(state, version), state)  # noqa: E731
-        final = reporting.final_report(engine_of, state, self.task, policy, emit)
+        engine_of = lambda version: self.versions.engine(state, version)  # noqa: E731
+        final = reporting.final_report(
+            engine_of, self._risk_fn(state), state, self.task, policy, emit
+        )
         self.artifacts.write_json("report.json", final)
         emit("session", f"finished: {final['stop_reason']}", **final)
         emit.end()
@@ -257,15 +255,34 @@ class Nodes:
 
     # -- helpers (not nodes) ----------------------------------------------------------------
 
-    def _with_probe(self, engine: Engine, state: SessionState) -> Engine:
-        """`engine` scoring each generation with the session's probe (if it has one)."""
+    def _risk_fn(self, state: SessionState) -> RiskFn | None:
+        """The session's probe as a risk function (None: no probe yet)."""
         name = state.get("probe")
-        attach_probe(engine, self.artifacts.root / name if name else None)
-        return engine
+        return risk_scorer(self.artifacts.root / name) if name else None
+
+    def _cycle_prompts(
+        self,
+        engine: Engine,
+        risk_fn: RiskFn | None,
+        plan: dict[str, Any],
+        policy: SessionPolicy,
+        cycle: int,
+    ) -> acquiring.CyclePrompts:
+        """The cycle's prompts per the acquire plan, guided by the probe `risk_fn`."""
+        return acquiring.cycle_prompts(
+            engine,
+            self.task,
+            plan,
+            candidate_factor=policy.acquire.candidate_factor,
+            cycle=cycle,
+            seed=policy.seed,
+            risk_fn=risk_fn,
+        )
 
     def _sample(
         self,
         engine: Engine,
+        risk_fn: RiskFn | None,
         prompts: acquiring.CyclePrompts,
         policy: SessionPolicy,
         cycle: int,
@@ -283,6 +300,7 @@ class Nodes:
             seed=policy.seed,
             cycle=cycle,
             on_progress=emit.progress("sampling"),
+            risk_fn=risk_fn,
         )
         seconds = time.time() - started
         cycle_data.save_features(self.artifacts, cycle, loop_features(engine, attempts))
@@ -356,7 +374,7 @@ class Nodes:
         split it holds back from the wall budget)."""
         started, stale = time.time(), state.get("stale_probe")
         measured = measure(
-            self._with_probe(engine, state),
+            engine,
             self.task,
             self.task.split("dev", seed=policy.seed)[: policy.evaluate.dev_limit],
             max_new_tokens=policy.evaluate.max_new_tokens,
@@ -367,6 +385,7 @@ class Nodes:
             seed=policy.seed,
             stale=risk_scorer(self.artifacts.root / stale) if stale else None,
             on_progress=emit.progress("evaluating"),
+            risk_fn=self._risk_fn(state),
         )
         cycle_data.save_dev_answers(self.artifacts, cycle, version, measured.results)
         metrics = cycle_metrics(

@@ -9,7 +9,7 @@ from typing import Any
 
 from agents.evaluate import Measurement, measure
 from agents.records import CycleMetrics, Decision
-from engines.base import Engine
+from engines.base import Engine, RiskFn
 from graph.events import Emitter
 from graph.policy import SessionPolicy
 from graph.state import SessionState
@@ -18,12 +18,13 @@ from tasks.base import Item, Task
 
 def final_report(
     engine_of: Callable[[str], Engine],
+    risk_fn: RiskFn | None,
     state: SessionState,
     task: Task,
     policy: SessionPolicy,
     emit: Emitter,
 ) -> dict[str, Any]:
-    """`engine_of(version)`: the version's engine, with the session's probe attached."""
+    """`engine_of(version)`: the version's engine; `risk_fn`: the session's probe."""
     test = test_items(task, policy)
     final_version = state["best_version"]
     scores: dict[str, dict[str, Any]] = {}
@@ -39,6 +40,7 @@ def final_report(
             refine=policy.refine,
             seed=policy.seed,
             on_progress=emit.progress(f"test split, {role} model"),
+            risk_fn=risk_fn,
         )
         scores[role] = {"version": version, **held_out_scores(measured)}
         emit(

@@ -30,9 +30,9 @@ class LazyEngine:
 
     def _loaded(self) -> Engine:
         if self._engine is None:
-            from engines import load_model
+            from engines.factory import load_engine
 
-            object.__setattr__(self, "_engine", load_model(self._model))
+            object.__setattr__(self, "_engine", load_engine(self._model))
         return cast(Engine, self._engine)
 
     def __getattr__(self, name: str) -> Any:

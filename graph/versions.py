@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines.base import Engine
-from engines.cluster import ClusterEngine
+from engines.base import Closeable, Engine, Releasable, ServesVersions, TrainableInPlace
 from engines.factory import load_engine
 from graph.state import SessionState, VersionRecord
 
@@ -20,16 +19,15 @@ EngineLoader = Callable[[Path], Engine]
 
 
 def load_engine_from(path: Path) -> Engine:
-    from engines.hf import HFEngine
-
-    return HFEngine.load(str(path))
+    """The transformers engine of a trained version's merged folder."""
+    return load_engine(str(path))
 
 
 def version_loader(kind: str, base: Engine | None = None) -> EngineLoader:
     """How a session of engine `kind` loads a trained version's merged folder (the vLLM
-    engine reloads merged weights too: engines/vllm.py says why); a cluster engine's
-    versions run on its own actors."""
-    if isinstance(base, ClusterEngine):
+    engine reloads merged weights too: engines/vllm.py says why); an engine that serves
+    versions (the cluster engine) runs them on its own workers."""
+    if isinstance(base, ServesVersions):
         return lambda path: base.for_version(str(path))
     if kind == "transformers":
         return load_engine_from
@@ -63,30 +61,34 @@ class ModelVersions:
         """Drop the loaded trained version; an engine with processes of its own (vLLM's)
         is closed now rather than whenever it is garbage-collected."""
         for engine in self._loaded.values():
-            close = getattr(engine, "close", None)
-            if callable(close):
-                close()
+            if isinstance(engine, Closeable):
+                engine.close()
         self._loaded.clear()
 
     def trainable_copy(self, state: SessionState) -> tuple[Any, Any]:
         """A copy of the current version's model to train; the engine's stays untouched."""
         engine = self.engine(state)
-        return copy.deepcopy(engine.model), engine.tokenizer  # type: ignore[attr-defined]
+        if not isinstance(engine, TrainableInPlace):
+            raise TypeError(
+                f"engine {engine.name!r} keeps no weights in this process to train: "
+                "train on the cluster (cluster.backend 'ray')"
+            )
+        return copy.deepcopy(engine.model), engine.tokenizer
 
     def source(self, state: SessionState) -> str:
         """Where the current version's weights are, for a training worker to load: the
         session's model (as the base engine was given it) or a version's merged folder."""
         name = state.get("current_version", "v0")
         if name == "v0":
-            return str(getattr(self.base_engine, "source", self.base_engine.name))
+            base = self.base_engine
+            return base.source if isinstance(base, ServesVersions) else base.name
         return str(state["versions"][name]["path"] or "")
 
     def release(self) -> None:
         """Hand back what generation holds on a cluster (its actors), before training."""
         for engine in (self.base_engine, *self._loaded.values()):
-            release = getattr(engine, "release", None)
-            if callable(release):
-                release()
+            if isinstance(engine, Releasable):
+                engine.release()
 
     def version_dir(self, name: str) -> Path:
         """Where the new version `name` is to be written. A folder already there is an

@@ -10,7 +10,7 @@ Modules (import what you need; nothing here runs at import):
                  the probe gate's cut-off on dev (an accuracy floor, or a coverage to match)
     fit          logistic regression / MLP (scikit-learn); validation-only candidate table
     artifact     Probe = weights.safetensors + card.json; load_probe refuses stale fingerprints
-    runtime      RiskScorer: numpy-only scoring, usable as `engine.risk_fn`
+    runtime      RiskScorer: numpy-only scoring, a `risk_fn` for `Engine.generate`
     baselines    post-generation risks: mean logprob, mean entropy, self-consistency
     data         ProbeData: greedy answers, labels, features; collect, self-consistency
     sweep        layer x feature sweep chosen on validation, measured on held-out rows

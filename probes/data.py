@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from engines.base import Engine, Generation, ProgressFn
+from engines.base import Engine, Generation, ProgressFn, SamplingParams
 from probes.features import FeatureSet, prompt_template_hash
 from probes.labels import Label, label_generations, relabel
 from tasks.base import Item, Task
@@ -186,7 +186,7 @@ def collect(
     started = time.perf_counter()
     for part in _batches(len(prompts), batch_size):
         generations += engine.generate(
-            prompts[part], temperature=0.0, max_new_tokens=budget, capture=True
+            prompts[part], SamplingParams(max_new_tokens=budget), capture=True
         )
         if progress_cb:
             progress_cb(len(generations), len(prompts))
@@ -243,14 +243,13 @@ def sample_consistency(
     started = time.perf_counter()
     done = 0
     for part in _batches(len(prompts), batch_size):
-        generations = engine.generate(
-            prompts[part],
+        params = SamplingParams(
             n=k,
             temperature=temperature,
             max_new_tokens=max_new_tokens or data.max_new_tokens,
             seed=seed + part.start,
-            capture=False,
         )
+        generations = engine.generate(prompts[part], params, capture=False)
         for row, generation in zip(chosen[part], generations, strict=True):
             answers[data.item_ids[row]] = [sample.text for sample in generation.samples]
         done += len(generations)

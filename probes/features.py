@@ -26,7 +26,7 @@ import torch
 from numpy.typing import NDArray
 from safetensors.numpy import load_file, save_file
 
-from engines.base import FEATURE_KINDS, PromptStates
+from engines.base import FEATURE_KINDS, FormatsPrompts, PromptStates
 
 INDEX_FILE = "features.index.json"
 FEATURES_SCHEMA_VERSION = 1
@@ -73,10 +73,10 @@ class FeatureSpec:
 
 def prompt_template_hash(engine: object) -> str:
     """Hash of how the engine wraps a prompt (its chat template), so a probe is never
-    applied to states of prompts formatted another way. Engines without a
-    `format_prompt` method feed prompts as they are."""
-    formatter = getattr(engine, "format_prompt", None)
-    rendered = formatter("\x00{prompt}\x00") if callable(formatter) else "\x00{prompt}\x00"
+    applied to states of prompts formatted another way. Engines that do not format
+    prompts (`FormatsPrompts`) feed them as they are."""
+    template = "\x00{prompt}\x00"
+    rendered = engine.format_prompt(template) if isinstance(engine, FormatsPrompts) else template
     return hashlib.sha256(str(rendered).encode()).hexdigest()[:16]
 
 

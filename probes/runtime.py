@@ -1,7 +1,7 @@
 """Scoring with a fitted probe at run time: numpy only (no scikit-learn), microseconds.
 
 scorer = RiskScorer(load_probe(path, expected_fingerprint=engine.fingerprint))
-engine.risk_fn = scorer  # every Generation now carries `risk` from its own prefill
+engine.generate(prompts, params, risk_fn=scorer)  # each Generation's `risk`, from its prefill
 """
 
 from __future__ import annotations
@@ -61,5 +61,5 @@ class RiskScorer:
         return self.calibrator(self.logits(features))
 
     def __call__(self, states: PromptStates) -> float:
-        """Risk of one prompt from its prefill states: usable as `engine.risk_fn`."""
+        """Risk of one prompt from its prefill states: a `risk_fn` for `Engine.generate`."""
         return float(self.score(self.spec.vector(states))[0])

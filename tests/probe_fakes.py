@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from engines.base import Generation, ProgressFn, PromptStates, Sample
+from engines.base import (
+    Generation,
+    ProgressFn,
+    PromptStates,
+    RiskFn,
+    Sample,
+    SamplingParams,
+    score_risk,
+)
 from tasks.base import Item, Task
 from tasks.verifiers import alias_match
 
@@ -63,7 +71,6 @@ class FakeEngine:
         self.strength = strength
         self.truncate_every = truncate_every
         self.know_rate = know_rate
-        self.risk_fn: Callable[[PromptStates], float] | None = None
         self.calls: list[tuple[int, int, float]] = []  # (prompts, n, temperature) per call
 
     def format_prompt(self, prompt: str) -> str:
@@ -104,27 +111,20 @@ class FakeEngine:
     def generate(
         self,
         prompts: Sequence[str],
+        params: SamplingParams,
         *,
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_new_tokens: int = 64,
-        stop: Sequence[str] | None = None,
-        seed: int = 0,
         capture: bool = True,
         on_progress: ProgressFn | None = None,
+        risk_fn: RiskFn | None = None,
     ) -> list[Generation]:
-        self.calls.append((len(prompts), n, temperature))
+        self.calls.append((len(prompts), params.n, params.temperature))
         generations = []
         for prompt in prompts:
-            rng = np.random.default_rng(_hash(f"{seed}:{prompt}") % 2**32)
-            samples = [self._sample(prompt, rng, temperature) for _ in range(n)]
+            rng = np.random.default_rng(_hash(f"{params.seed}:{prompt}") % 2**32)
+            samples = [self._sample(prompt, rng, params.temperature) for _ in range(params.n)]
             states = self.states(prompt) if capture else None
-            generation = Generation(prompt, samples, states)
-            if self.risk_fn is not None and states is not None:
-                generation.risk = self.risk_fn(states)
-            generations.append(generation)
-        return generations
+            generations.append(Generation(prompt, samples, states))
+        return score_risk(generations, risk_fn)
 
     def hidden_states(
         self,

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import pytest
 
-from agents.acquire import Attempt, choose_prompts, guided_prompts, synthesize_items
+from agents.acquire import (
+    Attempt,
+    choose_prompts,
+    guided_prompts,
+    probe_depth,
+    synthesize_items,
+)
 from agents.refine import refine_answers
 from agents.selection import (
     correct_only,
@@ -15,7 +22,7 @@ from agents.selection import (
     preference_pairs,
     risk_weighted,
 )
-from engines.base import Generation, PromptStates, Sample
+from engines.base import Generation, ProgressFn, PromptStates, RiskFn, Sample, SamplingParams
 from probes.calibration import Thresholds, choose_thresholds
 from probes.features import FeatureSpec
 from tasks import get_task
@@ -78,41 +85,34 @@ def test_risk_adaptive_routes_by_risk_on_a_real_engine() -> None:
     engine = tiny_engine()
     prompts = ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?"]
     risks = itertools.cycle([0.1, 0.5, 0.9])  # the greedy pass scores prompts in order
-    engine.risk_fn = lambda _states: next(risks)
-    try:
-        answers = refine_answers(
-            engine,
-            prompts,
-            strategy="risk_adaptive",
-            thresholds=Thresholds(0.3, 0.7),
-            k=3,
-            temperature=1.0,
-            max_new_tokens=4,
-            key=number_key,
-        )
-    finally:
-        engine.risk_fn = None
+    answers = refine_answers(
+        engine,
+        prompts,
+        strategy="risk_adaptive",
+        thresholds=Thresholds(0.3, 0.7),
+        k=3,
+        temperature=1.0,
+        max_new_tokens=4,
+        key=number_key,
+        risk_fn=lambda _states: next(risks),
+    )
     assert [a.route for a in answers] == ["greedy", "self_consistency", "abstain"]
     assert answers[2].abstained and answers[2].risk == pytest.approx(0.9)
 
 
 def test_risk_adaptive_uses_the_fallback_above_the_high_threshold() -> None:
-    engine = tiny_engine()
-    engine.risk_fn = lambda _states: 0.95
-    try:
-        (answer,) = refine_answers(
-            engine,
-            ["What is 1 + 1?"],
-            strategy="risk_adaptive",
-            thresholds=Thresholds(0.3, 0.7),
-            k=2,
-            temperature=1.0,
-            max_new_tokens=4,
-            key=number_key,
-            fallback=lambda prompt: "2",
-        )
-    finally:
-        engine.risk_fn = None
+    (answer,) = refine_answers(
+        tiny_engine(),
+        ["What is 1 + 1?"],
+        strategy="risk_adaptive",
+        thresholds=Thresholds(0.3, 0.7),
+        k=2,
+        temperature=1.0,
+        max_new_tokens=4,
+        key=number_key,
+        fallback=lambda prompt: "2",
+        risk_fn=lambda _states: 0.95,
+    )
     assert (answer.route, answer.text) == ("fallback", "2")
 
 
@@ -128,27 +128,25 @@ class LayerOneScorer:
 def test_guided_prompts_score_the_pool_to_the_probe_layer_and_keep_the_band() -> None:
     engine = tiny_engine()
     pool = [Item(str(i), f"What is {i} + 1?", (str(i + 1),), str(i)) for i in range(8)]
-    engine.risk_fn = scorer = LayerOneScorer()
+    scorer = LayerOneScorer()
     plan = {"prompts": 3, "min_risk": 0.5, "max_risk": 1.0}
-    try:
-        kept, scored = guided_prompts(engine, pool, plan)
-    finally:
-        engine.risk_fn = None
+    kept, scored = guided_prompts(engine, pool, plan, scorer)
     risks = [scorer(s) for s in engine.hidden_states([i.prompt for i in pool])]  # full depth
     in_band = [i.id for i, r in zip(pool, risks, strict=True) if r >= 0.5]
     assert scored == 8 and [i.id for i in kept] == in_band[:3]
+
+
+def test_probe_depth_is_the_deepest_layer_a_probe_names() -> None:
+    assert probe_depth(LayerOneScorer()) == 1
+    assert probe_depth(lambda _states: 0.5) is None  # unknown: every layer
 
 
 def test_without_a_probe_or_a_larger_pool_the_draw_is_uniform() -> None:
     engine = tiny_engine()
     pool = [Item(str(i), f"q{i}", ("a",), str(i)) for i in range(6)]
     plan = {"prompts": 4, "min_risk": 0.0, "max_risk": 1.0}
-    assert guided_prompts(engine, pool, plan) == (pool[:4], 0)  # no probe attached
-    engine.risk_fn = LayerOneScorer()
-    try:
-        assert guided_prompts(engine, pool[:4], plan) == (pool[:4], 0)  # nothing to choose
-    finally:
-        engine.risk_fn = None
+    assert guided_prompts(engine, pool, plan) == (pool[:4], 0)  # no probe
+    assert guided_prompts(engine, pool[:4], plan, LayerOneScorer()) == (pool[:4], 0)  # no choice
 
 
 class ScriptedWriter:
@@ -157,7 +155,15 @@ class ScriptedWriter:
     def __init__(self, replies: list[str]) -> None:
         self.replies = replies
 
-    def generate(self, prompts: list[str], **_: object) -> list[Generation]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        *,
+        capture: bool = True,
+        on_progress: ProgressFn | None = None,
+        risk_fn: RiskFn | None = None,
+    ) -> list[Generation]:
         return [Generation(p, [sample(r)]) for p, r in zip(prompts, self.replies, strict=True)]
 
 

@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from agents.chat_model import ChatModelError, EngineChatModel, make_chat_model
 from agents.planner import Planner
 from agents.records import CycleMetrics
-from engines.base import Generation, Sample
+from engines.base import Generation, ProgressFn, RiskFn, Sample, SamplingParams
 from graph.policy import SessionPolicy
 
 
@@ -29,18 +29,25 @@ class FakeEngine:
     fingerprint: str = "0" * 16
     num_layers: int = 2
     captures_prefill: bool = False
-    risk_fn: Any = None
     calls: list[dict[str, Any]] = field(default_factory=list)
 
-    def generate(self, prompts: Sequence[str], **kwargs: Any) -> list[Generation]:
-        self.calls.append({"prompts": list(prompts), **kwargs})
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        *,
+        capture: bool = True,
+        on_progress: ProgressFn | None = None,
+        risk_fn: RiskFn | None = None,
+    ) -> list[Generation]:
+        self.calls.append({"prompts": list(prompts), "params": params, "risk_fn": risk_fn})
         out = []
         for prompt in prompts:
             text = self.replies.get(prompt, self.default)
             sample = Sample(
                 text, [1] * len(text.split()), [-0.1] * len(text.split()), [0.2], "stop"
             )
-            out.append(Generation(prompt, [sample] * kwargs.get("n", 1), risk=0.25))
+            out.append(Generation(prompt, [sample] * params.n, risk=0.25))
         return out
 
     def hidden_states(self, prompts: Sequence[str], **kwargs: Any) -> list[Any]:
@@ -56,7 +63,17 @@ def test_engine_answers_through_invoke() -> None:
     assert reply.response_metadata["finish_reason"] == "stop"
     (call,) = engine.calls
     assert call["prompts"] == ["What is the capital of France?"]
-    assert (call["n"], call["temperature"], call["max_new_tokens"]) == (1, 0.0, 32)
+    assert call["params"] == SamplingParams(max_new_tokens=32)  # greedy, one answer
+    assert call["risk_fn"] is None
+
+
+def test_the_probe_given_to_the_chat_model_reaches_generate() -> None:
+    def probe(states: object) -> float:
+        return 0.5
+
+    engine = FakeEngine()
+    EngineChatModel(engine=engine, risk_fn=probe).invoke("Hi")
+    assert engine.calls[0]["risk_fn"] is probe
 
 
 def test_conversation_is_flattened_and_stop_passed() -> None:
@@ -67,7 +84,7 @@ def test_conversation_is_flattened_and_stop_passed() -> None:
     )
     (call,) = engine.calls
     assert call["prompts"] == ["Answer in one word.\n\nCapital of Peru?"]
-    assert call["stop"] == ["\n"]
+    assert call["params"].stop == ("\n",)
     model.invoke([HumanMessage("Hi"), AIMessage("Hello"), HumanMessage("2+2?")])
     assert engine.calls[-1]["prompts"] == ["User: Hi\n\nAssistant: Hello\n\nUser: 2+2?"]
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from engines.base import SamplingParams
 from tests.cluster_support import (
     LOGPROB_TOLERANCE,
     RISK_TOLERANCE,
@@ -79,10 +80,10 @@ def perturbed(generations: list[Any], what: str) -> list[Any]:
 
 def test_sharded_sampling_equals_one_process(engines: tuple[Any, Any]) -> None:
     local, cluster = engines
-    options = {"n": 3, "temperature": 1.0, "max_new_tokens": 6, "seed": 11}
-    expected = local.generate(PROMPTS, **options)
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=6, seed=11)
+    expected = local.generate(PROMPTS, params)
     assert len({tuple(s.token_ids) for g in expected for s in g.samples}) > 3, "samples vary"
-    found = cluster.generate(PROMPTS, **options)
+    found = cluster.generate(PROMPTS, params)
     assert_same(expected, found)
     for what in ("token", "logprob", "state"):  # the comparison still sees each change
         with pytest.raises(AssertionError):
@@ -91,9 +92,8 @@ def test_sharded_sampling_equals_one_process(engines: tuple[Any, Any]) -> None:
 
 def test_another_seed_gives_other_samples(engines: tuple[Any, Any]) -> None:
     _, cluster = engines
-    options = {"n": 2, "temperature": 1.0, "max_new_tokens": 6}
-    first = cluster.generate(PROMPTS, seed=1, **options)
-    second = cluster.generate(PROMPTS, seed=2, **options)
+    first = cluster.generate(PROMPTS, SamplingParams(2, 1.0, max_new_tokens=6, seed=1))
+    second = cluster.generate(PROMPTS, SamplingParams(2, 1.0, max_new_tokens=6, seed=2))
     assert [s.token_ids for g in first for s in g.samples] != [
         s.token_ids for g in second for s in g.samples
     ]
@@ -104,12 +104,8 @@ def test_greedy_prefill_states_and_risk_equal_one_process(engines: tuple[Any, An
     assert cluster.fingerprint == local.fingerprint
     assert (cluster.name, cluster.num_layers) == (local.name, local.num_layers)
     risk = lambda states: float(states.query_token[-1].sum())  # noqa: E731
-    local.risk_fn = cluster.risk_fn = risk
-    try:
-        expected = local.generate(PROMPTS, max_new_tokens=5)
-        found = cluster.generate(PROMPTS, max_new_tokens=5)
-    finally:
-        local.risk_fn = cluster.risk_fn = None
+    expected = local.generate(PROMPTS, SamplingParams(max_new_tokens=5), risk_fn=risk)
+    found = cluster.generate(PROMPTS, SamplingParams(max_new_tokens=5), risk_fn=risk)
     assert_same(expected, found)
     assert all(g.risk is not None for g in found)
     for one, many in zip(
@@ -124,7 +120,9 @@ def test_greedy_prefill_states_and_risk_equal_one_process(engines: tuple[Any, An
 def test_progress_reaches_every_prompt(engines: tuple[Any, Any]) -> None:
     _, cluster = engines
     seen: list[tuple[int, int]] = []
-    cluster.generate(PROMPTS, max_new_tokens=2, on_progress=lambda d, t: seen.append((d, t)))
+    cluster.generate(
+        PROMPTS, SamplingParams(max_new_tokens=2), on_progress=lambda d, t: seen.append((d, t))
+    )
     assert seen[-1] == (len(PROMPTS), len(PROMPTS))
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
@@ -139,5 +137,7 @@ def test_released_actors_restart_and_serve_another_version(
     cluster.release()
     version = cluster.for_version(str(other))
     assert version.fingerprint == HFEngine.load(str(other)).fingerprint != cluster.fingerprint
-    expected = HFEngine.load(str(other), batch_size=2).generate(PROMPTS, max_new_tokens=4)
-    assert_same(expected, version.generate(PROMPTS, max_new_tokens=4))
+    expected = HFEngine.load(str(other), batch_size=2).generate(
+        PROMPTS, SamplingParams(max_new_tokens=4)
+    )
+    assert_same(expected, version.generate(PROMPTS, SamplingParams(max_new_tokens=4)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engines.base import SamplingParams
 from tests.tiny_models import tiny_engine
 
 PROMPTS = ["What is 12 + 35?", "Is there a red circle in the image? Answer yes or no please.", "Hi"]
@@ -24,7 +25,7 @@ def test_states_alone_equal_states_in_left_padded_batch(engine) -> None:  # type
 
 
 def test_prefill_capture_equals_a_separate_forward_pass(engine) -> None:  # type: ignore[no-untyped-def]
-    generations = engine.generate(PROMPTS, max_new_tokens=5)
+    generations = engine.generate(PROMPTS, SamplingParams(max_new_tokens=5))
     for prompt, generation in zip(PROMPTS, generations, strict=True):
         batch = engine._encode([prompt])
         with torch.inference_mode():
@@ -41,7 +42,7 @@ def test_prefill_capture_equals_a_separate_forward_pass(engine) -> None:  # type
 
 
 def test_hidden_states_equal_generation_capture(engine) -> None:  # type: ignore[no-untyped-def]
-    captured = engine.generate(PROMPTS, n=3, temperature=0.9, max_new_tokens=4)
+    captured = engine.generate(PROMPTS, SamplingParams(n=3, temperature=0.9, max_new_tokens=4))
     extracted = engine.hidden_states(PROMPTS)
     for generation, states in zip(captured, extracted, strict=True):
         torch.testing.assert_close(
@@ -53,7 +54,9 @@ def test_hidden_states_equal_generation_capture(engine) -> None:  # type: ignore
 
 
 def test_token_logprobs_match_a_teacher_forced_pass(engine) -> None:  # type: ignore[no-untyped-def]
-    (generation,) = engine.generate([PROMPTS[0]], n=2, temperature=1.0, max_new_tokens=6, seed=3)
+    (generation,) = engine.generate(
+        [PROMPTS[0]], SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=3)
+    )
     batch = engine._encode([PROMPTS[0]])
     for sample in generation.samples:
         ids = torch.cat([batch["input_ids"][0], torch.tensor(sample.token_ids)]).unsqueeze(0)
@@ -67,8 +70,8 @@ def test_token_logprobs_match_a_teacher_forced_pass(engine) -> None:  # type: ig
 
 
 def test_generation_is_seeded_and_shaped(engine) -> None:  # type: ignore[no-untyped-def]
-    first = engine.generate(PROMPTS, n=2, temperature=1.0, max_new_tokens=6, seed=7)
-    again = engine.generate(PROMPTS, n=2, temperature=1.0, max_new_tokens=6, seed=7)
+    first = engine.generate(PROMPTS, SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=7))
+    again = engine.generate(PROMPTS, SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=7))
     assert [[s.token_ids for s in g.samples] for g in first] == [
         [s.token_ids for s in g.samples] for g in again
     ]
@@ -79,16 +82,16 @@ def test_generation_is_seeded_and_shaped(engine) -> None:  # type: ignore[no-unt
 
 
 def test_greedy_n_copies_one_decode(engine) -> None:  # type: ignore[no-untyped-def]
-    (generation,) = engine.generate([PROMPTS[0]], n=3, max_new_tokens=5)
+    (generation,) = engine.generate([PROMPTS[0]], SamplingParams(n=3, max_new_tokens=5))
     assert len({tuple(s.token_ids) for s in generation.samples}) == 1
 
 
-def test_risk_fn_is_attached_from_the_prefill(engine) -> None:  # type: ignore[no-untyped-def]
-    engine.risk_fn = lambda states: float(torch.sigmoid(states.query_token[-1].sum()))
-    try:
-        generations = engine.generate(PROMPTS, max_new_tokens=3)
-    finally:
-        engine.risk_fn = None
+def test_risk_fn_scores_from_the_prefill(engine) -> None:  # type: ignore[no-untyped-def]
+    generations = engine.generate(
+        PROMPTS,
+        SamplingParams(max_new_tokens=3),
+        risk_fn=lambda states: float(torch.sigmoid(states.query_token[-1].sum())),
+    )
     for generation in generations:
         assert generation.risk == pytest.approx(
             float(torch.sigmoid(generation.states.query_token[-1].sum()))
@@ -96,7 +99,7 @@ def test_risk_fn_is_attached_from_the_prefill(engine) -> None:  # type: ignore[n
 
 
 def test_no_capture_leaves_states_empty(engine) -> None:  # type: ignore[no-untyped-def]
-    generations = engine.generate(PROMPTS, max_new_tokens=3, capture=False)
+    generations = engine.generate(PROMPTS, SamplingParams(max_new_tokens=3), capture=False)
     assert all(g.states is None for g in generations)
 
 
@@ -112,7 +115,7 @@ def _engine_ending_early():  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     with torch.no_grad():  # a random-init model says its EOS at once: spread its logits
         engine.model.lm_head.weight.normal_(0.0, 1.0)
-    first = engine.generate(PROMPTS, max_new_tokens=12)
+    first = engine.generate(PROMPTS, SamplingParams(max_new_tokens=12))
     token = first[0].samples[0].token_ids[1]
     engine.model.generation_config.eos_token_id = token
     return engine, token
@@ -120,7 +123,7 @@ def _engine_ending_early():  # type: ignore[no-untyped-def]
 
 def test_greedy_decoding_equals_transformers_generate_when_rows_end_early() -> None:
     engine, end = _engine_ending_early()
-    ours = engine.generate(PROMPTS, max_new_tokens=12)
+    ours = engine.generate(PROMPTS, SamplingParams(max_new_tokens=12))
     assert {len(g.samples[0].token_ids) for g in ours} != {12}, "some row ended early"
     batch = engine._encode(PROMPTS)
     with torch.inference_mode():
@@ -142,7 +145,9 @@ def test_greedy_decoding_equals_transformers_generate_when_rows_end_early() -> N
 
 def test_sampled_rows_that_end_early_keep_exact_logprobs() -> None:
     engine, _ = _engine_ending_early()
-    generations = engine.generate(PROMPTS, n=4, temperature=1.0, max_new_tokens=10, seed=5)
+    generations = engine.generate(
+        PROMPTS, SamplingParams(n=4, temperature=1.0, max_new_tokens=10, seed=5)
+    )
     lengths = {len(s.token_ids) for g in generations for s in g.samples}
     assert len(lengths) > 1, "rows ended at different steps"
     for prompt, generation in zip(PROMPTS, generations, strict=True):

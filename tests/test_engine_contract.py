@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 import pytest
 import torch
 
-from engines.base import FEATURE_KINDS, Engine, Generation, PromptStates, Sample
+from engines.base import FEATURE_KINDS, Engine, Generation, PromptStates, Sample, SamplingParams
 from tests.probe_fakes import FakeEngine
 from tests.tiny_models import tiny_engine
 from tests.vllm_support import tiny_vllm_engine
@@ -107,14 +108,16 @@ def same_samples(a: list[Sample], b: list[Sample]) -> bool:
     )
 
 
-def sampled(engine: Engine, prompts: list[str] = PROMPTS, **kwargs: object) -> list[Sample]:
-    """Samples at T=1 (n=4, 6 tokens, seed SEED unless overridden), prompt-major."""
-    options: dict[str, object] = {"n": 4, "temperature": 1.0, "max_new_tokens": 6, "seed": SEED}
-    return samples_of(engine.generate(prompts, **{**options, **kwargs}))  # type: ignore[arg-type]
+SAMPLED = SamplingParams(n=4, temperature=1.0, max_new_tokens=6, seed=SEED)
 
 
-def greedy(engine: Engine, prompts: list[str] = PROMPTS, **kwargs: object) -> list[Sample]:
-    return samples_of(engine.generate(prompts, max_new_tokens=8, **kwargs))  # type: ignore[arg-type]
+def sampled(engine: Engine, prompts: list[str] = PROMPTS, **changes: Any) -> list[Sample]:
+    """Samples at T=1 (n=4, 6 tokens, seed SEED unless changed), prompt-major."""
+    return samples_of(engine.generate(prompts, replace(SAMPLED, **changes)))
+
+
+def greedy(engine: Engine, prompts: list[str] = PROMPTS, **changes: Any) -> list[Sample]:
+    return samples_of(engine.generate(prompts, SamplingParams(max_new_tokens=8, **changes)))
 
 
 # ------------------------------------------------------------------ shape
@@ -125,16 +128,17 @@ def test_engine_has_the_protocol_attributes(engine: Engine) -> None:
     assert isinstance(engine.name, str) and engine.name
     assert isinstance(engine.num_layers, int) and engine.num_layers >= 1
     assert isinstance(engine.captures_prefill, bool)
-    assert engine.risk_fn is None
+    assert not hasattr(engine, "risk_fn")  # a probe is an argument of `generate`, not state
 
 
 def test_one_generation_per_prompt_in_order_with_n_samples(engine: Engine) -> None:
-    generations = engine.generate(PROMPTS, n=3, temperature=1.0, max_new_tokens=4, seed=SEED)
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=4, seed=SEED)
+    generations = engine.generate(PROMPTS, params)
     assert [g.prompt for g in generations] == PROMPTS
     assert [len(g.samples) for g in generations] == [3, 3, 3]
     assert all(isinstance(s, Sample) for s in samples_of(generations))
-    assert all(g.risk is None for g in generations)  # no risk_fn attached
-    assert engine.generate([]) == []
+    assert all(g.risk is None for g in generations)  # no risk_fn given
+    assert engine.generate([], SamplingParams()) == []
 
 
 def test_each_generation_answers_its_own_prompt(engine: Engine) -> None:
@@ -162,14 +166,14 @@ def test_finish_reason_length_means_the_limit_was_reached(engine: Engine) -> Non
     assert all(1 <= len(s.token_ids) <= 6 for s in samples)
 
 
-STOP_OPTIONS: dict = {"temperature": 1.0, "max_new_tokens": 12}
+FREE = SamplingParams(temperature=1.0, max_new_tokens=12)
 
 
 def free_sample_with_a_marker(engine: Engine) -> tuple[int, Sample, str]:
     """(seed, sample, marker): the first seed whose one sample of PROMPTS[0] has an ASCII
     letter or digit after its first character, and that character."""
     for seed in range(20):
-        (generation,) = engine.generate(PROMPTS[:1], seed=seed, **STOP_OPTIONS)
+        (generation,) = engine.generate(PROMPTS[:1], replace(FREE, seed=seed))
         text = generation.samples[0].text
         marker = next((c for c in text[1:] if c.isascii() and c.isalnum()), None)
         if marker:
@@ -181,12 +185,12 @@ def test_stop_strings_cut_the_text_and_end_the_sample(engine: Engine) -> None:
     """One prompt, one seeded sample: with a stop string it is the free sample cut before
     the string's first occurrence, and decoding ended there."""
     seed, free, marker = free_sample_with_a_marker(engine)
-    (stopped,) = engine.generate(PROMPTS[:1], seed=seed, stop=["\x00", marker], **STOP_OPTIONS)
+    (stopped,) = engine.generate(PROMPTS[:1], replace(FREE, seed=seed, stop=("\x00", marker)))
     cut = stopped.samples[0]
     assert cut.text == free.text[: free.text.index(marker)].strip()
     assert cut.finish_reason == "stop"
     assert cut.token_ids == free.token_ids[: len(cut.token_ids)]
-    (unmatched,) = engine.generate(PROMPTS[:1], seed=seed, stop=["\x00"], **STOP_OPTIONS)
+    (unmatched,) = engine.generate(PROMPTS[:1], replace(FREE, seed=seed, stop=("\x00",)))
     assert same_samples(unmatched.samples, [free])
 
 
@@ -287,7 +291,8 @@ def test_generation_captures_the_prefill_states(engine: Engine) -> None:
     """With `capture` (the default) an engine that captures its prefill returns the states
     `hidden_states` gives, whatever the sampling; one that does not returns none."""
     extracted = engine.hidden_states(PROMPTS)
-    generations = engine.generate(PROMPTS, n=2, temperature=1.0, max_new_tokens=3, seed=SEED)
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=3, seed=SEED)
+    generations = engine.generate(PROMPTS, params)
     for generation, states in zip(generations, extracted, strict=True):
         if not engine.captures_prefill:
             assert generation.states is None
@@ -297,7 +302,7 @@ def test_generation_captures_the_prefill_states(engine: Engine) -> None:
             torch.testing.assert_close(
                 generation.states.feature(kind), states.feature(kind), atol=1e-4, rtol=0
             )
-    uncaptured = engine.generate(PROMPTS, max_new_tokens=3, capture=False)
+    uncaptured = engine.generate(PROMPTS, SamplingParams(max_new_tokens=3), capture=False)
     assert all(g.states is None for g in uncaptured)
 
 
@@ -305,14 +310,12 @@ def test_risk_fn_scores_each_generations_own_prefill(engine: Engine) -> None:
     def risk_fn(states: PromptStates) -> float:
         return float(states.query_token[-1].sum())
 
-    engine.risk_fn = risk_fn
-    try:
-        generations = engine.generate(PROMPTS, max_new_tokens=3)
-    finally:
-        engine.risk_fn = None
+    generations = engine.generate(PROMPTS, SamplingParams(max_new_tokens=3), risk_fn=risk_fn)
     expected = [risk_fn(states) for states in engine.hidden_states(PROMPTS)]
     assert [g.risk for g in generations] == pytest.approx(expected, abs=1e-3)
     assert len({round(r, 3) for r in expected}) == len(PROMPTS)  # a mix-up would show
+    unscored = engine.generate(PROMPTS, SamplingParams(max_new_tokens=3))
+    assert all(g.risk is None for g in unscored)  # the probe stayed with that one call
 
 
 # ------------------------------------------------------------------ identity and progress
@@ -336,7 +339,9 @@ def test_on_progress_reports_every_prompt(engine: Engine) -> None:
     """(done, total) calls: total is the prompt count, done never falls and ends at total."""
     by_generate: list[tuple[int, int]] = []
     by_hidden_states: list[tuple[int, int]] = []
-    engine.generate(PROMPTS, max_new_tokens=2, on_progress=lambda *c: by_generate.append(c))
+    engine.generate(
+        PROMPTS, SamplingParams(max_new_tokens=2), on_progress=lambda *c: by_generate.append(c)
+    )
     engine.hidden_states(PROMPTS, on_progress=lambda *c: by_hidden_states.append(c))
     for calls in (by_generate, by_hidden_states):
         assert calls and calls[-1] == (len(PROMPTS), len(PROMPTS))

@@ -21,7 +21,7 @@ from agents.selection import (
     learn_abstention,
     select_data,
 )
-from engines.base import Generation, Sample
+from engines.base import Generation, ProgressFn, RiskFn, Sample, SamplingParams
 from tasks.base import Item, Task
 from tasks.verifiers import alias_match
 
@@ -38,7 +38,15 @@ class ScriptedEngine:
     def __init__(self, answers: Mapping[str, tuple[str, float]]) -> None:
         self.answers = answers
 
-    def generate(self, prompts: Sequence[str], **_: Any) -> list[Generation]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        *,
+        capture: bool = True,
+        on_progress: ProgressFn | None = None,
+        risk_fn: RiskFn | None = None,
+    ) -> list[Generation]:
         return [self._generation(prompt) for prompt in prompts]
 
     def _generation(self, prompt: str) -> Generation:

@@ -20,7 +20,11 @@ def engine():  # type: ignore[no-untyped-def]
 
 
 def test_default_model_knows_the_capital_of_france(engine) -> None:  # type: ignore[no-untyped-def]
-    (generation,) = engine.generate(["What is the capital of France?"], max_new_tokens=24)
+    from engines.base import SamplingParams
+
+    (generation,) = engine.generate(
+        ["What is the capital of France?"], SamplingParams(max_new_tokens=24)
+    )
     assert "Paris" in generation.samples[0].text
     assert generation.states is not None
     assert generation.states.query_token.shape == (engine.num_layers + 1, 576)

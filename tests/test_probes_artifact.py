@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from engines.base import SamplingParams
 from probes.artifact import (
     CARD_FILE,
     WEIGHTS_FILE,
@@ -230,8 +231,7 @@ def test_risk_fn_on_the_transformers_engine_scores_its_own_prefill() -> None:
     scorer = RiskScorer(
         make_probe(export_weights(pipeline), layers=(1,), fingerprint=engine.fingerprint)
     )
-    engine.risk_fn = scorer
-    generations = engine.generate(prompts, max_new_tokens=3)
+    generations = engine.generate(prompts, SamplingParams(max_new_tokens=3), risk_fn=scorer)
     assert [g.risk for g in generations] == pytest.approx(
         pipeline.predict_proba(x)[:, 1].tolist(), abs=1e-4
     )

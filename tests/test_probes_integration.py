@@ -11,6 +11,7 @@ pytestmark = pytest.mark.integration
 
 def test_capitals_sweep_on_the_default_model(tmp_path: Path) -> None:
     from engines import load_model
+    from engines.base import SamplingParams
     from probes.artifact import StaleProbeError, load_probe
     from probes.data import ProbeData, collect
     from probes.evaluation import evaluate
@@ -43,11 +44,9 @@ def test_capitals_sweep_on_the_default_model(tmp_path: Path) -> None:
     assert all((tmp_path / name).stat().st_size > 0 for name in ("sweep.png", "roc.png"))
 
     scorer = RiskScorer(probe)
-    engine.risk_fn = scorer
-    try:
-        generations = engine.generate(data.prompts[:3], max_new_tokens=4)
-    finally:
-        engine.risk_fn = None
+    generations = engine.generate(
+        data.prompts[:3], SamplingParams(max_new_tokens=4), risk_fn=scorer
+    )
     expected = scorer.score(data.features.matrix(probe.spec)[:3])
     assert [g.risk for g in generations] == pytest.approx(expected.tolist(), abs=1e-3)
 

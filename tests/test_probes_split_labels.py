@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engines.base import SamplingParams
 from probes.labels import (
     label_generations,
     relabel,
@@ -76,7 +77,7 @@ def test_bad_fractions_are_refused() -> None:
 def test_verifier_labels_record_finish_and_count_truncation() -> None:
     task = toy_task(200)
     engine = FakeEngine(truncate_every=10)
-    generations = engine.generate([item.prompt for item in task.items])
+    generations = engine.generate([item.prompt for item in task.items], SamplingParams())
     labels = label_generations(task, task.items, generations)
     for item, label in zip(task.items, labels, strict=True):
         assert label.wrong == int(not engine.knows(item.prompt) or engine.truncates(item.prompt))

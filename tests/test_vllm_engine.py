@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cli.app import make_app
 from cli.common import Loaders
-from engines.base import Sample
+from engines.base import Sample, SamplingParams
 from engines.factory import load_engine
 from engines.loading import DEFAULT_MODEL, EngineNotInstalledError, engine_problem
 from graph.policy import PolicyError, resolve_policy
@@ -73,8 +73,12 @@ def test_greedy_answers_equal_the_transformers_engines_up_to_near_ties(
     tokens are within NEAR_TIE of each other. Divergences are printed."""
     prompts = parity_prompts()
     transformers_engine = default_vllm.prefill  # HFEngine.load of the same folder
-    ours = default_vllm.generate(prompts, max_new_tokens=PARITY_TOKENS, capture=False)
-    theirs = transformers_engine.generate(prompts, max_new_tokens=PARITY_TOKENS, capture=False)
+    ours = default_vllm.generate(
+        prompts, SamplingParams(max_new_tokens=PARITY_TOKENS), capture=False
+    )
+    theirs = transformers_engine.generate(
+        prompts, SamplingParams(max_new_tokens=PARITY_TOKENS), capture=False
+    )
     divergences = []
     for prompt, mine, reference in zip(prompts, ours, theirs, strict=True):
         a: Sample = mine.samples[0]
@@ -97,7 +101,7 @@ def test_generation_states_and_fingerprint_are_the_transformers_copys(default_vl
     """Probe features and the fingerprint come from transformers over the same weights, so
     a probe fitted with either engine is valid for the other."""
     prompts = parity_prompts()[:3]
-    (generation, *_) = default_vllm.generate(prompts, max_new_tokens=2)
+    (generation, *_) = default_vllm.generate(prompts, SamplingParams(max_new_tokens=2))
     expected = default_vllm.prefill.hidden_states(prompts)[0].query_token
     assert generation.states is not None
     torch.testing.assert_close(generation.states.query_token, expected)
