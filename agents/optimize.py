@@ -304,11 +304,13 @@ def _make_trainer(model, tokenizer, settings, args, peft_config, sft, pairs, dat
 
 def _save_version(peft_model: Any, tokenizer: Any, version_dir: Path, work: Path) -> None:
     """adapter/ and merged/ written into a temp folder, then renamed into place."""
+    from storage.layout import SessionLayout
+
     tmp = version_dir.parent / f".{version_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp / "adapter")
+    peft_model.save_pretrained(SessionLayout.adapter_of(tmp))
     merged = peft_model.merge_and_unload()
-    merged.save_pretrained(tmp / "merged")
-    tokenizer.save_pretrained(tmp / "merged")
+    merged.save_pretrained(SessionLayout.merged_of(tmp))
+    tokenizer.save_pretrained(SessionLayout.merged_of(tmp))
     tmp.replace(version_dir)
     shutil.rmtree(work, ignore_errors=True)

@@ -65,16 +65,6 @@ class FittedProbe:
     error: str | None = None  # why no probe was fitted
 
 
-def probe_artifact_name(fits: int) -> str:
-    """The artifact folder of the session's `fits`-th probe (a resumed fit overwrites its
-    own folder instead of orphaning one).
-
-    >>> probe_artifact_name(0)
-    'probes/probe-0'
-    """
-    return f"probes/probe-{fits}"
-
-
 def fit_session_probe(
     engine: Engine,
     task: Task,
@@ -148,15 +138,6 @@ def risk_scorer(path: Path) -> RiskScorer:
     from probes.runtime import RiskScorer
 
     return RiskScorer(_load(str(path)))
-
-
-def loop_probe_name(cycle: int) -> str:
-    """The artifact folder of the probe refit on cycle `cycle`'s samples.
-
-    >>> loop_probe_name(2)
-    'probes/cycle-2'
-    """
-    return f"probes/cycle-{cycle}"
 
 
 def loop_features(engine: Engine, attempts: Sequence[Attempt]) -> FeatureSet | None:

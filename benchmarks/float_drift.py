@@ -79,17 +79,19 @@ def session_workload(root: Path) -> dict[str, Any]:
     environment: its JSONL rows by file and v1's LoRA weights."""
     from safetensors.torch import load_file
 
+    from storage.layout import SessionLayout
+
     worker = Path(__file__).resolve().parents[1] / "tests" / "session_worker.py"
     command = [sys.executable, str(worker), "--store", f"sqlite:///{root}/autodidact.db"]
     command += ["--root", str(root), "--session", "drift"]
     command += [arg for value in SESSION_SETS for arg in ("--set", value)]
     subprocess.run(command, check=True, capture_output=True)
-    folder = root / "sessions" / "drift"
+    layout = SessionLayout.of(root, "drift")
     rows = {
-        path.relative_to(folder).as_posix(): [json.loads(line) for line in path.open()]
-        for path in sorted(folder.glob("**/*.jsonl"))
+        path.relative_to(layout.folder).as_posix(): [json.loads(line) for line in path.open()]
+        for path in sorted(layout.folder.glob("**/*.jsonl"))
     }
-    adapter = load_file(folder / "versions" / "v1" / "adapter" / "adapter_model.safetensors")
+    adapter = load_file(layout.adapter("v1") / "adapter_model.safetensors")
     return {"rows": rows, "lora": [x for v in adapter.values() for x in v.flatten().tolist()]}
 
 

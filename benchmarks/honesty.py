@@ -74,9 +74,11 @@ from graph.policy import SessionPolicy, resolve_policy
 from graph.session import Session, new_session_id
 from graph.state import RECORD_TYPES
 from graph.versions import load_engine_from
+from probes.artifact import CARD_FILE
 from probes.calibration import Thresholds, threshold_for_accuracy_floor, threshold_for_coverage
 from probes.metrics import paired_bootstrap
 from storage import ArtifactStore, open_store
+from storage.layout import SessionLayout
 from tasks import get_task, with_verifier
 from tasks.base import Item, Task
 
@@ -249,7 +251,7 @@ def held_out_prompts_sampled(folder: Path, seed: int) -> list[str]:
 
     artifacts, leaks = ArtifactStore(folder), set()
     for cycle in range(1, 1000):
-        name = f"cycle-{cycle}/attempts.jsonl"
+        name = SessionLayout.attempts_name(cycle)
         if artifacts.manifest().find(name) is None:
             break
         for attempt in load_attempts(artifacts, name):
@@ -263,10 +265,10 @@ def version_probe(folder: Path, fingerprint: str, fallback: str | None) -> tuple
     outputs (greedy fits `probes/probe-N` before refits on samples `probes/cycle-N`), else
     `fallback` (the session's last probe); and which it is."""
     fitted_on_it = []
-    for card in sorted(folder.glob("probes/*/card.json"), key=fit_order):
+    for card in sorted(SessionLayout(folder).probes.glob(f"*/{CARD_FILE}"), key=fit_order):
         if json.loads(card.read_text())["fingerprint"] == fingerprint:
             fitted_on_it.append(card.parent.relative_to(folder).as_posix())
-    greedy = [n for n in fitted_on_it if n.startswith("probes/probe-")]
+    greedy = [n for n in fitted_on_it if SessionLayout.is_session_probe(n)]
     if greedy or fitted_on_it:
         return (greedy or fitted_on_it)[-1], "fitted on this version"
     return fallback, "the session's last probe, fitted on another version"

@@ -157,10 +157,11 @@ def sampled(folder: Path, task: Task) -> list[dict[str, float]]:
     from agents.selection import label_with_verifier, wasted_share
     from graph.cycle_data import read_jsonl
     from storage import ArtifactStore
+    from storage.layout import SessionLayout
 
     artifacts, rows = ArtifactStore(folder), []
     for cycle in range(1, 100):
-        name = f"cycle-{cycle}/attempts.jsonl"
+        name = SessionLayout.attempts_name(cycle)
         if artifacts.manifest().find(name) is None:
             break
         attempts = [Attempt.from_row(r) for r in read_jsonl(artifacts, name)]

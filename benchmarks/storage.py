@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
 
 from storage import Event, Store, default_store_url, open_store  # noqa: E402
+from storage.layout import SessionLayout  # noqa: E402
 
 CHANGED_PER_STEP = ("cycle", "status", "history", "decisions")
 
@@ -50,6 +51,7 @@ CHANGED_PER_STEP = ("cycle", "status", "history", "decisions")
 def session_state(cycles: int) -> dict[str, Any]:
     """Channel values of a session `cycles` cycles in (plain data, a few KB)."""
     metrics = {"accuracy": 0.61, "hallucination_rate": 0.22, "abstention": 0.05, "auroc": 0.81}
+    relative = SessionLayout(Path())
     return {
         "session_id": "bench",
         "task": "capitals",
@@ -57,8 +59,12 @@ def session_state(cycles: int) -> dict[str, Any]:
         "cycle": cycles,
         "current_version": f"v{cycles}",
         "best_version": f"v{cycles}",
-        "versions": {
-            f"v{i}": {"name": f"v{i}", "path": f"versions/v{i}/merged", "parent": f"v{i - 1}"}
+        "versions": {  # paths relative to the session's folder
+            f"v{i}": {
+                "name": f"v{i}",
+                "path": relative.merged(f"v{i}").as_posix(),
+                "parent": f"v{i - 1}",
+            }
             for i in range(cycles + 1)
         },
         "thresholds": {"abstain": 0.7, "route": 0.4, "best_of_n": 0.5},
@@ -260,7 +266,7 @@ def resume_in_process(store: Store, session_id: str) -> float:
     from tests.test_graph import coin_flip_task
     from tests.tiny_models import tiny_engine
 
-    saved = Path(store.root) / "sessions" / session_id / "policy.json"
+    saved = SessionLayout.of(store.root, session_id).policy
     policy = SessionPolicy.model_validate_json(saved.read_text())
     session = Session(session_id, policy, store, coin_flip_task(), tiny_engine())
     starts: list[float] = []

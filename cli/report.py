@@ -21,7 +21,7 @@ def report(
         Path | None,
         typer.Option(
             "--out",
-            help="Write the page here instead (default: ROOT/sessions/SESSION/report.html, "
+            help="Write the page here instead (default: report.html in the session's folder, "
             "listed in the session's manifest).",
         ),
     ] = None,
@@ -29,8 +29,8 @@ def report(
     """Rebuild a session's report.html: metrics per cycle, per-layer probe AUROC, risk of
     right vs wrong answers, every decision with its reason and evidence, the stop reason,
     and the samples table with filters. One file, opens from disk, no network."""
-    from graph.report_data import REPORT_HTML
     from graph.report_html import render_session_report, write_session_report
+    from storage.layout import SessionLayout
 
     with open_existing_store(store, root) as opened:
         if opened.events.get_session(session_id) is None:
@@ -45,7 +45,7 @@ def report(
         else:
             write_atomically(out, render_session_report(opened, session_id))
             path = out
-    console.print(f"{REPORT_HTML}: {path}", highlight=False, soft_wrap=True)
+    console.print(f"{SessionLayout.REPORT_HTML}: {path}", highlight=False, soft_wrap=True)
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -260,11 +260,13 @@ class SessionCommands:
         """Continue a session from its last completed step (after a crash, kill or Ctrl-C);
         its MLflow run continues too."""
         from graph.policy import load_saved_policy
+        from storage.layout import SessionLayout
 
-        saved = root / "sessions" / session_id / "policy.json"
+        saved = SessionLayout.of(root, session_id).policy
         if not saved.is_file():
             raise fail(
-                f"no session {session_id!r} under {root}/sessions: see `autodidact sessions --root {root}`"
+                f"no session {session_id!r} under {SessionLayout.sessions_folder(root)}: "
+                f"see `autodidact sessions --root {root}`"
             )
         policy = load_saved_policy(saved)
         policy = policy.model_copy(
@@ -341,7 +343,7 @@ class SessionCommands:
                 raise failure from None
         print_cycle_table(dict(state))
         console.print(f"session files: {session.folder}")
-        report = session.folder / "report.html"
+        report = session.layout.report_html
         if report.is_file():
             console.print(f"report (opens from disk): {report}", highlight=False, soft_wrap=True)
 

@@ -21,6 +21,7 @@ from graph.state import RECORD_TYPES, SessionState
 from graph.versions import EngineLoader, ModelVersions, load_engine_from
 from storage import ArtifactStore
 from storage.checkpointer import restoring
+from storage.layout import SessionLayout
 from tasks.base import Task
 
 
@@ -72,7 +73,7 @@ def versions_root(policy: SessionPolicy, artifacts: ArtifactStore) -> Path | Non
     storage = policy.cluster.storage
     if storage is None:
         return None
-    return Path(storage).expanduser().absolute() / "sessions" / artifacts.root.name / "versions"
+    return SessionLayout.of(Path(storage).expanduser().absolute(), artifacts.root.name).versions
 
 
 def restoring_records(checkpointer: BaseCheckpointSaver[Any]) -> BaseCheckpointSaver[Any]:

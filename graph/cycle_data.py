@@ -14,13 +14,14 @@ from agents.acquire import Attempt
 from agents.evaluate import ItemResult
 from agents.selection import PreferencePair, Selected, SFTExample
 from storage import ArtifactStore
+from storage.layout import SessionLayout
 
 if TYPE_CHECKING:
     from probes.features import FeatureSet
 
 
 def save_attempts(artifacts: ArtifactStore, cycle: int, attempts: Sequence[Attempt]) -> str:
-    name = f"cycle-{cycle}/attempts.jsonl"
+    name = SessionLayout.attempts_name(cycle)
     artifacts.write_jsonl(name, [a.to_row() for a in attempts])
     return name
 
@@ -29,17 +30,14 @@ def load_attempts(artifacts: ArtifactStore, name: str) -> list[Attempt]:
     return [Attempt.from_row(row) for row in read_jsonl(artifacts, name)]
 
 
-def features_name(cycle: int) -> str:
-    return f"cycle-{cycle}/features"
-
-
 def save_features(artifacts: ArtifactStore, cycle: int, features: FeatureSet | None) -> None:
     """The cycle's prefill features (rows aligned with its attempts), when captured."""
     if features is None:
         return
-    folder = artifacts.root / features_name(cycle)
+    name = SessionLayout.features_name(cycle)
+    folder = artifacts.root / name
     features.save(folder)
-    artifacts.add_dir(features_name(cycle), folder, kind="features")
+    artifacts.add_dir(name, folder, kind="features")
 
 
 def version_samples(
@@ -51,38 +49,33 @@ def version_samples(
 
     parts = []
     for cycle in cycles:
-        name = features_name(cycle)
+        name = SessionLayout.features_name(cycle)
         if artifacts.manifest().find(name) is None:
             continue
         features = FeatureSet.load(artifacts.verify(name))
         if features.fingerprint == fingerprint:
-            parts.append((load_attempts(artifacts, f"cycle-{cycle}/attempts.jsonl"), features))
+            parts.append((load_attempts(artifacts, SessionLayout.attempts_name(cycle)), features))
     return parts
-
-
-def verdicts_name(cycle: int) -> str:
-    return f"cycle-{cycle}/verdicts.jsonl"
-
-
-def dev_answers_name(cycle: int, version: str) -> str:
-    return f"cycle-{cycle}/dev-{version}.jsonl"
 
 
 def save_dev_answers(
     artifacts: ArtifactStore, cycle: int, version: str, results: Sequence[ItemResult]
 ) -> None:
     """A version's dev answers: each with its verdict, abstention and the probe's risk."""
-    artifacts.write_jsonl(dev_answers_name(cycle, version), [r.to_json() for r in results])
+    artifacts.write_jsonl(
+        SessionLayout.dev_answers_name(cycle, version), [r.to_json() for r in results]
+    )
 
 
 def save_selected(artifacts: ArtifactStore, cycle: int, selected: Selected) -> dict[str, Any]:
     """The cycle's selected data and each sample's verdict saved; the state's record of it
     (names and counts)."""
-    sft_name, pairs_name = f"cycle-{cycle}/sft.jsonl", f"cycle-{cycle}/pairs.jsonl"
+    sft_name, pairs_name = SessionLayout.sft_name(cycle), SessionLayout.pairs_name(cycle)
     artifacts.write_jsonl(sft_name, [asdict(e) for e in selected.examples])
     artifacts.write_jsonl(pairs_name, [asdict(p) for p in selected.pairs])
     artifacts.write_jsonl(
-        verdicts_name(cycle), [{"correct": list(labels)} for labels in selected.verdicts]
+        SessionLayout.verdicts_name(cycle),
+        [{"correct": list(labels)} for labels in selected.verdicts],
     )
     return {
         "sft_artifact": sft_name,

@@ -22,9 +22,7 @@ from agents.probe import (
     FittedProbe,
     fit_session_probe,
     loop_features,
-    loop_probe_name,
     pass_rate_rows,
-    probe_artifact_name,
     refit_from_samples,
     risk_scorer,
 )
@@ -60,6 +58,7 @@ from graph.transitions import (
 )
 from graph.versions import ModelVersions, version_record
 from storage import ArtifactStore
+from storage.layout import SessionLayout
 from tasks.base import Task
 
 Ctx = Runtime[SessionPolicy]
@@ -86,7 +85,7 @@ class Nodes:
         """Fit the hallucination-risk probe on the current model's train-split answers."""
         policy, fits = runtime.context, probe_fits(state)
         emit = _emitter(runtime, "probe", state.get("cycle", 0))
-        engine, name = self.versions.engine(state), probe_artifact_name(fits)
+        engine, name = self.versions.engine(state), SessionLayout.session_probe_name(fits)
         fitted = fit_session_probe(
             engine,
             self.task,
@@ -185,7 +184,7 @@ class Nodes:
             samples_per_prompt=policy.acquire.samples_per_prompt,
             max_new_tokens=policy.acquire.max_new_tokens,
         )
-        name = loop_probe_name(cycle)
+        name = SessionLayout.loop_probe_name(cycle)
         return refit_from_samples(
             rows,
             name=name,
@@ -207,7 +206,7 @@ class Nodes:
         name, parent = next_version_name(state), state["current_version"]
         emit("action", training_message(name, parent, settings))
         result = self._train(state, name, sft, pairs, settings, emit, policy.cluster)
-        engine = self.versions.register(name, result.version_dir / "merged")
+        engine = self.versions.register(name, SessionLayout.merged_of(result.version_dir))
         emit.end(trained_message(name, result), **result.summary())
         update = trained_update(name, parent, result, engine.fingerprint, settings)
         return update | {"plans": [plan_record(choice, cycle, emit)]}
@@ -248,7 +247,7 @@ class Nodes:
         final = reporting.final_report(
             engine_of, self._risk_fn(state), state, self.task, policy, emit
         )
-        self.artifacts.write_json("report.json", final)
+        self.artifacts.write_json(SessionLayout.REPORT_JSON, final)
         emit("session", f"finished: {final['stop_reason']}", **final)
         emit.end()
         return {"final": final, "status": "finished"}
@@ -357,7 +356,7 @@ class Nodes:
                 version_dir=version_dir,
                 on_step=on_step,
             )
-        self.artifacts.add_dir(f"versions/{name}", result.version_dir, kind="model")
+        self.artifacts.add_dir(SessionLayout.version_name(name), result.version_dir, kind="model")
         return result
 
     def _dev_metrics(

@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graph.cycle_data import dev_answers_name, verdicts_name
 from storage import ArtifactStore, Event, SessionInfo
-
-REPORT_HTML = "report.html"
+from storage.layout import SessionLayout
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,7 @@ def dev_answers(folder: Path, cycles: Iterable[dict[str, Any]]) -> list[dict[str
     """The dev answers of each evaluated version, tagged with its cycle and version."""
     rows = []
     for cycle in cycles:
-        path = folder / dev_answers_name(cycle["cycle"], cycle["version"])
+        path = folder / SessionLayout.dev_answers_name(cycle["cycle"], cycle["version"])
         for row in read_jsonl(path):
             rows.append({"cycle": cycle["cycle"], "version": cycle["version"], **row})
     return rows
@@ -113,12 +111,12 @@ def samples(folder: Path) -> list[dict[str, Any]]:
     prompt's risk, the verdict (None before select labelled it) and whether select put
     it in the training set."""
     rows = []
-    for attempts_path in sorted(folder.glob("cycle-*/attempts.jsonl"), key=_cycle_number):
+    for attempts_path in sorted(folder.glob(SessionLayout.ATTEMPTS_GLOB), key=_cycle_number):
         cycle = _cycle_number(attempts_path)
-        verdicts = read_jsonl(folder / verdicts_name(cycle))
+        verdicts = read_jsonl(folder / SessionLayout.verdicts_name(cycle))
         chosen = {
             (row["item_id"], row["completion"])
-            for row in read_jsonl(attempts_path.parent / "sft.jsonl")
+            for row in read_jsonl(folder / SessionLayout.sft_name(cycle))
         }
         for index, attempt in enumerate(read_jsonl(attempts_path)):
             labels = verdicts[index]["correct"] if index < len(verdicts) else []
@@ -153,7 +151,7 @@ def attempt_rows(
 
 
 def _cycle_number(path: Path) -> int:
-    return int(path.parent.name.removeprefix("cycle-"))
+    return SessionLayout.cycle_number(path.parent.name)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

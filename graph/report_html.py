@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from graph import report_charts
-from graph.report_data import REPORT_HTML, ProbeSweep, SessionReport, collect_report
+from graph.report_data import ProbeSweep, SessionReport, collect_report
 from storage import ArtifactStore, Store
+from storage.layout import SessionLayout
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -17,10 +18,10 @@ TEMPLATES = Path(__file__).parent / "templates"
 def write_session_report(store: Store, session_id: str) -> Path:
     """Write `report.html` into the session's folder (listed in its manifest), rebuilt
     from what `store` and that folder hold; returns its path."""
-    artifacts = ArtifactStore(Path(store.root) / "sessions" / session_id)
+    artifacts = ArtifactStore(SessionLayout.of(store.root, session_id).folder)
     page = render_session_report(store, session_id)
-    artifacts.write_bytes(REPORT_HTML, page.encode(), kind="report")
-    return artifacts.path(REPORT_HTML)
+    artifacts.write_bytes(SessionLayout.REPORT_HTML, page.encode(), kind="report")
+    return artifacts.path(SessionLayout.REPORT_HTML)
 
 
 def render_session_report(store: Store, session_id: str) -> str:
@@ -29,7 +30,7 @@ def render_session_report(store: Store, session_id: str) -> str:
         session_id,
         store.events.get_session(session_id),
         store.events.read(session_id),
-        Path(store.root) / "sessions" / session_id,
+        SessionLayout.of(store.root, session_id).folder,
     )
     return render_report(report)
 

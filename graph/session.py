@@ -24,6 +24,7 @@ from graph.report_html import write_session_report
 from graph.state import SessionState
 from graph.versions import EngineLoader, version_loader
 from storage import ArtifactStore, Event, SessionInfo, Store, mask_password
+from storage.layout import SessionLayout
 from tasks.base import Task
 
 EventSink = Callable[[Event], None]
@@ -65,8 +66,12 @@ class Session:
     load_engine: EngineLoader | None = None  # None: the policy's engine (`version_loader`)
 
     @property
+    def layout(self) -> SessionLayout:
+        return SessionLayout.of(self.store.root, self.session_id)
+
+    @property
     def folder(self) -> Path:
-        return Path(self.store.root) / "sessions" / self.session_id
+        return self.layout.folder
 
     @property
     def config(self) -> RunnableConfig:
@@ -93,7 +98,7 @@ class Session:
             saved = self.policy.model_dump(mode="json")
             for key in ("store", "tracking_uri"):  # no secret on disk
                 saved[key] = saved[key] and mask_password(saved[key])
-            ArtifactStore(self.folder).write_json("policy.json", saved)
+            ArtifactStore(self.folder).write_json(SessionLayout.POLICY, saved)
         inputs = (
             None if resume else initial_state(self.session_id, self.policy, self.engine, self.task)
         )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from graph import cycle_data
 from storage import ArtifactStore, Event, mask_password
+from storage.layout import SessionLayout
 from storage.tracking import SpanRecord, TraceRecord, TrackedRun, open_run
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ def selection_tables(
     artifacts: ArtifactStore, task: Task, cycle: int
 ) -> dict[str, tuple[list[str], list[list[Any]]]]:
     """The cycle's samples and training examples as tables (none before select ran)."""
-    attempts_name, sft_name = f"cycle-{cycle}/attempts.jsonl", f"cycle-{cycle}/sft.jsonl"
+    attempts_name, sft_name = SessionLayout.attempts_name(cycle), SessionLayout.sft_name(cycle)
     manifest = artifacts.manifest()
     if manifest.find(attempts_name) is None or manifest.find(sft_name) is None:
         return {}
@@ -239,7 +240,7 @@ def version_references(folder: Path) -> dict[str, str]:
     """Each trained version's adapter folder (a reference: never a copy of the weights)."""
     return {
         f"version.{adapter.parent.name}": str(adapter.resolve())
-        for adapter in sorted((folder / "versions").glob("v*/adapter"))
+        for adapter in sorted(folder.glob(SessionLayout.ADAPTERS_GLOB))
     }
 
 
@@ -389,9 +390,10 @@ class SessionTracker:
 
     def _log_closing_files(self) -> None:
         """The report and any plots the session wrote, beside a plot of its metrics."""
-        for name in ("report.json", "report.html"):
-            if (self.folder / name).is_file():
-                self.run.log_file(self.folder / name)
+        layout = SessionLayout(self.folder)
+        for report in (layout.report_json, layout.report_html):
+            if report.is_file():
+                self.run.log_file(report)
         for png in sorted(self.folder.rglob("*.png")):
             self.run.log_file(png, "plots")
         if self.evaluations:

@@ -19,6 +19,7 @@ from graph.policy import SessionPolicy
 from graph.state import SessionState
 from graph.versions import version_record
 from probes.calibration import Thresholds
+from storage.layout import SessionLayout
 
 MonitorRoute = Literal["acquire", "optimize", "probe", "finalize"]
 MONITOR_ROUTES: dict[str, MonitorRoute] = {
@@ -184,7 +185,9 @@ def trained_update(
     return {
         "candidate_version": name,
         "versions": {
-            name: version_record(name, result.version_dir / "merged", parent, fingerprint)
+            name: version_record(
+                name, SessionLayout.merged_of(result.version_dir), parent, fingerprint
+            )
         },
         "train": asdict(settings),
         "retrain_settings": None,

@@ -14,6 +14,7 @@ from typing import Any
 from engines.base import Closeable, Engine, Releasable, ServesVersions, TrainableInPlace
 from engines.factory import load_engine
 from graph.state import SessionState, VersionRecord
+from storage.layout import SessionLayout
 
 EngineLoader = Callable[[Path], Engine]
 
@@ -95,7 +96,7 @@ class ModelVersions:
         orphan: a run killed after writing it and before its node was checkpointed, so no
         checkpoint names it. It is removed; the re-run node (same seed, same data) writes
         it again."""
-        path = self.versions_root or self.root / "versions"
+        path = self.versions_root or SessionLayout(self.root).versions
         path.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(path / name, ignore_errors=True)
         return path / name

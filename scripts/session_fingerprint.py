@@ -20,6 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# run as a script, its own folder comes first on sys.path: put the repository there too
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from storage.layout import SessionLayout  # noqa: E402
+
 # wall-clock readings: they differ between any two runs of the same session
 WALL_KEYS = frozenset(
     {
@@ -56,7 +63,7 @@ def file_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every weight and adapter file under the session's versions folder."""
     return {
         path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.glob("versions/**/*.safetensors"))
+        for path in sorted(SessionLayout(folder).versions.glob("**/*.safetensors"))
     }
 
 
@@ -93,7 +100,7 @@ def main() -> None:
             strip_wall_times({k: e[k] for k in ("key", "kind", "node", "cycle", "message", "data")})
             for e in events
         ],
-        "hashes": file_hashes(args.root / "sessions" / args.session_id),
+        "hashes": file_hashes(SessionLayout.of(args.root, args.session_id).folder),
     }
     args.out.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
     print(

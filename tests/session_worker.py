@@ -226,9 +226,10 @@ def outcome(store: Any, session: str) -> Outcome:
     import hashlib
 
     from storage import ArtifactStore
+    from storage.layout import SessionLayout
 
     values = checkpoint_values(store, session)
-    folder = Path(store.root) / "sessions" / session
+    folder = SessionLayout.of(store.root, session).folder
     hashes = {a.name: a.sha256 for a in ArtifactStore(folder).entries() if a.kind == "jsonl"}
     for weights in sorted(folder.glob("**/*.safetensors")):
         hashes[weights.relative_to(folder).as_posix()] = hashlib.sha256(

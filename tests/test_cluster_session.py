@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from storage import open_store
+from storage.layout import SessionLayout
 from tests.cluster_support import LOGPROB_TOLERANCE, require_ray
 from tests.session_worker import launch, outcome, wait_for_key
 from tests.test_graph import run_tiny_session
@@ -43,7 +44,7 @@ HISTORY_TOLERANCE = 5e-8  # cycle metrics (mean risk, AUROC, accuracy): measured
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(folder / "versions" / "v1" / "adapter" / "adapter_model.safetensors")
+    return load_file(SessionLayout(folder).adapter("v1") / "adapter_model.safetensors")
 
 
 def rows_of(folder: Path) -> dict[str, list[dict[str, Any]]]:
@@ -126,11 +127,9 @@ def test_ray_session_killed_while_training_resumes_to_one_process_result(
     history_gap = worst_gap(expected.history, resumed.history, "history")
     assert history_gap <= HISTORY_TOLERANCE, f"cycle metrics differ by {history_gap}"
     assert resumed.hashes.keys() == expected.hashes.keys(), "artifacts missing or extra"
-    gaps = assert_same_rows(
-        rows_of(local_root / "sessions" / "local"), rows_of(tmp_path / "sessions" / session)
-    )
-    mine = weights(local_root / "sessions" / "local")
-    theirs = weights(tmp_path / "sessions" / session)
+    local, clustered = SessionLayout.of(local_root, "local"), SessionLayout.of(tmp_path, session)
+    gaps = assert_same_rows(rows_of(local.folder), rows_of(clustered.folder))
+    mine, theirs = weights(local.folder), weights(clustered.folder)
     worst = max(float((mine[k] - theirs[k]).abs().max()) for k in mine)
     print(f"measured: weights {worst:.2e}, history {history_gap:.2e}, rows {gaps}")
     assert worst <= WEIGHT_TOLERANCE, f"LoRA weights differ by {worst}"

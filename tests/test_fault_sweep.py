@@ -29,6 +29,7 @@ import pytest
 
 from scripts.session_fingerprint import strip_wall_times
 from storage import ArtifactStore, Event, Store, open_store
+from storage.layout import SessionLayout
 from tests.kill_points import NODES, parse, where
 from tests.session_worker import Outcome, checkpoint_values, outcome
 from tests.warm_workers import WarmWorkers
@@ -76,9 +77,9 @@ class Finished:
 
 
 def finished(store: Store, session: str) -> Finished:
-    folder = Path(store.root) / "sessions" / session
+    layout = SessionLayout.of(store.root, session)
+    folder, on_disk = layout.folder, layout.versions
     versions = checkpoint_values(store, session).get("versions", {})
-    on_disk = folder / "versions"
     return Finished(
         events=[comparable(e) for e in store.events.read(session)],
         outcome=outcome(store, session),

@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from cli.app import make_app
 from cli.common import Loaders
 from storage import Store, open_store
+from storage.layout import SessionLayout
 from storage.urls import mask_password
 from tests.ci_rules import skip_or_fail_in_ci
 from tests.session_worker import (
@@ -326,7 +327,7 @@ def test_two_concurrent_sessions_on_one_redis_never_mix(redis_url: str, tmp_path
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
             values = checkpoint_values(store, s)
             assert values["session_id"] == s
-            folder = tmp_path / "sessions" / s
+            folder = SessionLayout.of(tmp_path, s).folder
             assert all(
                 Path(v["path"]).is_relative_to(folder)
                 for v in values["versions"].values()

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from cli.app import make_app
 from cli.common import Loaders
 from storage import Event, Store, open_store
+from storage.layout import SessionLayout
 from tests.session_worker import (
     Outcome,
     checkpoint_values,
@@ -103,8 +104,8 @@ def test_kill_between_writing_a_version_and_checkpointing_it(
     url, session = f"sqlite:///{tmp_path}/autodidact.db", "orphan"
     first = launch(url, tmp_path, session, die_after_version=True)
     assert first.wait() == -9, first.output()
-    version = tmp_path / "sessions" / session / "versions" / "v1"
-    assert (version / "merged").is_dir(), "the kill came after the version was written"
+    merged = SessionLayout.of(tmp_path, session).merged("v1")
+    assert merged.is_dir(), "the kill came after the version was written"
     with open_store(url, tmp_path) as store:
         assert_checkpoint_is_select(store, session)
         second = launch(url, tmp_path, session, resume=True)
@@ -122,9 +123,9 @@ def test_resume_of_a_session_the_store_does_not_hold_is_one_line(tmp_path: Path)
     loads, not an empty run recorded as interrupted."""
     from tests.test_graph import tiny_policy
 
-    folder = tmp_path / "sessions" / "elsewhere"
-    folder.mkdir(parents=True)
-    (folder / "policy.json").write_text(tiny_policy().model_dump_json())
+    saved = SessionLayout.of(tmp_path, "elsewhere").policy
+    saved.parent.mkdir(parents=True)
+    saved.write_text(tiny_policy().model_dump_json())
     result = CliRunner().invoke(
         make_app(Loaders(load_engine=no_model)), ["resume", "elsewhere", "--root", str(tmp_path)]
     )
