@@ -45,7 +45,7 @@ from graph.transitions import (
     cycle_metrics,
     history_of,
     loop_probe_update,
-    monitor_signals,
+    monitor_inputs,
     next_version_name,
     plan_record,
     probe_fits,
@@ -233,10 +233,10 @@ class Nodes:
         policy, cycle, history = runtime.context, state.get("cycle", 0), history_of(state)
         emit = _emitter(runtime, "monitor", cycle)
         n_test = len(reporting.test_items(self.task, policy))
-        signals = monitor_signals(state, history, n_test=n_test, now=time.time())
-        decision, choice = self.planner.decide(policy, history, **signals)
+        inputs = monitor_inputs(state, history, n_test=n_test, now=time.time())
+        decision, choice = self.planner.decide(policy, history, inputs)
         emit("decision", f"{decision.action}: {decision.reason}", **decision.model_dump())
-        update = promotion(state, decision, history) | {
+        update = promotion(state, decision, history, policy.monitor) | {
             "decisions": [decision],
             "plans": [plan_record(choice, cycle, emit)],
         }
