@@ -306,5 +306,5 @@ def retrain_counters(state: SessionState, decision: Decision) -> dict[str, Any]:
 def plan_record(choice: PlannedChoice, cycle: int, emit: Emitter) -> PlannedChoice:
     """Record a planner's choice, stamped with its cycle, in the state and the event stream."""
     choice = choice.model_copy(update={"cycle": cycle})
-    emit("action", f"{choice.stage} plan ({choice.source}): {choice.reason}", **choice.model_dump())
+    emit(f"{choice.stage} plan ({choice.source}): {choice.reason}", choice)
     return choice
