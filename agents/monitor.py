@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -373,32 +373,59 @@ def policy_gains(history: Sequence[CycleMetrics], policy: MonitorPolicy) -> list
     )
 
 
+@dataclass(frozen=True)
+class MonitorInputs:
+    """What the monitor reads besides the history: the session's counters and clocks.
+    `trained=False`: this cycle made no new version (too little data), so the last entry
+    is not a candidate and the cycle counts as one without gain. `finalize_minutes`: the
+    time the test split will take at the end, held back from the wall budget so that the
+    whole session, not just its cycles, fits in it."""
+
+    best_version: str
+    elapsed_minutes: float
+    retrains_so_far: int = 0
+    probe_baseline_auroc: float | None = None
+    probe_baseline_ece: float | None = None
+    probe_refits_so_far: int = 0
+    last_cycle_minutes: float | None = None
+    finalize_minutes: float = 0.0
+    trained: bool = True
+    cycle: int | None = None
+
+
+def candidate_gain(
+    history: Sequence[CycleMetrics], policy: MonitorPolicy, best_version: str
+) -> float:
+    """The latest evaluation's gain in the policy's score over the best version before it
+    (`best_version`'s entry, else the best-scoring one).
+
+    >>> m = lambda v, a: CycleMetrics(cycle=0, version=v, accuracy=a, hallucination_rate=0)
+    >>> round(candidate_gain([m("v0", 0.2), m("v1", 0.5), m("v2", 0.4)], MonitorPolicy(), "v0"), 6)
+    0.2
+    """
+    *earlier, candidate = history
+    return version_score(candidate, policy) - version_score(
+        _best_before(earlier, policy, best_version), policy
+    )
+
+
+def _best_before(
+    earlier: Sequence[CycleMetrics], policy: MonitorPolicy, best_version: str
+) -> CycleMetrics:
+    return _entry(earlier, best_version) or max(earlier, key=lambda m: version_score(m, policy))
+
+
 def assess(
-    history: Sequence[CycleMetrics],
-    policy: MonitorPolicy,
-    *,
-    best_version: str,
-    elapsed_minutes: float,
-    retrains_so_far: int = 0,
-    probe_baseline_auroc: float | None = None,
-    probe_baseline_ece: float | None = None,
-    probe_refits_so_far: int = 0,
-    last_cycle_minutes: float | None = None,
-    finalize_minutes: float = 0.0,
-    trained: bool = True,
-    cycle: int | None = None,
+    history: Sequence[CycleMetrics], policy: MonitorPolicy, inputs: MonitorInputs
 ) -> Assessment:
-    """Facts from the history. `trained=False`: this cycle made no new version (too little
-    data), so the last entry is not a candidate and the cycle counts as one without gain.
-    `finalize_minutes`: the time the test split will take at the end, held back from the
-    wall budget so that the whole session, not just its cycles, fits in it."""
+    """Facts from the history and the session's counters and clocks."""
     if not history:
         raise ValueError("the monitor needs at least the initial model's evaluation")
-    candidate = history[-1] if trained and len(history) > 1 else None
+    candidate = history[-1] if inputs.trained and len(history) > 1 else None
     earlier = history[:-1] if candidate else history
     score = lambda m: version_score(m, policy)  # noqa: E731
-    best = _entry(earlier, best_version) or max(earlier, key=score)
-    gain = score(candidate) - score(best) if candidate else None
+    best = _best_before(earlier, policy, inputs.best_version)
+    gain = candidate_gain(history, policy, inputs.best_version) if candidate else None
     floor = floor_accuracy(history, policy)
     streak = _trailing_below(policy_gains(history, policy), policy.min_gain) + (
         0 if candidate else 1
@@ -406,8 +433,9 @@ def assess(
     latest = candidate or history[-1]
     weight = risk_weight(latest.probe_auroc)
     regression = _regression(candidate, best, gain, floor, policy)
+    baseline_auroc = inputs.probe_baseline_auroc
     return Assessment(
-        cycle=cycle if cycle is not None else latest.cycle,
+        cycle=inputs.cycle if inputs.cycle is not None else latest.cycle,
         candidate=candidate,
         best_version=best.version,
         best_accuracy=best.accuracy,
@@ -419,15 +447,15 @@ def assess(
         floor_accuracy=floor,
         plateau_streak=streak,
         data_ok=candidate is not None and candidate.train_examples >= policy.retrain_min_examples,
-        elapsed_minutes=elapsed_minutes,
-        last_cycle_minutes=last_cycle_minutes,
-        finalize_minutes=finalize_minutes,
-        retrains_so_far=retrains_so_far,
-        probe_refits_so_far=probe_refits_so_far,
+        elapsed_minutes=inputs.elapsed_minutes,
+        last_cycle_minutes=inputs.last_cycle_minutes,
+        finalize_minutes=inputs.finalize_minutes,
+        retrains_so_far=inputs.retrains_so_far,
+        probe_refits_so_far=inputs.probe_refits_so_far,
         probe_auroc=latest.probe_auroc,
-        probe_baseline_auroc=probe_baseline_auroc,
-        auroc_drop=_diff(probe_baseline_auroc, latest.probe_auroc) if candidate else None,
-        ece_rise=_diff(latest.probe_ece, probe_baseline_ece) if candidate else None,
+        probe_baseline_auroc=baseline_auroc,
+        auroc_drop=_diff(baseline_auroc, latest.probe_auroc) if candidate else None,
+        ece_rise=_diff(latest.probe_ece, inputs.probe_baseline_ece) if candidate else None,
         risk_weight=weight,
         risk_signal=risk_signal_note(latest.probe_auroc, policy.min_probe_auroc_to_trust)
         + forecast_note(latest),
@@ -655,7 +683,8 @@ def admissible_actions(a: Assessment, policy: MonitorPolicy) -> set[Action]:
     return allowed
 
 
-def decide(history: Sequence[CycleMetrics], policy: MonitorPolicy, **signals: Any) -> Decision:
-    """The rules' Decision for the latest evaluation (`signals`: the keyword arguments of
-    `assess`)."""
-    return apply_rules(assess(history, policy, **signals), policy)[1]
+def decide(
+    history: Sequence[CycleMetrics], policy: MonitorPolicy, inputs: MonitorInputs
+) -> Decision:
+    """The rules' Decision for the latest evaluation."""
+    return apply_rules(assess(history, policy, inputs), policy)[1]

@@ -25,6 +25,7 @@ from agents.config import StageConfig
 from agents.monitor import (
     HARD_RULES,
     Assessment,
+    MonitorInputs,
     MonitorPolicy,
     admissible_actions,
     apply_rules,
@@ -449,11 +450,11 @@ class Planner:
         )
 
     def decide(
-        self, policy: SessionPolicy, history: Sequence[CycleMetrics], **signals: Any
+        self, policy: SessionPolicy, history: Sequence[CycleMetrics], inputs: MonitorInputs
     ) -> tuple[Decision, PlannedChoice]:
-        """The monitor's Decision (`signals`: the keyword arguments of `agents.monitor.decide`).
-        A planner's proposal is taken only when no hard rule fired and the action is admissible."""
-        facts = assess(history, policy.monitor, **signals)
+        """The monitor's Decision. A planner's proposal is taken only when no hard rule
+        fired and the action is admissible."""
+        facts = assess(history, policy.monitor, inputs)
         rule, rules_decision = apply_rules(facts, policy.monitor)
         model = self.models["monitor"]
         if model is None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.progress import Progress
 from rich.table import Table
 
 from cli.common import console, new_progress
+
+if TYPE_CHECKING:  # the records are imported where read: the CLI starts without them
+    from graph.events import Progress as Steps
+    from storage import Event
 
 EventView = Callable[[], AbstractContextManager[Callable[[Any], None]]]
 """Opens the consumer a running session's events go to (`console_view`; tests tap it)."""
@@ -24,9 +28,13 @@ class ConsoleView:
         self.progress = progress
         self.bars: dict[str, Any] = {}
 
-    def __call__(self, event: Any) -> None:
-        if event.kind == "progress":
-            self._bar(event)
+    def __call__(self, event: Event) -> None:
+        from agents.records import PlannedChoice
+        from graph.events import Progress, payload
+
+        record = payload(event)
+        if isinstance(record, Progress):
+            self._bar(event, record)
             return
         if event.kind == "node_start":
             self._close_bars()
@@ -37,20 +45,16 @@ class ConsoleView:
             console.print(f"{prefix} [green]{event.message}[/]", highlight=False)
         elif event.kind == "error":
             console.print(f"{prefix} [red]{event.message}[/]", highlight=False)
-        elif (
-            event.kind == "action"
-            and event.data.get("stage")
-            and event.data.get("source") == "rules"
-        ):
+        elif isinstance(record, PlannedChoice) and record.source == "rules":
             return  # a plan the policy's rules made: in the trace, not worth a console line
         elif event.kind in ("action", "artifact", "session") or (
             event.kind == "node_end" and not event.message.endswith(" done")
         ):
             console.print(f"{prefix} {event.message}", highlight=False)
 
-    def _bar(self, event: Any) -> None:
+    def _bar(self, event: Event, steps: Steps) -> None:
         label = f"c{event.cycle} {event.node}: {event.message}"
-        total, done = event.data.get("total") or 1, event.data.get("done") or 0
+        total, done = steps.total or 1, steps.done or 0
         if label not in self.bars:
             self.bars[label] = self.progress.add_task(label, total=total)
         self.progress.update(self.bars[label], completed=done, total=total)
@@ -147,19 +151,22 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def print_event(event: Any, as_json: bool) -> None:
+def print_event(event: Event, as_json: bool) -> None:
     """One line of `trace`: the event's number, cycle, node, kind and message."""
     if as_json:
         print(event.model_dump_json())
         return
     if event.kind == "node_start":
         return
-    data = event.data
+    from agents.records import Decision
+    from graph.events import NodeEnd, payload
+
+    record = payload(event)
     extra = ""
-    if event.kind == "node_end" and "seconds" in data:
-        extra = f" [dim]({data['seconds']:.1f} s)[/]"
-    if event.kind == "decision":
-        evidence = ", ".join(f"{k}={_short(v)}" for k, v in (data.get("evidence") or {}).items())
+    if isinstance(record, NodeEnd):
+        extra = f" [dim]({record.seconds:.1f} s)[/]"
+    if isinstance(record, Decision):
+        evidence = ", ".join(f"{k}={_short(v)}" for k, v in record.evidence.items())
         extra = f"\n      [dim]evidence: {evidence}[/]" if evidence else ""
     style = {"decision": "bold magenta", "metric": "green", "error": "red"}.get(event.kind, "")
     message = f"[{style}]{event.message}[/]" if style else event.message

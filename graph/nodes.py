@@ -29,7 +29,7 @@ from agents.probe import (
 from agents.records import CycleMetrics
 from engines.base import Engine, RiskFn
 from graph import cycle_data, reporting
-from graph.events import Emitter
+from graph.events import Emitter, Failure, ProbeSaved, Progress, SessionEnd
 from graph.policy import SessionPolicy
 from graph.state import SessionState
 from graph.transitions import (
@@ -42,7 +42,7 @@ from graph.transitions import (
     cycle_metrics,
     history_of,
     loop_probe_update,
-    monitor_signals,
+    monitor_inputs,
     next_version_name,
     plan_record,
     probe_fits,
@@ -111,7 +111,7 @@ class Nodes:
         emit = _emitter(runtime, "baseline", 0)
         engine = self.versions.engine(state, "v0")
         metrics = self._dev_metrics(state, runtime.context, engine, emit, cycle=0, version="v0")
-        emit("metric", f"v0 (initial): dev accuracy {metrics.accuracy:.1%}", **metrics.model_dump())
+        emit(f"v0 (initial): dev accuracy {metrics.accuracy:.1%}", metrics)
         emit.end()
         record = version_record("v0", None, None, engine.fingerprint)
         record["dev_accuracy"] = metrics.accuracy
@@ -154,10 +154,10 @@ class Nodes:
             self.task, attempts, choice.final, policy.select, judge=judge
         )
         data = cycle_data.save_selected(self.artifacts, cycle, selected)
-        emit("action", selection_message(data, choice.final["strategy"]), **data)
+        emit.note(selection_message(data, choice.final["strategy"]), **data)
         route, notes = after_select(data, policy)
         for note in notes:
-            emit("action", note)
+            emit.note(note)
         emit.end()
         update = {"data": data, "plans": [plan_record(choice, cycle, emit)]}
         return Command(goto="refit" if policy.probe.refit_every_cycle else route, update=update)
@@ -204,7 +204,7 @@ class Nodes:
         settings = TrainSettings(**choice.final, seed=policy.seed + cycle)
         sft, pairs = cycle_data.load_data(self.artifacts, data)
         name, parent = next_version_name(state), state["current_version"]
-        emit("action", training_message(name, parent, settings))
+        emit.note(training_message(name, parent, settings))
         result = self._train(state, name, sft, pairs, settings, emit, policy.cluster)
         engine = self.versions.register(name, SessionLayout.merged_of(result.version_dir))
         emit.end(trained_message(name, result), **result.summary())
@@ -219,7 +219,7 @@ class Nodes:
         engine = self.versions.engine(state, version)
         metrics = self._dev_metrics(state, policy, engine, emit, cycle=cycle, version=version)
         metrics = candidate_metrics(metrics, state, time.time())
-        emit("metric", f"{version}: dev accuracy {metrics.accuracy:.1%}", **metrics.model_dump())
+        emit(f"{version}: dev accuracy {metrics.accuracy:.1%}", metrics)
         emit.end()
         return {"history": [metrics]}
 
@@ -228,10 +228,10 @@ class Nodes:
         policy, cycle, history = runtime.context, state.get("cycle", 0), history_of(state)
         emit = _emitter(runtime, "monitor", cycle)
         n_test = len(reporting.test_items(self.task, policy))
-        signals = monitor_signals(state, history, n_test=n_test, now=time.time())
-        decision, choice = self.planner.decide(policy, history, **signals)
-        emit("decision", f"{decision.action}: {decision.reason}", **decision.model_dump())
-        update = promotion(state, decision, history) | {
+        inputs = monitor_inputs(state, history, n_test=n_test, now=time.time())
+        decision, choice = self.planner.decide(policy, history, inputs)
+        emit(f"{decision.action}: {decision.reason}", decision)
+        update = promotion(state, decision, history, policy.monitor) | {
             "decisions": [decision],
             "plans": [plan_record(choice, cycle, emit)],
         }
@@ -248,7 +248,7 @@ class Nodes:
             engine_of, self._risk_fn(state), state, self.task, policy, emit
         )
         self.artifacts.write_json(SessionLayout.REPORT_JSON, final)
-        emit("session", f"finished: {final['stop_reason']}", **final)
+        emit(f"finished: {final['stop_reason']}", SessionEnd(**final))
         emit.end()
         return {"final": final, "status": "finished"}
 
@@ -290,7 +290,7 @@ class Nodes:
         """The prompts' notes traced, K samples of each prompt, their prefill features
         saved; and the seconds the sampling took."""
         for note in prompts.notes:
-            emit("action", note)
+            emit.note(note)
         started = time.time()
         attempts = acquiring.sample_cycle(
             engine,
@@ -307,15 +307,12 @@ class Nodes:
 
     def _record_probe(self, fitted: FittedProbe, emit: Emitter) -> None:
         if fitted.name is None:
-            emit("error", f"no probe fitted: {fitted.error}")
+            emit(f"no probe fitted: {fitted.error}", Failure())
             return
         self.artifacts.add_dir(fitted.name, self.artifacts.root / fitted.name, kind="probe")
         emit(
-            "artifact",
             f"probe saved: {fitted.name}",
-            name=fitted.name,
-            feature=fitted.feature,
-            val_auroc=fitted.val_auroc,
+            ProbeSaved(name=fitted.name, feature=fitted.feature, val_auroc=fitted.val_auroc),
         )
 
     def _train(
@@ -331,7 +328,7 @@ class Nodes:
         """A new version from the current one: in this process, or (backend 'ray') in
         Ray Train once the generation actors have handed back their CPUs/GPUs."""
         on_step: StepFn = lambda step, total, loss: emit(  # noqa: E731
-            "progress", "training", done=step, total=total, loss=loss
+            "training", Progress(done=step, total=total, loss=loss)
         )
         version_dir = self.versions.version_dir(name)
         if cluster.backend == "ray":

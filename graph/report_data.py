@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.records import CycleMetrics, Decision
+from graph.events import SessionEnd, payload
 from storage import ArtifactStore, Event, SessionInfo
 from storage.layout import SessionLayout
 
@@ -70,17 +72,18 @@ def add_event(report: SessionReport, event: Event) -> None:
 
     >>> r = SessionReport("s", "finished")
     >>> add_event(r, Event(session_id="s", key="c1/monitor/0", kind="decision", cycle=1,
-    ...     ts=0, message="stop: done", data={"action": "stop", "reason": "done", "evidence": {}}))
+    ...     ts=0, message="stop: done", data_type="decision",
+    ...     data={"cycle": 1, "action": "stop", "reason": "done", "evidence": {}}))
     >>> r.decisions[0]["action"], r.decisions[0]["cycle"]
     ('stop', 1)
     """
-    data = event.data
-    if event.kind == "metric" and event.node in ("baseline", "evaluate") and "version" in data:
-        report.cycles.append(dict(data))
-    elif event.kind == "decision":
-        report.decisions.append({"cycle": event.cycle, **data})
-    elif event.kind == "session" and "stop_reason" in data:
-        report.final = dict(data)
+    record = payload(event)
+    if isinstance(record, CycleMetrics):
+        report.cycles.append(record.model_dump())
+    elif isinstance(record, Decision):
+        report.decisions.append(record.model_dump())
+    elif isinstance(record, SessionEnd):
+        report.final = record.model_dump()
 
 
 def probe_sweeps(folder: Path) -> list[ProbeSweep]:

@@ -10,7 +10,7 @@ from typing import Any
 from agents.evaluate import Measurement, measure
 from agents.records import CycleMetrics, Decision
 from engines.base import Engine, RiskFn
-from graph.events import Emitter
+from graph.events import Emitter, TestScores
 from graph.policy import SessionPolicy
 from graph.state import SessionState
 from tasks.base import Item, Task
@@ -44,12 +44,10 @@ def final_report(
         )
         scores[role] = {"version": version, **held_out_scores(measured)}
         emit(
-            "metric",
             f"test accuracy, {role} model ({version}): {measured.summary.accuracy:.1%} "
             f"(hallucination {measured.summary.hallucination_rate:.1%}, abstention "
             f"{measured.summary.abstention_rate:.1%})",
-            role=role,
-            **scores[role],
+            TestScores(role=role, **scores[role]),
         )
     history = state.get("history", [])
     dev = {h.version: h.accuracy for h in history}

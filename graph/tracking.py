@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agents.records import CycleMetrics, Decision
 from graph import cycle_data
+from graph.events import NodeEnd, SessionEnd, TestScores, payload, records_of
 from storage import ArtifactStore, Event, mask_password
 from storage.layout import SessionLayout
 from storage.tracking import SpanRecord, TraceRecord, TrackedRun, open_run
@@ -78,15 +80,16 @@ def cycle_metrics(events: Iterable[Event], samples_per_prompt: int) -> dict[str,
     test split's (prefixed by role) at the end."""
     metrics: dict[str, float] = {}
     for event in events:
-        if event.kind == "metric" and "role" in event.data:
-            metrics |= numbers(event.data, f"{event.data['role']}_")
-        elif event.kind == "metric":
-            metrics |= numbers(event.data)
-        elif event.kind == "node_end" and event.node == "optimize":
-            metrics |= numbers({k: v for k, v in event.data.items() if k != "seconds"})
-        if event.kind == "node_end" and isinstance(event.data.get("seconds"), int | float):
+        record = payload(event)
+        if isinstance(record, TestScores):
+            metrics |= numbers(record.model_dump(), f"{record.role}_")
+        elif isinstance(record, CycleMetrics):
+            metrics |= numbers(record.model_dump())
+        elif isinstance(record, NodeEnd):
+            if event.node == "optimize":
+                metrics |= numbers(record.summary)
             name = f"seconds_{event.node}"
-            metrics[name] = metrics.get(name, 0.0) + float(event.data["seconds"])
+            metrics[name] = metrics.get(name, 0.0) + record.seconds
     if metrics.get("sampling_seconds"):
         seconds = metrics["sampling_seconds"]
         metrics["samples_per_second"] = metrics["prompts_sampled"] * samples_per_prompt / seconds
@@ -98,15 +101,14 @@ def decision_rows(events: Iterable[Event]) -> list[dict[str, Any]]:
     """Each decision the monitor made: cycle, action, reason, evidence, promoted, source."""
     return [
         {
-            "cycle": e.data.get("cycle", e.cycle),
-            "action": e.data.get("action"),
-            "reason": e.data.get("reason"),
-            "evidence": json.dumps(e.data.get("evidence", {}), sort_keys=True),
-            "promoted": e.data.get("promote"),
-            "source": e.data.get("source"),
+            "cycle": d.cycle,
+            "action": d.action,
+            "reason": d.reason,
+            "evidence": json.dumps(d.evidence, sort_keys=True),
+            "promoted": d.promote,
+            "source": d.source,
         }
-        for e in events
-        if e.kind == "decision"
+        for d in records_of(Decision, events)
     ]
 
 
@@ -150,10 +152,10 @@ def node_spans(events: list[Event]) -> list[SpanRecord]:
 def _span(events: list[Event]) -> SpanRecord:
     first = events[0]
     end = next((e for e in events if e.kind == "node_end"), None)
-    decision = next((e.data for e in events if e.kind == "decision"), None)
+    decision = next(iter(records_of(Decision, events)), None)
     outputs: dict[str, Any] = {"message": end.message, **end.data} if end else {}
     if decision is not None:
-        outputs["decision"] = {k: decision.get(k) for k in ("action", "reason", "evidence")}
+        outputs["decision"] = decision.model_dump(include={"action", "reason", "evidence"})
     return SpanRecord(
         name=str(first.node),
         start_ns=_ns(first.ts),
@@ -170,16 +172,16 @@ def cycle_trace(key: str, events: list[Event], session_id: str) -> TraceRecord:
     counts, metrics, the decision)."""
     children = node_spans(events)
     decisions = decision_rows(events)
-    evaluated = [e.data for e in events if e.kind == "metric" and "accuracy" in e.data]
+    evaluated = records_of(CycleMetrics, events)
     outputs: dict[str, Any] = {"nodes": [span.name for span in children]}
     if evaluated:
-        outputs["version"] = evaluated[-1].get("version")
-        outputs["dev_accuracy"] = evaluated[-1].get("accuracy")
+        outputs["version"] = evaluated[-1].version
+        outputs["dev_accuracy"] = evaluated[-1].accuracy
     if decisions:
         outputs["decision"] = {k: decisions[-1][k] for k in ("action", "reason")}
-    stop = next((e.data.get("stop_reason") for e in events if e.kind == "session"), None)
-    if stop is not None:
-        outputs["stop_reason"] = stop
+    ended = records_of(SessionEnd, events)
+    if ended:
+        outputs["stop_reason"] = ended[0].stop_reason
     cycle = events[0].cycle or 0
     root = SpanRecord(
         name=key.replace("-", " "),
@@ -271,7 +273,7 @@ def summary_markdown(decisions: list[dict[str, Any]], stop_reason: str | None) -
 PLOTTED = ("accuracy", "hallucination_rate", "abstention_rate", "mean_risk")
 
 
-def plot_cycles(evaluations: list[dict[str, Any]], png: Path) -> Path:
+def plot_cycles(evaluations: list[CycleMetrics], png: Path) -> Path:
     """Dev accuracy, hallucination and abstention rates and mean risk per cycle."""
     import matplotlib
 
@@ -279,9 +281,9 @@ def plot_cycles(evaluations: list[dict[str, Any]], png: Path) -> Path:
     from matplotlib import pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    cycles = [row["cycle"] for row in evaluations]
+    cycles = [metrics.cycle for metrics in evaluations]
     for name in PLOTTED:
-        values = [row.get(name) for row in evaluations]
+        values = [getattr(metrics, name) for metrics in evaluations]
         if any(v is not None for v in values):
             axis.plot(cycles, [float("nan") if v is None else v for v in values], "o-", label=name)
     axis.set_xlabel("cycle")
@@ -307,7 +309,7 @@ class SessionTracker:
     pending: dict[str, list[Event]] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     decisions: list[dict[str, Any]] = field(default_factory=list)
-    evaluations: list[dict[str, Any]] = field(default_factory=list)  # dev metrics, in order
+    evaluations: list[CycleMetrics] = field(default_factory=list)  # dev metrics, in order
     stop_reason: str | None = None
     seconds: float = 0.0
     error: Exception | None = None
@@ -324,8 +326,7 @@ class SessionTracker:
                 if trace_key(event) in traced:
                     self.seen.add(event.key)
                     self.decisions += decision_rows([event])
-                    if event.kind == "metric" and "accuracy" in event.data:
-                        self.evaluations.append(event.data)
+                    self.evaluations += records_of(CycleMetrics, [event])
                 else:
                     self._take(event)
 
@@ -361,8 +362,8 @@ class SessionTracker:
         for done in [k for k in self.pending if k != key]:
             self._flush(done)
         self.pending.setdefault(key, []).append(event)
-        if event.kind == "session":
-            self.stop_reason = str(event.data.get("stop_reason"))
+        for ended in records_of(SessionEnd, [event]):
+            self.stop_reason = ended.stop_reason
 
     def _flush(self, key: str) -> None:
         events = self.pending.pop(key)
@@ -371,7 +372,7 @@ class SessionTracker:
         if metrics:
             self.run.log_metrics(metrics, step=cycle, timestamp_ms=int(events[-1].ts * 1000))
         self.decisions += decision_rows(events)
-        self.evaluations += [e.data for e in events if e.kind == "metric" and "accuracy" in e.data]
+        self.evaluations += records_of(CycleMetrics, events)
         tags = decision_tags(self.decisions) | version_references(self.folder)
         if self.stop_reason is not None:
             tags["stop_reason"] = self.stop_reason

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 from agents.evaluate import Measurement
-from agents.monitor import finalize_minutes
+from agents.monitor import MonitorInputs, MonitorPolicy, candidate_gain, finalize_minutes
 from agents.optimize import TrainResult, TrainSettings
 from agents.probe import FittedProbe
 from agents.records import CycleMetrics, Decision, PlannedChoice
@@ -252,40 +252,36 @@ def acquisition_record(
     }
 
 
-def monitor_signals(
+def monitor_inputs(
     state: SessionState, history: list[CycleMetrics], *, n_test: int, now: float
-) -> dict[str, Any]:
+) -> MonitorInputs:
     """What the monitor reads besides the history: the session's counters and clocks."""
-    return {
-        "best_version": state["best_version"],
-        "elapsed_minutes": (now - state["started_at"]) / 60,
-        "retrains_so_far": state.get("retrains", 0),
-        "probe_baseline_auroc": state.get("probe_fit_auroc"),
-        "probe_baseline_ece": state.get("probe_fit_ece"),
-        "probe_refits_so_far": state.get("probe_refits", 0),
-        "last_cycle_minutes": (now - state.get("cycle_started_at", now)) / 60,
-        "finalize_minutes": finalize_minutes(history, n_test),
-        "trained": bool(state.get("candidate_version")),
-        "cycle": state.get("cycle", 0),
-    }
+    return MonitorInputs(
+        best_version=state["best_version"],
+        elapsed_minutes=(now - state["started_at"]) / 60,
+        retrains_so_far=state.get("retrains", 0),
+        probe_baseline_auroc=state.get("probe_fit_auroc"),
+        probe_baseline_ece=state.get("probe_fit_ece"),
+        probe_refits_so_far=state.get("probe_refits", 0),
+        last_cycle_minutes=(now - state.get("cycle_started_at", now)) / 60,
+        finalize_minutes=finalize_minutes(history, n_test),
+        trained=bool(state.get("candidate_version")),
+        cycle=state.get("cycle", 0),
+    )
 
 
 def promotion(
-    state: SessionState, decision: Decision, history: list[CycleMetrics]
+    state: SessionState, decision: Decision, history: list[CycleMetrics], policy: MonitorPolicy
 ) -> dict[str, Any]:
     """Promote the evaluated candidate when the decision allows it (never past the
     regression guard); otherwise the current version is the best one. Best = highest
-    score so far: the monitor's gain on the policy's score (`monitor.score`) when its
-    evidence has one, else dev accuracy."""
+    score so far: the candidate, the latest evaluation, is the best when it gains on the
+    best version in the policy's score (`monitor.score`), as the monitor measured it."""
     candidate, best = state.get("candidate_version"), state["best_version"]
     if not candidate or not decision.promote:
         return {"current_version": best, "candidate_version": None}
-    gain = decision.evidence.get("gain")
-    if isinstance(gain, int | float):
-        better = gain > 0
-    else:
-        accuracy = {h.version: h.accuracy for h in history}
-        better = accuracy.get(candidate, -1.0) > accuracy.get(best, -1.0)
+    evaluated = len(history) > 1 and history[-1].version == candidate
+    better = evaluated and candidate_gain(history, policy, best) > 0
     return {
         "current_version": candidate,
         "best_version": candidate if better else best,
@@ -313,5 +309,5 @@ def retrain_counters(state: SessionState, decision: Decision) -> dict[str, Any]:
 def plan_record(choice: PlannedChoice, cycle: int, emit: Emitter) -> PlannedChoice:
     """Record a planner's choice, stamped with its cycle, in the state and the event stream."""
     choice = choice.model_copy(update={"cycle": cycle})
-    emit("action", f"{choice.stage} plan ({choice.source}): {choice.reason}", **choice.model_dump())
+    emit(f"{choice.stage} plan ({choice.source}): {choice.reason}", choice)
     return choice

@@ -5,7 +5,13 @@
 
 from storage.artifacts import Artifact, ArtifactStore, Manifest
 from storage.checkpointer import open_checkpointer
-from storage.errors import ArtifactError, ArtifactIntegrityError, StoreError
+from storage.errors import (
+    ArtifactError,
+    ArtifactIntegrityError,
+    EventDataError,
+    EventVersionError,
+    StoreError,
+)
 from storage.events import EventLog, RedisEventLog, SqliteEventLog
 from storage.records import Event, EventKind, SessionInfo, SessionStatus
 from storage.store import Store, default_store_url, open_store
@@ -17,8 +23,10 @@ __all__ = [
     "ArtifactIntegrityError",
     "ArtifactStore",
     "Event",
+    "EventDataError",
     "EventKind",
     "EventLog",
+    "EventVersionError",
     "Manifest",
     "RedisEventLog",
     "SessionInfo",

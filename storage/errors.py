@@ -13,3 +13,11 @@ class ArtifactError(StoreError):
 
 class ArtifactIntegrityError(ArtifactError):
     """An artifact whose bytes on disk no longer match the hash in the manifest."""
+
+
+class EventVersionError(StoreError):
+    """A logged event written by a newer autodidact, in a layout this one does not know."""
+
+
+class EventDataError(StoreError):
+    """A logged event whose data is not the record its data type names."""

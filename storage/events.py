@@ -17,7 +17,8 @@ from typing import Any, Protocol
 import redis
 
 from storage.connect import connect_sqlite
-from storage.records import Event, SessionInfo, json_default
+from storage.errors import EventVersionError
+from storage.records import EVENT_SCHEMA_VERSION, Event, SessionInfo, json_default
 
 Stop = Callable[[], bool]
 MAX_BLOCK_MS = 5000  # below connect.SOCKET_TIMEOUT_S
@@ -70,8 +71,18 @@ def encode_event(event: Event) -> str:
 
 
 def decode_event(body: str | bytes, seq: int) -> Event:
-    """Inverse of `encode_event`, with the log's `seq`."""
-    return Event.model_validate({**json.loads(body), "seq": seq})
+    """Inverse of `encode_event`, with the log's `seq`. Every layout up to
+    `EVENT_SCHEMA_VERSION` reads; a newer one is refused (`EventVersionError`)."""
+    fields = json.loads(body)
+    version = fields.get("schema_version", EVENT_SCHEMA_VERSION)
+    if isinstance(version, int) and version > EVENT_SCHEMA_VERSION:
+        raise EventVersionError(
+            f"event {fields.get('key')!r} of session {fields.get('session_id')!r} has schema "
+            f"version {version}, newer than this autodidact reads (up to "
+            f"{EVENT_SCHEMA_VERSION}): read the session with the autodidact that wrote it, or "
+            "upgrade this one"
+        )
+    return Event.model_validate({**fields, "seq": seq})
 
 
 def follow_by_polling(

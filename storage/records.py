@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from storage.urls import mask_password
 
-EVENT_SCHEMA_VERSION = 1
+EVENT_SCHEMA_VERSION = 2  # 2: `data_type` names the record `data` holds
 SESSION_SCHEMA_VERSION = 1
 
 EventKind = Literal[
@@ -69,6 +69,11 @@ class Event(BaseModel):
     node: str | None = Field(default=None, description="Graph node that emitted it, if any.")
     cycle: int | None = Field(default=None, description="Improvement cycle it belongs to, if any.")
     message: str = Field(default="", description="One human-readable line.")
+    data_type: str | None = Field(
+        default=None,
+        description="Which record `data` holds (e.g. 'dev_metrics', 'decision'), named by "
+        "the writer's codec (graph.events); None in version 1, which did not say.",
+    )
     data: dict[str, Any] = Field(
         default_factory=dict, description="Structured payload (JSON-serializable values)."
     )

@@ -170,9 +170,9 @@ def _patch_emitter(points: KillPoints) -> None:
 
     call = graph.events.Emitter.__call__
 
-    def emit(self: Any, kind: Any, message: str, **data: Any) -> None:
+    def emit(self: Any, message: str, record: Any) -> None:
         points.reach(f"emit.{self.node}")
-        call(self, kind, message, **data)
+        call(self, message, record)
 
     graph.events.Emitter.__call__ = emit  # type: ignore[method-assign]
 

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from agents.monitor import RULES, MonitorPolicy, decide, gains, policy_gains, risk_weight
+from agents.monitor import (
+    RULES,
+    MonitorInputs,
+    MonitorPolicy,
+    decide,
+    gains,
+    policy_gains,
+    risk_weight,
+)
 from agents.records import CycleMetrics
 
 
@@ -276,7 +284,8 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_rules(case: Case) -> None:
     policy = MonitorPolicy(**case.policy)
-    decision = decide(case.history, policy, best_version=case.best, **{**SIGNALS, **case.signals})
+    inputs = MonitorInputs(best_version=case.best, **{**SIGNALS, **case.signals})
+    decision = decide(case.history, policy, inputs)
     assert decision.action == case.action, decision.reason
     assert case.reason in decision.reason
     assert decision.promote is case.promote
@@ -303,7 +312,9 @@ def test_rules(case: Case) -> None:
 def test_near_chance_probe_is_discounted_in_the_evidence() -> None:
     history = [m(0, 0.14, probe_auroc=0.55), m(1, 0.40, probe_auroc=0.55)]
     decision = decide(
-        history, MonitorPolicy(), best_version="v0", elapsed_minutes=2.0, probe_baseline_auroc=0.55
+        history,
+        MonitorPolicy(),
+        MonitorInputs(best_version="v0", elapsed_minutes=2.0, probe_baseline_auroc=0.55),
     )
     assert (
         decision.evidence["risk_signal"]
@@ -313,8 +324,7 @@ def test_near_chance_probe_is_discounted_in_the_evidence() -> None:
     trusted = decide(
         [m(0, 0.1), m(1, 0.4, probe_auroc=0.8)],
         MonitorPolicy(),
-        best_version="v0",
-        elapsed_minutes=2.0,
+        MonitorInputs(best_version="v0", elapsed_minutes=2.0),
     )
     assert (
         trusted.evidence["risk_signal"]
@@ -326,8 +336,7 @@ def test_unknown_probe_auroc_is_said_so() -> None:
     decision = decide(
         [m(0, 0.1), m(1, 0.4, probe_auroc=None)],
         MonitorPolicy(),
-        best_version="v0",
-        elapsed_minutes=1,
+        MonitorInputs(best_version="v0", elapsed_minutes=1),
     )
     assert (
         decision.evidence["risk_signal"]
@@ -348,7 +357,7 @@ def test_gains_and_weights() -> None:
 
 def test_empty_history_is_an_error() -> None:
     with pytest.raises(ValueError, match="initial model"):
-        decide([], MonitorPolicy(), best_version="v0", elapsed_minutes=0.0)
+        decide([], MonitorPolicy(), MonitorInputs(best_version="v0", elapsed_minutes=0.0))
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
 
+from agents.monitor import MonitorInputs
 from agents.optimize import TRAIN_KEYS
 from agents.planner import Planner, extract_json, retrain_settings
 from agents.records import CycleMetrics
@@ -293,7 +294,9 @@ SIGNALS = {"elapsed_minutes": 3.0}
 
 
 def test_monitor_rules_only() -> None:
-    decision, choice = Planner().decide(POLICY, PLATEAU, best_version="v1", **SIGNALS)
+    decision, choice = Planner().decide(
+        POLICY, PLATEAU, MonitorInputs(best_version="v1", **SIGNALS)
+    )
     assert (
         decision.action == "stop" and choice.source == "rules" and choice.final["action"] == "stop"
     )
@@ -302,7 +305,7 @@ def test_monitor_rules_only() -> None:
 def test_monitor_planner_may_choose_among_admissible_actions() -> None:
     model = scripted({"action": "loop", "reason": "the data looked thin; one more cycle"})
     decision, choice = Planner({"monitor": model}).decide(
-        POLICY, PLATEAU, best_version="v1", **SIGNALS
+        POLICY, PLATEAU, MonitorInputs(best_version="v1", **SIGNALS)
     )
     assert decision.action == "loop" and decision.source == "planner"
     assert (
@@ -320,7 +323,7 @@ def test_monitor_planner_may_choose_among_admissible_actions() -> None:
 def test_monitor_planner_cannot_overrule_the_regression_guard() -> None:
     model = scripted({"action": "loop", "reason": "keep going"})
     decision, choice = Planner({"monitor": model}).decide(
-        POLICY, REGRESSED, best_version="v0", **SIGNALS
+        POLICY, REGRESSED, MonitorInputs(best_version="v0", **SIGNALS)
     )
     assert decision.action == "rollback" and decision.promote is False
     assert decision.source == "planner+override"
@@ -331,7 +334,7 @@ def test_monitor_planner_cannot_overrule_the_regression_guard() -> None:
 def test_monitor_planner_cannot_pick_an_inadmissible_action() -> None:
     # retrain needs good data (train_examples >= 16); v2 had 4 examples
     decision, _ = Planner({"monitor": scripted({"action": "retrain"})}).decide(
-        POLICY, PLATEAU, best_version="v1", **SIGNALS
+        POLICY, PLATEAU, MonitorInputs(best_version="v1", **SIGNALS)
     )
     assert decision.action == "stop" and "retrain is not allowed now" in decision.reason
 
@@ -339,7 +342,7 @@ def test_monitor_planner_cannot_pick_an_inadmissible_action() -> None:
 def test_monitor_planner_cannot_overrule_the_budget() -> None:
     model = scripted({"action": "loop"})
     decision, _ = Planner({"monitor": model}).decide(
-        POLICY, [m(0, 0.1), m(1, 0.3)], best_version="v0", elapsed_minutes=13
+        POLICY, [m(0, 0.1), m(1, 0.3)], MonitorInputs(best_version="v0", elapsed_minutes=13)
     )
     assert decision.action == "stop" and "the budget rule has the last word" in decision.reason
 
@@ -347,7 +350,7 @@ def test_monitor_planner_cannot_overrule_the_budget() -> None:
 def test_monitor_malformed_proposal_falls_back() -> None:
     model = scripted({"action": "celebrate"})
     decision, choice = Planner({"monitor": model}).decide(
-        POLICY, PLATEAU, best_version="v1", **SIGNALS
+        POLICY, PLATEAU, MonitorInputs(best_version="v1", **SIGNALS)
     )
     assert decision.action == "stop" and decision.source == "rules(fallback)"
     assert choice.source == "rules(fallback)" and "action" in choice.reason

@@ -21,6 +21,8 @@ pytest.importorskip("mlflow", reason="tracking extra not installed: pip install 
 
 from mlflow import MlflowClient
 
+from agents.records import CycleMetrics
+from graph.events import NodeEnd, NodeStart, Payload, envelope
 from graph.session import Session
 from graph.tracking import SessionTracker, tracked
 from storage import Event, open_store
@@ -187,9 +189,8 @@ def test_resume_continues_the_same_run_and_writes_missing_cycles(
     again = open_run(uri, "autodidact/t", "s1", default_artifact_root(root))
     assert again.run_id == run.run_id and run.created and not again.created
 
-    def event(
-        key: str, kind: str, node: str, cycle: int, data: dict[str, Any] | None = None
-    ) -> Event:
+    def event(key: str, node: str, cycle: int, record: Payload) -> Event:
+        kind, data_type, data = envelope(record)
         return Event(
             session_id="s1",
             key=key,
@@ -197,20 +198,16 @@ def test_resume_continues_the_same_run_and_writes_missing_cycles(
             kind=kind,
             node=node,
             cycle=cycle,
-            data=data or {},
+            data_type=data_type,
+            data=data,
         )
 
+    v0 = CycleMetrics(cycle=0, version="v0", accuracy=0.25, hallucination_rate=0.75)
     logged = [
-        event("c0/baseline/0", "node_start", "baseline", 0),
-        event(
-            "c0/baseline/1",
-            "metric",
-            "baseline",
-            0,
-            {"cycle": 0, "version": "v0", "accuracy": 0.25},
-        ),
-        event("c0/baseline/2", "node_end", "baseline", 0, {"seconds": 1.0}),
-        event("c1/acquire/0", "node_start", "acquire", 1),
+        event("c0/baseline/0", "baseline", 0, NodeStart()),
+        event("c0/baseline/1", "baseline", 0, v0),
+        event("c0/baseline/2", "baseline", 0, NodeEnd(seconds=1.0)),
+        event("c1/acquire/0", "acquire", 1, NodeStart()),
     ]
     tracker = SessionTracker(run, "s1", tmp_path, coin_flip_task(), 2)
     tracker.catch_up(logged, run.traced_keys())

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from agents.evaluate import EvalSummary, Measurement
+from agents.monitor import MonitorPolicy
 from agents.records import CycleMetrics, Decision
 from agents.refine import RefinePolicy
 from graph.policy import SessionPolicy
@@ -16,7 +17,7 @@ from graph.transitions import (
     after_probe,
     after_select,
     cycle_metrics,
-    monitor_signals,
+    monitor_inputs,
     next_version_name,
     probe_fits,
     promotion,
@@ -37,7 +38,7 @@ def decision(action: str, promote: bool = True) -> Decision:
 def test_promotion_makes_a_better_candidate_current_and_best() -> None:
     state: Any = {"candidate_version": "v1", "best_version": "v0"}
     history = [metrics("v0", 0.2), metrics("v1", 0.5, 1)]
-    assert promotion(state, decision("loop"), history) == {
+    assert promotion(state, decision("loop"), history, MonitorPolicy()) == {
         "current_version": "v1",
         "best_version": "v1",
         "candidate_version": None,
@@ -47,7 +48,7 @@ def test_promotion_makes_a_better_candidate_current_and_best() -> None:
 def test_promotion_of_a_worse_candidate_keeps_the_best_version() -> None:
     state: Any = {"candidate_version": "v2", "best_version": "v1"}
     history = [metrics("v0", 0.2), metrics("v1", 0.5, 1), metrics("v2", 0.49, 2)]
-    update = promotion(state, decision("loop"), history)
+    update = promotion(state, decision("loop"), history, MonitorPolicy())
     assert update["current_version"] == "v2"  # within the tolerance: training goes on from it
     assert update["best_version"] == "v1"
 
@@ -56,7 +57,7 @@ def test_promotion_of_a_worse_candidate_keeps_the_best_version() -> None:
 def test_no_promotion_when_the_decision_forbids_it(action: str) -> None:
     state: Any = {"candidate_version": "v2", "best_version": "v1"}
     history = [metrics("v1", 0.5, 1), metrics("v2", 0.9, 2)]
-    update = promotion(state, decision(action, promote=False), history)
+    update = promotion(state, decision(action, promote=False), history, MonitorPolicy())
     assert update == {"current_version": "v1", "candidate_version": None}
 
 
@@ -119,7 +120,7 @@ def test_cycle_metrics_from_a_measurement() -> None:
     assert (m.mean_risk, m.probe_auroc, m.probe_ece, m.refine) == (0.4, 0.7, 0.1, "abstain")
 
 
-def test_monitor_signals_read_counters_and_clocks() -> None:
+def test_monitor_inputs_read_counters_and_clocks() -> None:
     state: Any = {
         "best_version": "v1",
         "started_at": 0.0,
@@ -130,18 +131,19 @@ def test_monitor_signals_read_counters_and_clocks() -> None:
         "candidate_version": "v2",
         "cycle": 2,
     }
-    signals = monitor_signals(state, [metrics("v0", 0.1)], n_test=10, now=600.0)
-    assert signals["elapsed_minutes"] == 10.0 and signals["last_cycle_minutes"] == 1.0
-    assert (signals["trained"], signals["cycle"], signals["retrains_so_far"]) == (True, 2, 1)
-    assert signals["probe_baseline_auroc"] == 0.8 and signals["best_version"] == "v1"
+    inputs = monitor_inputs(state, [metrics("v0", 0.1)], n_test=10, now=600.0)
+    assert inputs.elapsed_minutes == 10.0 and inputs.last_cycle_minutes == 1.0
+    assert (inputs.trained, inputs.cycle, inputs.retrains_so_far) == (True, 2, 1)
+    assert inputs.probe_baseline_auroc == 0.8 and inputs.best_version == "v1"
 
 
-def test_promotion_reads_the_monitors_gain_on_the_policys_score() -> None:
+def test_promotion_compares_versions_on_the_policys_score_never_the_evidence() -> None:
     state: Any = {"candidate_version": "v1", "best_version": "v0"}
-    history = [metrics("v0", 0.4), metrics("v1", 0.35, 1)]  # less accurate, more honest
-    honest = Decision(action="loop", reason="", evidence={"gain": 0.2})
-    assert promotion(state, honest, history)["best_version"] == "v1"
-    worse = Decision(action="loop", reason="", evidence={"gain": -0.01})
-    assert (
-        promotion(state, worse, [metrics("v0", 0.4), metrics("v1", 0.5, 1)])["best_version"] == "v0"
+    v0 = CycleMetrics(cycle=0, version="v0", accuracy=0.4, hallucination_rate=0.6)
+    v1 = CycleMetrics(  # less accurate, more honest
+        cycle=1, version="v1", accuracy=0.35, hallucination_rate=0.1, abstention_rate=0.55
     )
+    misleading = Decision(action="loop", reason="", evidence={"gain": -1.0, "best_version": "v9"})
+    honesty = MonitorPolicy(score="honesty", accuracy_floor=0.5)
+    assert promotion(state, misleading, [v0, v1], honesty)["best_version"] == "v1"
+    assert promotion(state, misleading, [v0, v1], MonitorPolicy())["best_version"] == "v0"
