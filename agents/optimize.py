@@ -60,20 +60,23 @@ class OptimizePolicy(StageConfig):
         default="verifier",
         description="grpo: each sample's reward (agents.rewards): verifier, 1 right and 0 "
         "otherwise; truthfulness, +1 right, 0 abstention (as evaluate counts one), -1 wrong "
-        "(the honesty loop).",
+        "(the honesty loop). truthfulness differs from verifier only in groups that hold an "
+        "abstention (elsewhere it is 2 x verifier - 1, the same direction under every "
+        "scaling), and the initial 135M model sampled none in 384 honesty samples (96 "
+        "capitals x 4, T=0.8): use it after an abstention warm-up (a select.strategy "
+        "learn_abstention SFT cycle), not on a model that never abstains.",
     )
     grpo_scale_rewards: Literal["group", "batch", "none"] = Field(
         default="batch",
         description="grpo: what the group-centred rewards are divided by. batch (the default): "
-        "one std over every kept group, so a group's advantages keep their size relative to "
-        "the others (under truthfulness an abstention among wrong answers earns half what a "
-        "right answer does, as the reward says) and the step does not grow with the reward's "
-        "scale. group (TRL's default) makes every group unit-variance: [1,-1,-1,-1] gets "
-        "exactly the advantages of [1,0,0,0] and [0,-1,-1,-1] those of a right answer, and "
-        "low-variance groups are amplified. none keeps raw differences, which doubles every "
-        "step under truthfulness. No choice makes truthfulness differ from verifier in a "
-        "group without abstentions (there it is 2 x verifier - 1): it acts only where the "
-        "model samples abstentions.",
+        "one std over every kept group, so groups keep their sizes relative to each other "
+        "(measured with TRL 1.16 on [1,-1,-1,-1] and [0,-1,-1,-1] in one batch: the right "
+        "answer gets 2.06, the abstention among wrong answers 1.03, half, as truthfulness "
+        "says) and the step does not grow with the reward's scale. group (TRL's default) "
+        "makes each group unit-variance: [1,-1,-1,-1] gets exactly the advantages of "
+        "[1,0,0,0], an abstention in [0,-1,-1,-1] the 1.5 of a right answer, and "
+        "low-variance groups are amplified. none keeps raw differences: the same directions "
+        "as batch, but truthfulness's steps twice verifier's.",
     )
     grpo_loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = Field(
         default="dapo",
