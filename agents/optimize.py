@@ -1,4 +1,5 @@
 """Optimize: LoRA SFT (or DPO on preference pairs) with TRL + peft; a new model version.
+GRPO on the groups acquire sampled is `agents.grpo.train_grpo`, beside this module.
 
 A version is a folder: `adapter/` (the LoRA weights) and `merged/` (full weights, loadable
 by any engine). The previous version is never overwritten.
@@ -17,14 +18,20 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from agents.config import StageConfig
+from agents.rewards import RewardName
 from agents.selection import PreferencePair, SFTExample
+
+Method = Literal["sft", "dpo", "grpo"]
 
 
 class OptimizePolicy(StageConfig):
-    """Optimize: LoRA SFT or DPO with TRL + peft; a new model version per run."""
+    """Optimize: LoRA SFT, DPO or GRPO with TRL + peft; a new model version per run."""
 
-    method: Literal["sft", "dpo"] = Field(
-        default="sft", description="sft on selected examples, or dpo on preference pairs."
+    method: Method = Field(
+        default="sft",
+        description="sft on selected examples, dpo on preference pairs, or grpo on the groups "
+        "acquire sampled (each prompt's K samples and their rewards; TRL's GRPOTrainer takes "
+        "them through its rollout_func, so nothing is generated twice).",
     )
     lora_r: int = Field(default=16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(default=32, ge=1, description="LoRA scaling alpha.")
@@ -48,6 +55,49 @@ class OptimizePolicy(StageConfig):
     )
     dpo_beta: float = Field(
         default=0.1, gt=0.0, description="DPO's beta (strength of the KL anchor)."
+    )
+    grpo_reward: RewardName = Field(
+        default="verifier",
+        description="grpo: each sample's reward (agents.rewards): verifier, 1 right and 0 "
+        "otherwise; truthfulness, +1 right, 0 abstention (as evaluate counts one), -1 wrong "
+        "(the honesty loop). truthfulness differs from verifier only in groups that hold an "
+        "abstention (elsewhere it is 2 x verifier - 1, the same direction under every "
+        "scaling), and the initial 135M model sampled none in 384 honesty samples (96 "
+        "capitals x 4, T=0.8): use it after an abstention warm-up (a select.strategy "
+        "learn_abstention SFT cycle), not on a model that never abstains.",
+    )
+    grpo_scale_rewards: Literal["group", "batch", "none"] = Field(
+        default="batch",
+        description="grpo: what the group-centred rewards are divided by. batch (the default): "
+        "one std over every kept group, so groups keep their sizes relative to each other "
+        "(measured with TRL 1.16 on [1,-1,-1,-1] and [0,-1,-1,-1] in one batch: the right "
+        "answer gets 2.06, the abstention among wrong answers 1.03, half, as truthfulness "
+        "says) and the step does not grow with the reward's scale. group (TRL's default) "
+        "makes each group unit-variance: [1,-1,-1,-1] gets exactly the advantages of "
+        "[1,0,0,0], an abstention in [0,-1,-1,-1] the 1.5 of a right answer, and "
+        "low-variance groups are amplified. none keeps raw differences: the same directions "
+        "as batch, but truthfulness's steps twice verifier's.",
+    )
+    grpo_loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = Field(
+        default="dapo",
+        description="grpo: TRL's loss aggregation; dapo (TRL's default) averages over every "
+        "completion token of the step, so long completions do not dilute per-token updates.",
+    )
+    grpo_beta: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="grpo: KL weight toward the version being trained (0: no reference "
+        "forward pass, the cheapest on CPU; TRL's default).",
+    )
+    grpo_iterations: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="grpo: passes over the sampled groups (mu in the GRPO paper); passes after "
+        "the first are off-policy and PPO-clipped (grpo_epsilon). GRPO ignores `epochs`.",
+    )
+    grpo_epsilon: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="grpo: PPO clipping range of the ratio."
     )
     retrain_lr_factor: float = Field(
         default=0.5,
@@ -81,7 +131,7 @@ class TrainSettings:
     """One training run's settings: the `OptimizePolicy` values a planner or a retrain chose
     (defaults live there, once), plus the run's seed."""
 
-    method: Literal["sft", "dpo"]
+    method: Method
     learning_rate: float
     epochs: float
     batch_size: int
@@ -217,6 +267,11 @@ def training_size(
     sft: Sequence[SFTExample], pairs: Sequence[PreferencePair], settings: TrainSettings
 ) -> tuple[int, int]:
     """(examples, optimizer steps) of a run; ValueError when there is nothing to train on."""
+    if settings.method == "grpo":
+        raise ValueError(
+            "optimize.method 'grpo' trains on sampled groups, not on SFT examples or pairs: "
+            "call agents.grpo.train_grpo"
+        )
     n = len(sft) if settings.method == "sft" else len(pairs)
     if n == 0:
         raise ValueError(f"no training data for {settings.method}")
