@@ -118,6 +118,11 @@ class SessionPolicy(StageConfig):
 
 def _cross_component_problems(p: SessionPolicy) -> Iterator[str]:
     yield from _cluster_problems(p)
+    if p.optimize.method == "grpo":
+        yield (
+            "optimize.method 'grpo' is not run by the session yet (agents/grpo.py trains on "
+            "acquired groups; the optimize node does not call it): use optimize.method=sft or dpo"
+        )
     if p.optimize.method == "dpo" and not p.select.pairs:
         yield (
             "optimize.method 'dpo' trains on preference pairs: set select.pairs=true or "

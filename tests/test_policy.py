@@ -157,6 +157,7 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path: Path) -> None:
             ["optimize.method=dpo", "select.pairs=false"],
             "set select.pairs=true or optimize.method=sft",
         ),
+        (["optimize.method=grpo"], "use optimize.method=sft or dpo"),
         (["select.max_per_prompt=8"], "lower it or sample more"),
         (
             ["select.min_examples=1000"],
