@@ -124,7 +124,7 @@ def test_exponent_without_dot_still_a_number() -> None:
         ),
         (
             ["optimize.method=ppo"],
-            "--set optimize.method=ppo: optimize.method must be one of 'sft' or 'dpo' (got 'ppo')",
+            "--set optimize.method=ppo: optimize.method must be one of 'sft', 'dpo' or 'grpo' (got 'ppo')",
         ),
         (["monitor=3"], "--set monitor=3: monitor is a section, not a value: set its keys"),
     ],
