@@ -181,7 +181,7 @@ def payload(event: Event) -> Payload:
             f"event {event.key!r} of session {event.session_id!r}: data type {data_type!r} "
             f"is not one of {event.kind!r} (schema version {event.schema_version})"
         )
-    _refuse_newer_record(record, data_type, event)
+    _refuse_newer_record(record, event)
     try:
         value: Payload = record.model_validate(event.data)  # type: ignore[assignment]
     except ValidationError as error:
@@ -212,17 +212,17 @@ def v1_data_type(event: Event) -> str:
     return V1_DATA_TYPES[event.kind]
 
 
-def _refuse_newer_record(record: type[BaseModel], data_type: str, event: Event) -> None:
+def _refuse_newer_record(record: type[BaseModel], event: Event) -> None:
     """The agents' records carry their own schema version: one newer than this code's
     is refused as a newer event is."""
     known = record.model_fields.get("schema_version")
     written = event.data.get("schema_version")
     if known is not None and isinstance(written, int) and written > known.default:
         raise EventVersionError(
-            f"event {event.key!r} of session {event.session_id!r} holds a {data_type} of "
-            f"schema version {written}, newer than this autodidact reads (up to "
-            f"{known.default}): read the session with the autodidact that wrote it, or "
-            "upgrade this one"
+            f"event {event.key!r} of session {event.session_id!r} holds a "
+            f"{DATA_TYPE_OF[record]} of schema version {written}, newer than this "
+            f"autodidact reads (up to {known.default}): read the session with the "
+            "autodidact that wrote it, or upgrade this one"
         )
 
 
