@@ -31,6 +31,7 @@ from graph.events import (
     TestScores,
     envelope,
     payload,
+    records_of,
 )
 from graph.report_data import collect_report
 from graph.tracking import cycle_metrics, cycle_trace, decision_rows
@@ -222,6 +223,17 @@ def test_trace_and_report_read_a_version_1_session(tmp_path: Path) -> None:
     ]
     assert [(d["cycle"], d["action"]) for d in collected.decisions] == [(1, "loop"), (2, "stop")]
     assert collected.stop_reason == "cycle budget spent (2 of 2 cycles)"
+
+
+def test_a_version_1_session_resumed_logs_version_2_beside_it(tmp_path: Path) -> None:
+    store_with_log(tmp_path, SESSION_V1.read_text().splitlines())
+    later = written(Decision(cycle=3, action="stop", reason="resumed"), node="monitor", cycle=3)
+    with open_store(f"sqlite:///{tmp_path}/autodidact.db", tmp_path) as store:
+        store.events.append(later.model_copy(update={"key": "c3/monitor/1"}))
+        events = store.events.read("s1")
+    assert [e.schema_version for e in events[-2:]] == [1, 2]
+    decisions = [(d.cycle, d.action) for d in records_of(Decision, events)]
+    assert decisions == [(1, "loop"), (2, "stop"), (3, "stop")]
 
 
 def test_the_tracker_reads_a_version_1_cycle(v1_events: list[Event]) -> None:
