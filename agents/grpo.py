@@ -110,18 +110,39 @@ def groups_from_attempts(
 ) -> list[Group]:
     """Each attempt as a group: its samples' token ids and their `reward` (judged with the
     task's verifier and `abstentions`, the policy's `refine.abstentions`)."""
-    score = REWARDS[reward]
     return [
         Group(
             prompt=a.item.prompt,
             prompt_ids=tuple(prompt_token_ids(tokenizer, a.item.prompt)),
             completions=tuple(tuple(s.token_ids) for s in a.samples),
-            rewards=tuple(score(judge(task, a.item, s, abstentions)) for s in a.samples),
+            rewards=attempt_rewards(task, a, reward, abstentions),
             texts=tuple(s.text for s in a.samples),
             item_id=a.item.id,
         )
         for a in attempts
     ]
+
+
+def attempt_rewards(
+    task: Task, attempt: Attempt, reward: RewardName, abstentions: Sequence[str]
+) -> tuple[float, ...]:
+    """Each of the attempt's samples scored by `reward`."""
+    score = REWARDS[reward]
+    return tuple(score(judge(task, attempt.item, s, abstentions)) for s in attempt.samples)
+
+
+def informative_prompts(
+    task: Task, attempts: Sequence[Attempt], reward: RewardName, abstentions: Sequence[str]
+) -> int:
+    """How many distinct prompts have samples that `reward` scores differently: the
+    groups GRPO would train on (what select counts before optimize is worth running)."""
+    return len(
+        {
+            a.item.prompt
+            for a in attempts
+            if len(a.samples) > 1 and len(set(attempt_rewards(task, a, reward, abstentions))) > 1
+        }
+    )
 
 
 @dataclass(frozen=True)

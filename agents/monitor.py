@@ -15,6 +15,10 @@ Versions are compared (gain, plateau, regression guard, best version) on the pol
 Honesty rewards abstaining, so it comes with an accuracy floor (a share of the initial
 model's dev accuracy); a version below the floor, or one that abstains on every question,
 is never promoted.
+
+An online-RL run (GRPO) also reports its health per step: a run that collapsed
+(`agents.training_health.collapse`) makes its version one that is never promoted, rolled
+back like a regression, with the reason in the evidence.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from pydantic import Field, model_validator
 
 from agents.config import StageConfig
 from agents.records import Action, CycleMetrics, Decision, Evidence
+from agents.training_health import HealthRules, StepHealth, collapse
+from probes.metrics import auroc_drop_is_clear
 
 HARD_RULES = frozenset({"target", "budget", "regression"})
 
@@ -85,7 +91,24 @@ class MonitorPolicy(StageConfig):
         le=1.0,
         description="Probe calibration error (ECE) rise on fresh labels that makes it stale.",
     )
-    max_probe_refits: int = Field(default=1, ge=0, description="Most probe refits per session.")
+    max_probe_refits: int = Field(
+        default=1,
+        ge=0,
+        description="Most probe refits per session (a greedy re-labelling and sweep; never "
+        "chosen while probe.refit_every_cycle refits the probe on each cycle's samples).",
+    )
+    min_entropy: float = Field(
+        default=0.05,
+        ge=0.0,
+        description="Online RL's health: a run whose last step's mean token entropy is under "
+        "this has collapsed (near-deterministic), and its version is rolled back.",
+    )
+    max_length_growth: float = Field(
+        default=3.0,
+        gt=1.0,
+        description="Online RL's health: a run whose mean completion length grew more than "
+        "this many times its first step's has collapsed (answers blowing up).",
+    )
     min_probe_auroc_to_trust: float = Field(
         default=0.6,
         ge=0.5,
@@ -236,6 +259,8 @@ class Assessment:
     risk_weight: float
     risk_signal: str
     risk_drop: float | None  # fall of mean dev risk vs the best version, weighted
+    drift_clear: bool = False  # the AUROC fell by more than both measurements' noise
+    probe_refit_each_cycle: bool = False
 
     def evidence(self, policy: MonitorPolicy) -> Evidence:
         c = self.candidate
@@ -391,6 +416,10 @@ class MonitorInputs:
     finalize_minutes: float = 0.0
     trained: bool = True
     cycle: int | None = None
+    # the greedy probe's held-out rows at fit: (wrong, right) answers, for the noise of its AUROC
+    probe_baseline_counts: tuple[int, int] | None = None
+    probe_refit_each_cycle: bool = False  # the per-cycle refit keeps the probe fresh
+    train_steps: tuple[StepHealth, ...] = ()  # the candidate's training run, per step (GRPO)
 
 
 def candidate_gain(
@@ -432,8 +461,10 @@ def assess(
     )
     latest = candidate or history[-1]
     weight = risk_weight(latest.probe_auroc)
-    regression = _regression(candidate, best, gain, floor, policy)
+    collapsed = _collapse(candidate, best, inputs.train_steps, policy)
+    regression = collapsed or _regression(candidate, best, gain, floor, policy)
     baseline_auroc = inputs.probe_baseline_auroc
+    auroc_drop = _diff(baseline_auroc, latest.probe_auroc) if candidate else None
     return Assessment(
         cycle=inputs.cycle if inputs.cycle is not None else latest.cycle,
         candidate=candidate,
@@ -454,13 +485,50 @@ def assess(
         probe_refits_so_far=inputs.probe_refits_so_far,
         probe_auroc=latest.probe_auroc,
         probe_baseline_auroc=baseline_auroc,
-        auroc_drop=_diff(baseline_auroc, latest.probe_auroc) if candidate else None,
+        auroc_drop=auroc_drop,
         ece_rise=_diff(latest.probe_ece, inputs.probe_baseline_ece) if candidate else None,
         risk_weight=weight,
         risk_signal=risk_signal_note(latest.probe_auroc, policy.min_probe_auroc_to_trust)
         + forecast_note(latest),
         risk_drop=_weighted_drop(best, candidate, weight),
+        drift_clear=auroc_drop is not None and _drift_is_clear(candidate, inputs),
+        probe_refit_each_cycle=inputs.probe_refit_each_cycle,
     )
+
+
+def _collapse(
+    candidate: CycleMetrics | None,
+    best: CycleMetrics,
+    steps: Sequence[StepHealth],
+    policy: MonitorPolicy,
+) -> str | None:
+    """Why the candidate's training run collapsed (never promoted: rolled back), if it did."""
+    if candidate is None or not steps:
+        return None
+    rules = HealthRules(min_entropy=policy.min_entropy, max_length_growth=policy.max_length_growth)
+    reason = collapse(steps, best.accuracy, candidate.accuracy, rules)
+    return None if reason is None else f"{candidate.version}'s training collapsed: {reason}"
+
+
+def _drift_is_clear(candidate: CycleMetrics | None, inputs: MonitorInputs) -> bool:
+    """Whether the probe's AUROC on the candidate's fresh dev labels fell below its fit-time
+    AUROC by more than the noise of both (each measured on its own rows, `auroc_drop_is_clear`).
+
+    >>> m = CycleMetrics(cycle=1, version="v1", accuracy=0.5, hallucination_rate=0.5,
+    ...                  probe_auroc=0.89, n_dev=80)
+    >>> _drift_is_clear(m, MonitorInputs("v0", 1.0, probe_baseline_auroc=1.0,
+    ...                                  probe_baseline_counts=(6, 6)))  # 12 rows at fit
+    False
+    >>> _drift_is_clear(m.model_copy(update={"probe_auroc": 0.6, "n_dev": 400}),
+    ...     MonitorInputs("v0", 1.0, probe_baseline_auroc=0.85, probe_baseline_counts=(200, 200)))
+    True
+    """
+    counts, before = inputs.probe_baseline_counts, inputs.probe_baseline_auroc
+    if candidate is None or counts is None or before is None or candidate.probe_auroc is None:
+        return False
+    right = round(candidate.accuracy * candidate.n_dev)
+    after = (candidate.probe_auroc, candidate.n_dev - right, right)
+    return auroc_drop_is_clear((before, *counts), after)
 
 
 def _regression(
@@ -613,13 +681,18 @@ def plateau_rule(a: Assessment, p: MonitorPolicy) -> tuple[Action, str] | None:
 
 
 def probe_drift_rule(a: Assessment, p: MonitorPolicy) -> tuple[Action, str] | None:
+    """A greedy refit when the probe is stale beyond noise; never while the per-cycle
+    refit keeps it fresh (its minutes go to another cycle)."""
     if a.candidate is None or a.probe_refits_so_far >= p.max_probe_refits:
         return None
+    if a.probe_refit_each_cycle:
+        return None
     version = a.candidate.version
-    if a.auroc_drop is not None and a.auroc_drop > p.drift_threshold:
+    if a.auroc_drop is not None and a.auroc_drop > p.drift_threshold and a.drift_clear:
         return "refit_probe", (
             f"probe stale on {version}: AUROC {a.probe_auroc:.2f} on fresh labels vs "
-            f"{a.probe_baseline_auroc:.2f} at fit (drop {a.auroc_drop:.2f} > {p.drift_threshold:g})"
+            f"{a.probe_baseline_auroc:.2f} at fit (drop {a.auroc_drop:.2f} > {p.drift_threshold:g}, "
+            "beyond the noise of both measurements)"
         )
     if a.ece_rise is not None and a.ece_rise > p.calibration_drift_threshold:
         return "refit_probe", (
@@ -678,7 +751,8 @@ def admissible_actions(a: Assessment, policy: MonitorPolicy) -> set[Action]:
         allowed.add("rollback")
         if a.data_ok and a.retrains_so_far < policy.max_retrains:
             allowed.add("retrain")
-        if a.probe_baseline_auroc is not None and a.probe_refits_so_far < policy.max_probe_refits:
+        refits_left = a.probe_refits_so_far < policy.max_probe_refits
+        if a.probe_baseline_auroc is not None and refits_left and not a.probe_refit_each_cycle:
             allowed.add("refit_probe")
     return allowed
 

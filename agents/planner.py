@@ -216,29 +216,49 @@ def retrain_settings(
 ) -> tuple[dict[str, Any], str]:
     """Settings for a retrain on the same data: gentler after an update that lost accuracy,
     longer (or, at max_epochs, faster) after one that did not move; always within bounds."""
-    settings = {key: getattr(policy, key) for key in TRAIN_KEYS} | {
-        k: v for k, v in previous.items() if k in TRAIN_KEYS
-    }
-    lr, epochs = float(settings["learning_rate"]), float(settings["epochs"])
+    settings = _train_settings(previous, policy)
+    epochs = float(settings["epochs"])
     if last_gain is not None and last_gain < 0:
-        new_lr = max(lr * policy.retrain_lr_factor, policy.min_learning_rate)
-        settings["learning_rate"] = new_lr
-        return (
-            settings,
-            f"the update lost accuracy ({last_gain:+.1%}): learning rate {lr:g} -> {new_lr:g}",
-        )
+        return gentler_settings(previous, policy, f"the update lost accuracy ({last_gain:+.1%})")
     if epochs < policy.max_epochs:
         settings["epochs"] = min(epochs + 1, policy.max_epochs)
         return (
             settings,
             f"the update did not move accuracy: epochs {epochs:g} -> {settings['epochs']:g}",
         )
+    lr = float(settings["learning_rate"])
     new_lr = min(lr / policy.retrain_lr_factor, policy.max_learning_rate)
     settings["learning_rate"] = new_lr
     return (
         settings,
         f"the update did not move accuracy at max epochs: learning rate {lr:g} -> {new_lr:g}",
     )
+
+
+def gentler_settings(
+    previous: Mapping[str, Any], policy: OptimizePolicy, because: str
+) -> tuple[dict[str, Any], str]:
+    """`previous` run's settings with the learning rate times `retrain_lr_factor` (never
+    under min_learning_rate), and why (`because`, then the change).
+
+    >>> gentler_settings({"learning_rate": 2e-4}, OptimizePolicy(), "v2 was rolled back")[1]
+    'v2 was rolled back: learning rate 0.0002 -> 0.0001'
+    >>> gentler_settings({"learning_rate": 1e-5}, OptimizePolicy(), "v2 collapsed")[1]
+    'v2 collapsed: learning rate 1e-05 is at optimize.min_learning_rate, kept'
+    """
+    settings = _train_settings(previous, policy)
+    lr = float(settings["learning_rate"])
+    new_lr = max(lr * policy.retrain_lr_factor, policy.min_learning_rate)
+    settings["learning_rate"] = new_lr
+    if new_lr == lr:
+        return settings, f"{because}: learning rate {lr:g} is at optimize.min_learning_rate, kept"
+    return settings, f"{because}: learning rate {lr:g} -> {new_lr:g}"
+
+
+def _train_settings(previous: Mapping[str, Any], policy: OptimizePolicy) -> dict[str, Any]:
+    return {key: getattr(policy, key) for key in TRAIN_KEYS} | {
+        k: v for k, v in previous.items() if k in TRAIN_KEYS
+    }
 
 
 def check_optimize(
@@ -420,10 +440,14 @@ class Planner:
         examples: int,
         previous: Mapping[str, Any] | None = None,
         last_gain: float | None = None,
+        recipe: Mapping[str, Any] | None = None,
     ) -> PlannedChoice:
         """Training settings; with `previous` (a retrain) the rules adjust those, by the
-        last evaluation's gain unless `last_gain` is given."""
+        last evaluation's gain unless `last_gain` is given; else a `recipe` chosen after a
+        rollback (its settings and `why`) replaces the policy's."""
         rules, why = optimize_rules(policy), "policy rules"
+        if previous is None and recipe is not None:
+            rules, why = _train_settings(recipe, policy.optimize), str(recipe.get("why", ""))
         if previous is not None:
             if last_gain is None and len(history) > 1:
                 last_gain = policy_gains(history, policy.monitor)[-1]  # the retried update

@@ -63,6 +63,7 @@ class FittedProbe:
     description: str
     thresholds: Thresholds
     error: str | None = None  # why no probe was fitted
+    held_out_counts: tuple[int, int] | None = None  # (wrong, right) rows of held_out_auroc
 
 
 def fit_session_probe(
@@ -121,6 +122,9 @@ def fit_session_probe(
         held_out_ece,
         description,
         thresholds,
+        held_out_counts=None
+        if result.held_out_wrong is None
+        else (result.held_out_wrong, result.n_held_out - result.held_out_wrong),
     )
 
 

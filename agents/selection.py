@@ -59,7 +59,8 @@ class SelectPolicy(StageConfig):
     min_examples: int = Field(
         default=8,
         ge=1,
-        description="Fewer selected examples than this and the cycle skips optimize.",
+        description="Fewer selected examples than this (optimize.method grpo: fewer prompts "
+        "whose samples got different rewards) and the cycle skips optimize.",
     )
     pairs: bool = Field(
         default=True,
@@ -391,10 +392,13 @@ def select_data(
     )
 
 
-def usable_count(method: str, sft: int, pairs: int) -> int:
-    """Examples a training method can use: preference pairs for DPO, SFT examples else.
+def usable_count(method: str, sft: int, pairs: int, groups: int = 0) -> int:
+    """Examples a training method can use: preference pairs for DPO, groups whose rewards
+    differ for GRPO, SFT examples else.
 
     >>> usable_count("dpo", sft=10, pairs=3), usable_count("sft", sft=10, pairs=3)
     (3, 10)
+    >>> usable_count("grpo", sft=10, pairs=3, groups=5)
+    5
     """
-    return pairs if method == "dpo" else sft
+    return {"dpo": pairs, "grpo": groups}.get(method, sft)

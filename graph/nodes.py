@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from agents import acquire as acquiring
-from agents import selection
-from agents.cluster import ClusterPolicy
+from agents import grpo, selection
 from agents.distributed import train_version_on_ray
 from agents.evaluate import measure
 from agents.optimize import StepFn, TrainResult, TrainSettings, train_version
@@ -50,6 +50,7 @@ from graph.transitions import (
     promotion,
     refit_message,
     retrain_counters,
+    rollback_recipe,
     selection_message,
     session_thresholds,
     trained_message,
@@ -154,6 +155,7 @@ class Nodes:
             self.task, attempts, choice.final, policy.select, judge=judge
         )
         data = cycle_data.save_selected(self.artifacts, cycle, selected)
+        data |= self._grpo_groups(attempts, policy)
         emit.note(selection_message(data, choice.final["strategy"]), **data)
         route, notes = after_select(data, policy)
         for note in notes:
@@ -194,18 +196,22 @@ class Nodes:
         )
 
     def optimize(self, state: SessionState, runtime: Ctx) -> dict[str, Any]:
-        """LoRA SFT or DPO from the current version -> a new candidate version."""
+        """LoRA SFT, DPO or GRPO from the current version -> a new candidate version."""
         policy, cycle, data = runtime.context, state["cycle"], state.get("data") or {}
         emit = _emitter(runtime, "optimize", cycle)
         history, previous = history_of(state), state.get("retrain_settings")
         choice = self.planner.optimize(
-            policy, cycle=cycle, history=history, examples=data.get("sft", 0), previous=previous
+            policy,
+            cycle=cycle,
+            history=history,
+            examples=data.get("groups", data.get("sft", 0)),
+            previous=previous,
+            recipe=state.get("recipe"),
         )
         settings = TrainSettings(**choice.final, seed=policy.seed + cycle)
-        sft, pairs = cycle_data.load_data(self.artifacts, data)
         name, parent = next_version_name(state), state["current_version"]
         emit.note(training_message(name, parent, settings))
-        result = self._train(state, name, sft, pairs, settings, emit, policy.cluster)
+        result = self._train(state, name, settings, emit, policy)
         engine = self.versions.register(name, SessionLayout.merged_of(result.version_dir))
         emit.end(trained_message(name, result), **result.summary())
         update = trained_update(name, parent, result, engine.fingerprint, settings)
@@ -227,14 +233,17 @@ class Nodes:
         """Decide loop | retrain | refit_probe | rollback | stop, and promote or not."""
         policy, cycle, history = runtime.context, state.get("cycle", 0), history_of(state)
         emit = _emitter(runtime, "monitor", cycle)
-        n_test = len(reporting.test_items(self.task, policy))
-        inputs = monitor_inputs(state, history, n_test=n_test, now=time.time())
+        n_test, refits = (
+            len(reporting.test_items(self.task, policy)),
+            policy.probe.refit_every_cycle,
+        )
+        now = time.time()
+        inputs = monitor_inputs(state, history, n_test=n_test, now=now, refit_each_cycle=refits)
         decision, choice = self.planner.decide(policy, history, inputs)
+        decision, recipe = rollback_recipe(state, decision, policy.optimize)
         emit(f"{decision.action}: {decision.reason}", decision)
-        update = promotion(state, decision, history, policy.monitor) | {
-            "decisions": [decision],
-            "plans": [plan_record(choice, cycle, emit)],
-        }
+        update = recipe | promotion(state, decision, history, policy.monitor)
+        update |= {"decisions": [decision], "plans": [plan_record(choice, cycle, emit)]}
         update |= retrain_counters(state, decision)
         emit.end()
         return Command(goto=MONITOR_ROUTES[decision.action], update=update)
@@ -315,23 +324,34 @@ class Nodes:
             ProbeSaved(name=fitted.name, feature=fitted.feature, val_auroc=fitted.val_auroc),
         )
 
+    def _grpo_groups(
+        self, attempts: list[acquiring.Attempt], policy: SessionPolicy
+    ) -> dict[str, int]:
+        """For GRPO, how many prompts' samples got different rewards (what it trains on)."""
+        if policy.optimize.method != "grpo":
+            return {}
+        reward, abstentions = policy.optimize.grpo_reward, policy.refine.abstentions
+        return {"groups": grpo.informative_prompts(self.task, attempts, reward, abstentions)}
+
     def _train(
         self,
         state: SessionState,
         name: str,
-        sft: list[selection.SFTExample],
-        pairs: list[selection.PreferencePair],
         settings: TrainSettings,
         emit: Emitter,
-        cluster: ClusterPolicy,
+        policy: SessionPolicy,
     ) -> TrainResult:
-        """A new version from the current one: in this process, or (backend 'ray') in
-        Ray Train once the generation actors have handed back their CPUs/GPUs."""
+        """A new version from the current one: GRPO on the cycle's groups, or SFT/DPO on
+        its selected data, in this process or (backend 'ray') in Ray Train once the
+        generation actors have handed back their CPUs/GPUs."""
         on_step: StepFn = lambda step, total, loss: emit(  # noqa: E731
             "training", Progress(done=step, total=total, loss=loss)
         )
         version_dir = self.versions.version_dir(name)
-        if cluster.backend == "ray":
+        if settings.method == "grpo":
+            result: TrainResult = self._train_grpo(state, settings, version_dir, on_step, policy)
+        elif policy.cluster.backend == "ray":
+            sft, pairs = cycle_data.load_data(self.artifacts, state.get("data") or {})
             self.versions.release()
             result = train_version_on_ray(
                 self.versions.source(state),
@@ -339,10 +359,11 @@ class Nodes:
                 pairs=pairs,
                 settings=settings,
                 version_dir=version_dir,
-                cluster=cluster,
+                cluster=policy.cluster,
                 on_step=on_step,
             )
         else:
+            sft, pairs = cycle_data.load_data(self.artifacts, state.get("data") or {})
             model, tokenizer = self.versions.trainable_copy(state)
             result = train_version(
                 model,
@@ -355,6 +376,37 @@ class Nodes:
             )
         self.artifacts.add_dir(SessionLayout.version_name(name), result.version_dir, kind="model")
         return result
+
+    def _train_grpo(
+        self,
+        state: SessionState,
+        settings: TrainSettings,
+        version_dir: Path,
+        on_step: StepFn,
+        policy: SessionPolicy,
+    ) -> grpo.GRPOResult:
+        """GRPO on the groups acquire sampled this cycle (their token ids, no new
+        generation), rewarded by the policy's reward."""
+        attempts = cycle_data.load_attempts(self.artifacts, state["attempts"] or "")
+        model, tokenizer = self.versions.trainable_copy(state)
+        groups = grpo.groups_from_attempts(
+            self.task,
+            attempts,
+            tokenizer,
+            reward=policy.optimize.grpo_reward,
+            abstentions=policy.refine.abstentions,
+        )
+        return grpo.train_grpo(
+            model,
+            tokenizer,
+            groups,
+            settings=settings,
+            grpo=grpo.GRPOSettings.from_policy(
+                policy.optimize, temperature=policy.acquire.temperature
+            ),
+            version_dir=version_dir,
+            on_step=on_step,
+        )
 
     def _dev_metrics(
         self,

@@ -118,11 +118,7 @@ class SessionPolicy(StageConfig):
 
 def _cross_component_problems(p: SessionPolicy) -> Iterator[str]:
     yield from _cluster_problems(p)
-    if p.optimize.method == "grpo":
-        yield (
-            "optimize.method 'grpo' is not run by the session yet (agents/grpo.py trains on "
-            "acquired groups; the optimize node does not call it): use optimize.method=sft or dpo"
-        )
+    yield from _grpo_problems(p)
     if p.optimize.method == "dpo" and not p.select.pairs:
         yield (
             "optimize.method 'dpo' trains on preference pairs: set select.pairs=true or "
@@ -147,6 +143,24 @@ def _cross_component_problems(p: SessionPolicy) -> Iterator[str]:
         yield (
             "refine.fallback_model is used only by risk_adaptive: set "
             "evaluate.refine=risk_adaptive or drop it"
+        )
+
+
+def _grpo_problems(p: SessionPolicy) -> Iterator[str]:
+    """GRPO trains on acquire's groups: it needs K >= 2 samples drawn at a temperature,
+    and runs in this process (Ray Train's workers would split a batch's groups)."""
+    if p.optimize.method != "grpo":
+        return
+    if p.acquire.samples_per_prompt < 2 or p.acquire.temperature == 0:
+        yield (
+            "optimize.method 'grpo' learns from the differences inside each prompt's group: "
+            "set acquire.samples_per_prompt >= 2 and acquire.temperature > 0"
+        )
+    if p.cluster.backend == "ray":
+        yield (
+            "optimize.method 'grpo' trains in the session's process (Ray Train's workers would "
+            "split a step's groups, and GRPO's advantages are per group): use "
+            "cluster.backend=local, or optimize.method=sft or dpo on Ray"
         )
 
 

@@ -47,6 +47,7 @@ class SessionState(TypedDict, total=False):
     probe_val_ece: float | None
     probe_fit_auroc: float | None  # on the probe's own held-out rows: the drift baseline
     probe_fit_ece: float | None
+    probe_fit_counts: list[int] | tuple[int, int] | None  # (wrong, right) held-out rows at fit
     probe_refits: int
     stale_probe: str | None  # the probe before the last refit: measured beside the fresh one
     thresholds: dict[str, float]  # refine thresholds chosen on the probe's validation split
@@ -55,8 +56,10 @@ class SessionState(TypedDict, total=False):
     acquisition: dict[str, Any]  # this cycle's acquisition: candidates scored, tokens, times
     cycle_started_at: float
     train: dict[str, Any]  # the last training run's settings
+    train_steps: list[dict[str, float]]  # the last run's per-step logs (GRPO: its health)
     retrain_settings: dict[str, Any] | None  # set by a retrain decision: settings to adjust
     retrains: int
+    recipe: dict[str, Any] | None  # settings chosen after a rollback (and why) for the next run
     history: Annotated[list[CycleMetrics], operator.add]  # one per evaluation (v0 first)
     decisions: Annotated[list[Decision], operator.add]  # the monitor's, in order
     plans: Annotated[list[PlannedChoice], operator.add]  # planner choices, every stage

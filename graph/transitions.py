@@ -9,11 +9,13 @@ from typing import Any, Literal
 
 from agents.evaluate import Measurement
 from agents.monitor import MonitorInputs, MonitorPolicy, candidate_gain, finalize_minutes
-from agents.optimize import TrainResult, TrainSettings
+from agents.optimize import OptimizePolicy, TrainResult, TrainSettings
+from agents.planner import gentler_settings
 from agents.probe import FittedProbe
 from agents.records import CycleMetrics, Decision, PlannedChoice
 from agents.refine import RefinePolicy
 from agents.selection import usable_count
+from agents.training_health import step_health
 from graph.events import Emitter
 from graph.policy import SessionPolicy
 from graph.state import SessionState
@@ -64,6 +66,9 @@ def probe_update(fitted: FittedProbe, fingerprint: str, fits: int) -> dict[str, 
         "probe_val_ece": fitted.val_ece,
         "probe_fit_auroc": fitted.held_out_auroc,
         "probe_fit_ece": fitted.held_out_ece,
+        "probe_fit_counts": None
+        if fitted.held_out_counts is None
+        else list(fitted.held_out_counts),
         "probe_refits": fits,
         "thresholds": {"low": fitted.thresholds.low, "high": fitted.thresholds.high},
     }
@@ -92,6 +97,7 @@ def loop_probe_update(fitted: FittedProbe, fingerprint: str, state: SessionState
         "probe_val_ece": fitted.val_ece,
         "probe_fit_auroc": fitted.held_out_auroc,
         "probe_fit_ece": fitted.held_out_ece,
+        "probe_fit_counts": None,  # soft pass-rate labels: no class counts
         "thresholds": {"low": fitted.thresholds.low, "high": fitted.thresholds.high},
     }
 
@@ -138,7 +144,7 @@ def after_select(
     >>> after_select({"sft": 3, "pairs": 0}, SessionPolicy())
     ('monitor', ['too little data (3 < select.min_examples): no training this cycle'])
     """
-    usable = usable_count(policy.optimize.method, data["sft"], data["pairs"])
+    usable = usable_count(policy.optimize.method, data["sft"], data["pairs"], data.get("groups", 0))
     if usable >= policy.select.min_examples:
         return "optimize", []
     return "monitor", [f"too little data ({usable} < select.min_examples): no training this cycle"]
@@ -190,6 +196,7 @@ def trained_update(
             )
         },
         "train": asdict(settings),
+        "train_steps": list(getattr(result, "step_logs", ())),
         "retrain_settings": None,
     }
 
@@ -253,9 +260,16 @@ def acquisition_record(
 
 
 def monitor_inputs(
-    state: SessionState, history: list[CycleMetrics], *, n_test: int, now: float
+    state: SessionState,
+    history: list[CycleMetrics],
+    *,
+    n_test: int,
+    now: float,
+    refit_each_cycle: bool = False,
 ) -> MonitorInputs:
-    """What the monitor reads besides the history: the session's counters and clocks."""
+    """What the monitor reads besides the history: the session's counters and clocks, the
+    probe's fit, and the last training run's per-step health."""
+    counts = state.get("probe_fit_counts")
     return MonitorInputs(
         best_version=state["best_version"],
         elapsed_minutes=(now - state["started_at"]) / 60,
@@ -267,6 +281,9 @@ def monitor_inputs(
         finalize_minutes=finalize_minutes(history, n_test),
         trained=bool(state.get("candidate_version")),
         cycle=state.get("cycle", 0),
+        probe_baseline_counts=None if counts is None else (int(counts[0]), int(counts[1])),
+        probe_refit_each_cycle=refit_each_cycle,
+        train_steps=tuple(step_health(state.get("train_steps") or [])),
     )
 
 
@@ -304,6 +321,25 @@ def retrain_counters(state: SessionState, decision: Decision) -> dict[str, Any]:
         "retrains": state.get("retrains", 0) + 1,
         "retrain_settings": state.get("train") or None,
     }
+
+
+def rollback_recipe(
+    state: SessionState, decision: Decision, policy: OptimizePolicy
+) -> tuple[Decision, dict[str, Any]]:
+    """After a rollback the next training run changes its recipe instead of repeating the
+    one that failed: the rolled-back run's settings made gentler (`gentler_settings`),
+    said in the decision's evidence (`next_recipe`) and kept in the state for optimize.
+
+    >>> d = Decision(action="rollback", reason="v2 regressed")
+    >>> d, update = rollback_recipe({"train": {"learning_rate": 2e-4}}, d, OptimizePolicy())
+    >>> d.evidence["next_recipe"], update["recipe"]["learning_rate"]
+    ('v2 regressed: learning rate 0.0002 -> 0.0001', 0.0001)
+    """
+    if decision.action != "rollback" or not state.get("train"):
+        return decision, {}
+    settings, why = gentler_settings(state["train"], policy, decision.reason)
+    evidence = {**decision.evidence, "next_recipe": why}
+    return decision.model_copy(update={"evidence": evidence}), {"recipe": settings | {"why": why}}
 
 
 def plan_record(choice: PlannedChoice, cycle: int, emit: Emitter) -> PlannedChoice:

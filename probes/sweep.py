@@ -74,6 +74,7 @@ class SweepResult:
     held_out_auroc: float | None
     held_out_ece: float | None
     n_held_out: int
+    held_out_wrong: int | None = None  # of the n_held_out rows (the rest were right)
 
     def table(self) -> list[dict[str, object]]:
         return [row.to_json() | {"chosen": row == self.chosen} for row in self.rows]
@@ -158,4 +159,5 @@ def sweep(
         held_out_auroc=held_out_auroc,
         held_out_ece=held_out_ece,
         n_held_out=len(split.test),
+        held_out_wrong=int(np.sum(y[split.test])),
     )

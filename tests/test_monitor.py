@@ -18,6 +18,7 @@ from agents.monitor import (
     risk_weight,
 )
 from agents.records import CycleMetrics
+from agents.training_health import StepHealth
 
 
 def m(cycle: int, acc: float, **kw: Any) -> CycleMetrics:
@@ -90,6 +91,47 @@ CASES = [
         [m(0, 0.30), m(1, 0.45, probe_auroc=0.58)],
         "refit_probe",
         "probe stale on v1: AUROC 0.58",
+        signals={"probe_baseline_counts": (100, 100)},
+    ),
+    Case(
+        "an AUROC drop within the noise of 12 fit rows is no drift",
+        [m(0, 0.30), m(1, 0.45, probe_auroc=0.58)],
+        "loop",
+        "v1 gained",
+        signals={"probe_baseline_counts": (6, 6)},
+    ),
+    Case(
+        "no greedy refit while the per-cycle refit keeps the probe fresh",
+        [m(0, 0.30), m(1, 0.45, probe_auroc=0.58, probe_ece=0.25)],
+        "loop",
+        "v1 gained",
+        signals={"probe_baseline_counts": (100, 100), "probe_refit_each_cycle": True},
+    ),
+    Case(
+        "collapsed training (entropy) -> rollback, never promoted",
+        [m(0, 0.30), m(1, 0.45)],
+        "rollback",
+        "v1's training collapsed: entropy 0.010 at step 2 is under the floor 0.05",
+        signals={
+            "train_steps": (
+                StepHealth(1, reward=0.2, entropy=0.8, completion_length=20.0),
+                StepHealth(2, reward=0.6, entropy=0.01, completion_length=22.0),
+            )
+        },
+        promote=False,
+    ),
+    Case(
+        "reward up while dev accuracy fell -> rollback",
+        [m(0, 0.30), m(1, 0.29)],
+        "rollback",
+        "reward rose 0.20 -> 0.60 while dev accuracy fell 30.0% -> 29.0%",
+        signals={
+            "train_steps": (
+                StepHealth(1, reward=0.2, entropy=0.8, completion_length=20.0),
+                StepHealth(2, reward=0.6, entropy=0.7, completion_length=22.0),
+            )
+        },
+        promote=False,
     ),
     Case(
         "drift (calibration) -> refit_probe",

@@ -157,7 +157,8 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path: Path) -> None:
             ["optimize.method=dpo", "select.pairs=false"],
             "set select.pairs=true or optimize.method=sft",
         ),
-        (["optimize.method=grpo"], "use optimize.method=sft or dpo"),
+        (["optimize.method=grpo", "acquire.samples_per_prompt=1"], "samples_per_prompt >= 2"),
+        (["optimize.method=grpo", "cluster.backend=ray"], "use cluster.backend=local"),
         (["select.max_per_prompt=8"], "lower it or sample more"),
         (
             ["select.min_examples=1000"],
