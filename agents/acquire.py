@@ -8,11 +8,13 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from agents import learnability
 from agents.config import StageConfig
+from agents.learnability import Evidence
 from engines.base import (
     Engine,
     LayeredRiskFn,
@@ -80,6 +82,18 @@ class AcquirePolicy(StageConfig):
         le=1.0,
         description="Learnability band, high end: prompts whose probe risk is above are skipped "
         "as hopeless (1 keeps all; the honesty loop keeps them, it needs the always-wrong ones).",
+    )
+
+    order: Literal["uniform", "learnability", "thompson"] = Field(
+        default="uniform",
+        description="Which train prompts to sample: uniform (a fresh seeded draw, or the "
+        "probe's risk band with candidate_factor > 1), or by what earlier samples showed: each "
+        "prompt of the pool (candidate_factor x prompts_per_cycle fresh ones plus every prompt "
+        "sampled before) gets a Beta posterior over its pass rate (prior from the probe's "
+        "risk, worth more pseudo-samples the better the probe ranked fresh labels; evidence "
+        "from every earlier sample, halved per version change since), and the prompts of "
+        "highest expected p(1-p) are drawn (learnability), or of highest p(1-p) of one draw "
+        "of p each (thompson).",
     )
 
     @model_validator(mode="after")
@@ -158,10 +172,21 @@ class CyclePrompts:
     notes: list[str]  # what is worth a line in the trace
     scored: int = 0  # candidates the probe scored from prefill (0: a uniform draw)
     scoring_seconds: float = 0.0
+    # the share of the drawn prompts' groups the posterior expects mixed (order != uniform)
+    predicted_mixed_share: float | None = None
 
     @property
     def items(self) -> list[Item]:
         return self.drawn + self.synthetic
+
+
+@dataclass(frozen=True)
+class PromptHistory:
+    """What earlier cycles showed about the train prompts (for `order` learnability and
+    thompson): every sampled prompt's evidence, and the probe's skill on fresh labels."""
+
+    evidence: Sequence[Evidence] = ()
+    probe_auroc: float | None = None
 
 
 def cycle_prompts(
@@ -173,15 +198,25 @@ def cycle_prompts(
     cycle: int,
     seed: int,
     risk_fn: RiskFn | None = None,
+    order: str = "uniform",
+    seen: PromptHistory = PromptHistory(),
+    k: int = 4,
 ) -> CyclePrompts:
     """This cycle's prompts per the acquire plan: a fresh draw of `candidate_factor` times
     the prompts needed from the train split, narrowed by the probe `risk_fn` to the most
-    learnable ones (`guided_prompts`), plus the self-instruct prompts the plan asks for
-    (none whose group is held out)."""
+    learnable ones (`guided_prompts`), or (`order` learnability/thompson) chosen with the
+    prompts sampled before by their pass-rate posteriors (`posterior_prompts`); plus the
+    self-instruct prompts the plan asks for (none whose group is held out)."""
     train = task.split("train", seed=seed)
     pool = choose_prompts(train, plan["prompts"] * candidate_factor, cycle=cycle, seed=seed)
-    started = time.perf_counter()
-    drawn, scored = guided_prompts(engine, pool, plan, risk_fn)
+    started, predicted = time.perf_counter(), None
+    if order == "uniform":
+        drawn, scored = guided_prompts(engine, pool, plan, risk_fn)
+    else:
+        pool = with_seen_prompts(pool, train, seen.evidence)
+        drawn, scored, predicted = posterior_prompts(
+            engine, pool, plan["prompts"], risk_fn, seen, order=order, k=k, seed=seed + cycle
+        )
     scoring_seconds = time.perf_counter() - started if scored else 0.0
     held_out = frozenset(i.group for s in ("dev", "test") for i in task.split(s, seed=seed))
     synthetic = synthesize_items(
@@ -190,12 +225,59 @@ def cycle_prompts(
     notes = [f"self-instruct: kept {len(synthetic)} of {plan['synthesize']} asked"] * bool(
         plan["synthesize"]
     )
-    if scored:
+    if predicted is not None:
+        notes.append(
+            f"{order}: {len(drawn)} of {len(pool)} prompts by their pass-rate posterior "
+            f"({len(seen.evidence)} earlier groups as evidence, {scored} scored by the probe); "
+            f"predicted mixed groups {predicted:.0%}"
+        )
+    elif scored:
         notes.append(
             f"probe-guided: scored {scored} candidates from prefill, sampling the {len(drawn)} "
             f"nearest risk 0.5 in [{plan['min_risk']:g}, {plan['max_risk']:g}]"
         )
-    return CyclePrompts(drawn, synthetic, notes, scored, scoring_seconds)
+    return CyclePrompts(drawn, synthetic, notes, scored, scoring_seconds, predicted)
+
+
+def with_seen_prompts(
+    pool: Sequence[Item], train: Sequence[Item], evidence: Sequence[Evidence]
+) -> list[Item]:
+    """The fresh pool and every train prompt sampled before (in train order), once each.
+
+    >>> items = [Item(str(i), f"q{i}", ("a",), str(i)) for i in range(4)]
+    >>> [i.id for i in with_seen_prompts(items[:2], items, [Evidence("3", 1, 2), Evidence("0", 0, 2)])]
+    ['0', '1', '3']
+    """
+    ids = {i.id for i in pool}
+    seen = {e.prompt_id for e in evidence} - ids
+    return [*pool, *(i for i in train if i.id in seen)]
+
+
+def posterior_prompts(
+    engine: Engine,
+    pool: Sequence[Item],
+    count: int,
+    risk_fn: RiskFn | None,
+    seen: PromptHistory,
+    *,
+    order: str,
+    k: int,
+    seed: int,
+) -> tuple[list[Item], int, float]:
+    """The `count` prompts of `pool` the posterior (`agents.learnability`) ranks first,
+    how many the probe scored for the prior (none when the probe's measured skill gives
+    its risk no weight), and the share of their groups of `k` expected mixed."""
+    ids = [i.id for i in pool]
+    risks: dict[str, float] = {}
+    if risk_fn is not None and learnability.prior_strength(seen.probe_auroc, 1.0) > 0:
+        states = engine.hidden_states([i.prompt for i in pool], until_layer=probe_depth(risk_fn))
+        risks = {pid: risk_fn(s) for pid, s in zip(ids, states, strict=True)}
+    found = learnability.posteriors(ids, risks, seen.evidence, probe_auroc=seen.probe_auroc)
+    ranking: learnability.Order = "thompson" if order == "thompson" else "learnability"
+    chosen = learnability.choose(found, count, order=ranking, seed=seed)
+    by_id = {i.id: i for i in pool}
+    predicted = learnability.predicted_mixed_share(found, chosen, k)
+    return [by_id[pid] for pid in chosen], len(risks), predicted
 
 
 def sample_cycle(

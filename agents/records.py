@@ -83,6 +83,14 @@ class CycleMetrics(_Record):
     wasted_share: float | None = Field(
         default=None, description="prompts whose K samples all got the same verdict / prompts"
     )
+    mixed_share: float | None = Field(
+        default=None, description="1 - wasted_share: prompts whose K samples got both verdicts"
+    )
+    predicted_mixed_share: float | None = Field(
+        default=None,
+        description="the mixed share the pass-rate posteriors expected when acquire chose the "
+        "prompts (acquire.order learnability/thompson; None: uniform)",
+    )
     scoring_seconds: float = Field(default=0.0, description="wall time scoring candidates")
     sampling_seconds: float = Field(default=0.0, description="wall time drawing the K samples")
     refine: str = "none"

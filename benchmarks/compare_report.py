@@ -17,7 +17,9 @@ A results file names its kind, and holds one record per session, merged by the k
 acquisition; `improve` (the headline mode, keyed by preset and seed) is the default
 session measured whole, `initial` and `final` being its closing report's test scores;
 `honesty` (`benchmarks.honesty`, keyed by preset and split seed) is one honesty session
-with its four arms' answers on dev and test, finished once it has its `test` answers. A
+with its four arms' answers on dev and test, finished once it has its `test` answers;
+`methods` (`--methods`, keyed by task, arm and seed like `compare`) compares training
+methods (SFT, GRPO, GRPO with learnability selection; `benchmarks.methods_report`). A
 file of schema version 2 has no kind: only `--compare` wrote those, and they are read as
 `compare` (the next merge into one writes version 3).
 
@@ -43,6 +45,7 @@ from typing import Any
 COMPARE_SCHEMA_VERSION = 3  # 3: the file names its kind (2 had no "kind" field)
 IMPROVE_SCHEMA_VERSION = 1
 HONESTY_SCHEMA_VERSION = 1
+METHODS_SCHEMA_VERSION = 1
 ARMS = ("uniform", "guided")
 
 Record = dict[str, Any]
@@ -155,7 +158,15 @@ HONESTY = FileKind(
     headline_order,
     lambda key: f"preset {key[0]} split seed {key[1]}",
 )
-KINDS = {kind.name: kind for kind in (COMPARE, IMPROVE, HONESTY)}
+METHODS = FileKind(
+    "methods",
+    METHODS_SCHEMA_VERSION,
+    run_key,
+    finished,
+    lambda records: sorted(records, key=lambda r: (r["task"], r["seed"], r["arm"])),
+    lambda key: f"{key[0]} seed {key[2]} {key[1]}",
+)
+KINDS = {kind.name: kind for kind in (COMPARE, IMPROVE, HONESTY, METHODS)}
 UNNAMED = {2: COMPARE}  # schema version -> kind, for files written before the kind field
 
 

@@ -51,6 +51,7 @@ Measure the README's table in the background, then print it:
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,17 +63,19 @@ from agents.acquire import Attempt
 from benchmarks.compare_report import (
     COMPARE,
     IMPROVE,
+    METHODS,
     FileKind,
     HeadlineKey,
     Key,
     RunKey,
-    file_report_lines,
     headline_report_lines,
     pending,
+    read_results,
     read_runs,
-    report_lines,
     save_run,
 )
+from benchmarks.compare_report import file_report_lines as compare_file_report_lines
+from benchmarks.methods_report import METHOD_ARMS, methods_report_lines
 from engines import load_model
 from engines.hf import HFEngine
 from graph.policy import resolve_policy
@@ -137,6 +140,7 @@ def run_one(task: Task, sets: Sequence[str], root: Path) -> dict[str, Any]:
         session = Session(new_session_id(task.name), policy, store, task, engine)
         state = session.run()
         folder = session.folder
+        events = store.events.read(session.session_id)
     final = state["final"]
     return {
         "session_id": session.session_id,
@@ -146,6 +150,9 @@ def run_one(task: Task, sets: Sequence[str], root: Path) -> dict[str, Any]:
         "test_accuracy": final["final"]["test_accuracy"],
         "n_test": final["final"]["n_test"],
         "cycles": [row for row in final["cycles"] if row["cycle"] >= 1],
+        "optimize_seconds": [
+            e.data["seconds"] for e in events if e.node == "optimize" and e.kind == "node_end"
+        ],
     }
 
 
@@ -206,21 +213,76 @@ def still_to_run(
     return todo
 
 
-def compare(args: argparse.Namespace) -> None:
-    """Run the sessions `--out` does not hold finished yet, merging each into it as it ends."""
-    todo = still_to_run(compare_plan(args), args.out, COMPARE)
-    for (name, arm, seed), sets in todo:
-        task = compare_task(name)
-        run = run_one(task, sets, args.root / f"{name}-{seed}-{arm}")
-        record = {"task": name, "arm": arm, "seed": seed, "sets": sets, **run}
-        record["samples"] = sampled(Path(run["folder"]), task)
-        save_run(args.out, record, COMPARE)
-        print(
-            f"[{name} seed {seed} {arm}] test {run['initial_test_accuracy']:.1%} -> "
-            f"{run['test_accuracy']:.1%}, {run['wall_seconds'] / 60:.1f} min; in {args.out}",
-            flush=True,
-        )
-    print("\n".join(report_lines(read_runs(args.out, COMPARE))))
+def methods_plan(args: argparse.Namespace) -> list[tuple[RunKey, list[str]]]:
+    """Every (task, method arm, seed) of this invocation with its `--set`s: the
+    comparison's size and fixed schedule, the arm's method and prompt order."""
+    schedule = [*COMPARE_SIZE, *COMPARE_SETS, f"monitor.max_cycles={args.cycles}"]
+    return [
+        ((name, arm, seed), [*schedule, f"seed={seed}", *METHOD_ARMS[arm], *args.sets])
+        for seed in args.seeds
+        for name in args.tasks
+        for arm in args.arms
+    ]
+
+
+def compare(args: argparse.Namespace, kind: FileKind = COMPARE) -> None:
+    """Run the sessions `--out` does not hold finished yet, each in a process of its own
+    (a session's memory stays with it), merging each into `--out` as it ends."""
+    plan = methods_plan(args) if kind is METHODS else compare_plan(args)
+    todo = still_to_run(plan, args.out, kind)
+    for key, sets in todo:
+        exit_code = in_own_process(run_and_save, key, sets, args.root, args.out, kind)
+        if exit_code != 0:
+            raise SystemExit(f"{kind.label(key)}: the session's process exited {exit_code}")
+    print("\n".join(file_report_lines(args.out)))
+
+
+def in_own_process(target: Callable[..., None], *args: Any) -> int | None:
+    """`target(*args)` in a fresh (spawned) process, its exit code: a session's memory
+    (several GB after a few sessions in one process) goes back when it ends."""
+    child = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    child.start()
+    child.join()
+    return child.exitcode
+
+
+def run_and_save(key: RunKey, sets: list[str], root: Path, out: Path, kind: FileKind) -> None:
+    """One comparison session, its record merged into `out` (in a child process)."""
+    name, arm, seed = key
+    task = compare_task(name)
+    run = run_one(task, sets, root / f"{name}-{seed}-{arm}")
+    record = {"task": name, "arm": arm, "seed": seed, "sets": sets, **run}
+    record["samples"] = sampled(Path(run["folder"]), task)
+    record["distinct_prompts"] = len(drawn_prompts(Path(run["folder"])))
+    save_run(out, record, kind)
+    print(
+        f"[{kind.label(key)}] test {run['initial_test_accuracy']:.1%} -> "
+        f"{run['test_accuracy']:.1%}, {run['wall_seconds'] / 60:.1f} min; in {out}",
+        flush=True,
+    )
+
+
+def drawn_prompts(folder: Path) -> set[str]:
+    """The ids of every prompt the session sampled, over all its cycles."""
+    from graph.cycle_data import read_jsonl
+    from storage import ArtifactStore
+    from storage.layout import SessionLayout
+
+    artifacts, ids = ArtifactStore(folder), set()
+    for cycle in range(1, 100):
+        name = SessionLayout.attempts_name(cycle)
+        if artifacts.manifest().find(name) is None:
+            break
+        ids |= {Attempt.from_row(row).item.id for row in read_jsonl(artifacts, name)}
+    return ids
+
+
+def file_report_lines(path: Path) -> list[str]:
+    """The report of a results file of any of this benchmark's kinds."""
+    kind, runs = read_results(path)
+    if kind is METHODS:
+        return methods_report_lines(runs)
+    return compare_file_report_lines(path)
 
 
 def time_model_compute() -> None:
@@ -290,7 +352,11 @@ def headline(args: argparse.Namespace) -> None:
     print("\n".join(headline_report_lines(read_runs(args.out, IMPROVE))))
 
 
-DEFAULT_OUT = {False: Path("runs/bench-improve.json"), True: Path("runs/bench-compare.json")}
+DEFAULT_OUT = {
+    "headline": Path("runs/bench-improve.json"),
+    "compare": Path("runs/bench-compare.json"),
+    "methods": Path("runs/bench-methods.json"),
+}
 
 
 def main() -> None:
@@ -301,6 +367,16 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--root", type=Path, default=Path("runs/bench-improve"))
     parser.add_argument("--compare", action="store_true", help="uniform vs probe-guided")
+    parser.add_argument(
+        "--methods", action="store_true", help="training methods: sft vs grpo (--arms)"
+    )
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=list(METHOD_ARMS),
+        default=list(METHOD_ARMS),
+        help="the methods compared (--methods)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="both modes")
     parser.add_argument("--tasks", nargs="+", default=["arithmetic", "hard"])
     parser.add_argument("--factor", type=int, default=3, help="guided arm's candidate_factor")
@@ -308,8 +384,8 @@ def main() -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        help="results file (default runs/bench-improve.json, or runs/bench-compare.json "
-        "with --compare)",
+        help="results file (default runs/bench-improve.json, runs/bench-compare.json with "
+        "--compare, runs/bench-methods.json with --methods)",
     )
     parser.add_argument("--report", type=Path, help="print the tables of a saved --out file")
     args = parser.parse_args()
@@ -321,9 +397,12 @@ def main() -> None:
         return
     if any(s.startswith("seed=") for s in args.sets):
         parser.error("set seeds with --seeds, not --set seed=...: the seed keys the results")
-    args.out = args.out or DEFAULT_OUT[args.compare]
-    if args.compare:
-        compare(args)
+    if args.compare and args.methods:
+        parser.error("--compare and --methods are two benchmarks: run one at a time")
+    mode = "methods" if args.methods else "compare" if args.compare else "headline"
+    args.out = args.out or DEFAULT_OUT[mode]
+    if mode != "headline":
+        compare(args, METHODS if args.methods else COMPARE)
         return
     time_model_compute()
     headline(args)

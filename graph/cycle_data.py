@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.acquire import Attempt
 from agents.evaluate import ItemResult
+from agents.learnability import Evidence
 from agents.selection import PreferencePair, Selected, SFTExample
 from storage import ArtifactStore
 from storage.layout import SessionLayout
@@ -56,6 +57,39 @@ def version_samples(
         if features.fingerprint == fingerprint:
             parts.append((load_attempts(artifacts, SessionLayout.attempts_name(cycle)), features))
     return parts
+
+
+def prompt_evidence(
+    artifacts: ArtifactStore, drawn_by: Sequence[str], current: str
+) -> list[Evidence]:
+    """Every earlier cycle's samples per prompt (from its attempts and select's verdicts),
+    each with how many version changes ago it was drawn (`drawn_by`: per cycle, the
+    version acquire sampled; `current`: the version about to be sampled)."""
+    evidence = []
+    for cycle, ago in enumerate(versions_ago(drawn_by, current), start=1):
+        verdicts_name = SessionLayout.verdicts_name(cycle)
+        if artifacts.manifest().find(verdicts_name) is None:
+            continue  # the cycle never reached select
+        attempts = load_attempts(artifacts, SessionLayout.attempts_name(cycle))
+        verdicts = read_jsonl(artifacts, verdicts_name)
+        evidence += [
+            Evidence(a.item.id, sum(v["correct"]), len(v["correct"]), ago)
+            for a, v in zip(attempts, verdicts, strict=True)
+        ]
+    return evidence
+
+
+def versions_ago(drawn_by: Sequence[str], current: str) -> list[int]:
+    """For each cycle's drawing version, how many other versions drew (or draw now) after it.
+
+    >>> versions_ago(["v0", "v1", "v1", "v3"], "v1")  # v3 rolled back: v1 again
+    [2, 0, 0, 1]
+    """
+    lineage = [*drawn_by, current]
+    return [
+        len(set(lineage[i:]) - {lineage[i]}) if lineage[i] != current else 0
+        for i in range(len(drawn_by))
+    ]
 
 
 def save_dev_answers(

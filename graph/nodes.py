@@ -125,7 +125,7 @@ class Nodes:
         emit = _emitter(runtime, "acquire", cycle, f"cycle {cycle} from {state['current_version']}")
         engine, risk_fn = self.versions.engine(state), self._risk_fn(state)
         choice = self.planner.acquire(policy, cycle=cycle, history=history_of(state))
-        prompts = self._cycle_prompts(engine, risk_fn, choice.final, policy, cycle)
+        prompts = self._cycle_prompts(engine, risk_fn, choice.final, policy, state)
         attempts, seconds = self._sample(engine, risk_fn, prompts, policy, cycle, emit)
         message, summary = acquiring.summary(attempts, policy.acquire.samples_per_prompt)
         emit.end(message, **summary)
@@ -134,9 +134,8 @@ class Nodes:
             "cycle_started_at": started,
             "attempts": cycle_data.save_attempts(self.artifacts, cycle, attempts),
             "candidate_version": None,
-            "acquisition": acquisition_record(
-                prompts.scored, len(attempts), summary["tokens"], prompts.scoring_seconds, seconds
-            ),
+            "acquisition": acquisition_record(prompts, len(attempts), summary["tokens"], seconds),
+            "drawn_by": [state["current_version"]],
             "plans": [plan_record(choice, cycle, emit)],
         }
 
@@ -274,9 +273,11 @@ class Nodes:
         risk_fn: RiskFn | None,
         plan: dict[str, Any],
         policy: SessionPolicy,
-        cycle: int,
+        state: SessionState,
     ) -> acquiring.CyclePrompts:
-        """The cycle's prompts per the acquire plan, guided by the probe `risk_fn`."""
+        """The cycle's prompts per the acquire plan, guided by the probe `risk_fn` (and,
+        ordered by what the samples showed, by every earlier cycle's verdicts)."""
+        order, cycle = policy.acquire.order, state.get("cycle", 0) + 1
         return acquiring.cycle_prompts(
             engine,
             self.task,
@@ -285,6 +286,20 @@ class Nodes:
             cycle=cycle,
             seed=policy.seed,
             risk_fn=risk_fn,
+            order=order,
+            seen=self._prompt_history(state) if order != "uniform" else acquiring.PromptHistory(),
+            k=policy.acquire.samples_per_prompt,
+        )
+
+    def _prompt_history(self, state: SessionState) -> acquiring.PromptHistory:
+        """Every earlier cycle's samples as evidence per prompt, and the probe's skill on
+        the latest evaluation's fresh labels."""
+        history = history_of(state)
+        return acquiring.PromptHistory(
+            cycle_data.prompt_evidence(
+                self.artifacts, state.get("drawn_by") or [], state["current_version"]
+            ),
+            history[-1].probe_auroc if history else None,
         )
 
     def _sample(

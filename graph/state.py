@@ -54,6 +54,7 @@ class SessionState(TypedDict, total=False):
     attempts: str | None  # artifact name of this cycle's samples
     data: dict[str, Any] | None  # this cycle's selected data: artifact names and counts
     acquisition: dict[str, Any]  # this cycle's acquisition: candidates scored, tokens, times
+    drawn_by: Annotated[list[str], operator.add]  # per cycle, the version its samples came from
     cycle_started_at: float
     train: dict[str, Any]  # the last training run's settings
     train_steps: list[dict[str, float]]  # the last run's per-step logs (GRPO: its health)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Literal
 
+from agents.acquire import CyclePrompts
 from agents.evaluate import Measurement
 from agents.monitor import MonitorInputs, MonitorPolicy, candidate_gain, finalize_minutes
 from agents.optimize import OptimizePolicy, TrainResult, TrainSettings
@@ -235,27 +236,30 @@ def candidate_metrics(metrics: CycleMetrics, state: SessionState, now: float) ->
     return metrics.model_copy(
         update=(state.get("acquisition") or {})
         | {
-            "train_examples": data.get("sft", 0),
+            "train_examples": data.get("groups", data.get("sft", 0)),
             "wasted_share": data.get("wasted_share"),
+            "mixed_share": None if data.get("wasted_share") is None else 1 - data["wasted_share"],
             "seconds": now - state.get("cycle_started_at", now),
         }
     )
 
 
 def acquisition_record(
-    scored: int, prompts: int, tokens: int, scoring_seconds: float, sampling_seconds: float
+    prompts: CyclePrompts, sampled: int, tokens: int, sampling_seconds: float
 ) -> dict[str, Any]:
-    """What one cycle's acquisition cost (the cycle's metrics carry it).
+    """What one cycle's acquisition cost, and the mixed groups it expected (the cycle's
+    metrics carry it).
 
-    >>> acquisition_record(0, 4, 100, 0.0, 2.5)["tokens_sampled"]
+    >>> acquisition_record(CyclePrompts([], [], []), 4, 100, 2.5)["tokens_sampled"]
     100
     """
     return {
-        "candidates_scored": scored,
-        "prompts_sampled": prompts,
+        "candidates_scored": prompts.scored,
+        "prompts_sampled": sampled,
         "tokens_sampled": tokens,
-        "scoring_seconds": scoring_seconds,
+        "scoring_seconds": prompts.scoring_seconds,
         "sampling_seconds": sampling_seconds,
+        "predicted_mixed_share": prompts.predicted_mixed_share,
     }
 
 

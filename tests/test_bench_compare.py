@@ -141,6 +141,8 @@ def test_compare_runs_only_what_the_file_lacks_and_reports_all_of_it(
         return {key: made[key] for key in made if key not in ("task", "arm", "seed", "sets")}
 
     monkeypatch.setattr(improve, "run_one", fake_run)
+    monkeypatch.setattr(improve, "in_own_process", lambda target, *args: target(*args) or 0)
+    monkeypatch.setattr(improve, "drawn_prompts", lambda folder: {"q1", "q2"})
     monkeypatch.setattr(
         improve, "sampled", lambda folder, task: record("a", "b", 0, 0, 0)["samples"]
     )
@@ -219,3 +221,54 @@ def test_report_has_a_row_per_cycle_of_every_finished_run(three_seeds: str) -> N
     rows = [x for x in three_seeds.splitlines() if x.startswith("| arithmetic |")]
     assert len(rows) == 3 * 2 * 2  # seeds x arms x cycles; the cut seed 3 is left out
     assert "| arithmetic | 2 | guided | 2 | 40.0% | 20.0% | 0.440 |" in three_seeds
+
+
+# -- training methods (`--methods`) ------------------------------------------------------
+
+
+def test_methods_run_each_arm_and_seed_once_and_report_the_paired_gain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.compare_report import METHODS
+    from benchmarks.methods_report import METHOD_ARMS
+
+    finals = {"sft": 0.40, "grpo": 0.45, "grpo-learnability": 0.50}
+    ran: list[tuple[str, int]] = []
+
+    def fake_run(task: Any, sets: list[str], root: Path) -> dict[str, Any]:
+        seed = int(next(s for s in sets if s.startswith("seed=")).split("=")[1])
+        arm = next(
+            a for a, arm_sets in METHOD_ARMS.items() if sets[-len(arm_sets) :] == list(arm_sets)
+        )
+        ran.append((arm, seed))
+        made = record(task.name, arm, seed, finals[arm] + 0.01 * seed, 0.6)
+        made["optimize_seconds"] = [30.0, 40.0] if arm == "sft" else [60.0, 80.0]
+        return {key: made[key] for key in made if key not in ("task", "arm", "seed", "sets")}
+
+    monkeypatch.setattr(improve, "run_one", fake_run)
+    monkeypatch.setattr(improve, "in_own_process", lambda target, *args: target(*args) or 0)
+    monkeypatch.setattr(
+        improve, "sampled", lambda folder, task: record("a", "b", 0, 0, 0)["samples"]
+    )
+    monkeypatch.setattr(improve, "drawn_prompts", lambda folder: {"q1", "q2", "q3"})
+    out = tmp_path / "methods.json"
+    args = argparse.Namespace(
+        seeds=[0, 1],
+        tasks=["arithmetic"],
+        arms=list(METHOD_ARMS),
+        cycles=2,
+        sets=[],
+        root=tmp_path,
+        out=out,
+    )
+    improve.compare(args, METHODS)
+    improve.compare(args, METHODS)  # again: everything is there, nothing runs
+    assert sorted(ran) == sorted((arm, seed) for arm in METHOD_ARMS for seed in (0, 1))
+    report = capsys.readouterr().out
+    assert "### arithmetic: training methods (seeds 0, 1)" in report
+    assert "| optimize seconds per cycle | 35 s +- 0 (n=2) | 70 s +- 0 (n=2) |" in report
+    assert "| distinct prompts drawn | 3 +- 0 (n=2) |" in report
+    gain = next(x for x in report.splitlines() if x.startswith("grpo - sft"))
+    assert "5.0 pts +- 0.0 (n=2); seed 0 +5.0 pts, seed 1 +5.0 pts" in gain
+    assert json.loads(out.read_text())["kind"] == "methods"
+    assert "### arithmetic: training methods (seeds 0, 1)" in improve.file_report_lines(out)

@@ -214,7 +214,7 @@ def test_main_resolves_out_per_mode_and_refuses_a_seed_set(
 ) -> None:
     seen: dict[str, argparse.Namespace] = {}
     monkeypatch.setattr(improve, "headline", lambda args: seen.__setitem__("headline", args))
-    monkeypatch.setattr(improve, "compare", lambda args: seen.__setitem__("compare", args))
+    monkeypatch.setattr(improve, "compare", lambda args, kind: seen.__setitem__(kind.name, args))
     monkeypatch.setattr(improve, "time_model_compute", lambda: None)
 
     def main(*argv: str) -> None:
@@ -226,6 +226,11 @@ def test_main_resolves_out_per_mode_and_refuses_a_seed_set(
     assert seen["headline"].out == Path("runs/bench-improve.json")
     assert seen["headline"].seeds == [0, 1, 2]
     assert seen["compare"].out == Path("runs/bench-compare.json")
+    main("--methods", "--seeds", "0", "--arms", "sft", "grpo")
+    assert seen["methods"].out == Path("runs/bench-methods.json")
+    assert seen["methods"].arms == ["sft", "grpo"]
+    with pytest.raises(SystemExit):
+        main("--methods", "--compare")
     main("--seeds", "0", "--out", "elsewhere.json")
     assert (seen["headline"].seeds, seen["headline"].out) == ([0], Path("elsewhere.json"))
     with pytest.raises(SystemExit):

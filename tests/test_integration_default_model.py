@@ -106,3 +106,40 @@ def test_a_short_honesty_session_abstains_on_dev_and_reports_the_rates(tmp_path:
     assert v1.answered_precision is not None
     rates = ("accuracy", "hallucination_rate", "abstention_rate", "answered_precision")
     assert {f"test_{rate}" for rate in rates} <= set(state["final"]["final"])
+
+
+def test_a_short_grpo_session_trains_on_its_groups_and_records_their_health(
+    tmp_path: Path,
+) -> None:
+    """`--set optimize.method=grpo` on the quick preset, one cycle: optimize trains TRL's
+    GRPOTrainer on the groups acquire sampled, the monitor reads the run's health, and the
+    session runs to the monitor's stop."""
+    from engines import load_model
+    from graph.policy import resolve_policy
+    from graph.session import Session
+    from storage import open_store
+    from tasks import get_task
+
+    overrides = [  # short: 16 prompts x 4 samples of 2-digit addition, one GRPO run
+        "optimize.method=grpo",
+        "acquire.samples_per_prompt=4",
+        "acquire.max_new_tokens=48",
+        "evaluate.dev_limit=8",
+        "evaluate.test_limit=4",
+        "evaluate.max_new_tokens=48",
+        "probe.items=48",
+        "monitor.max_cycles=1",
+        "tracking=false",
+    ]
+    policy = resolve_policy("quick", None, overrides)
+    with open_store(f"sqlite:///{tmp_path}/autodidact.db", tmp_path) as store:
+        session = Session("grpo", policy, store, get_task("arithmetic"), load_model(policy.model))
+        state = session.run()
+        events = store.events.read("grpo")
+    assert state["status"] == "finished" and state["decisions"][-1].action == "stop"
+    (trained,) = [e for e in events if e.node == "optimize" and e.kind == "node_end"]
+    assert trained.data["groups"] >= 1 and trained.data["steps"] >= 1
+    steps = trained.data["step_logs"]
+    assert {"reward", "reward_std", "entropy", "completions/mean_length"} <= set(steps[0])
+    assert 0.0 <= steps[0]["reward"] <= 1.0, "the verifier's reward: 1 right, 0 wrong"
+    assert state["train_steps"] == steps

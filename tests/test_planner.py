@@ -286,6 +286,27 @@ def test_retrain_adjusts_the_previous_settings() -> None:
     assert choice.final["learning_rate"] == 1e-4 and "lost accuracy (-1.0%)" in choice.reason
 
 
+def test_after_a_rollback_the_next_run_takes_the_gentler_recipe() -> None:
+    recipe = {
+        "learning_rate": 1e-4,
+        "epochs": 2.0,
+        "why": "v2 regressed: learning rate 0.0002 -> 0.0001",
+    }
+    choice = Planner().optimize(POLICY, cycle=3, history=HISTORY, examples=40, recipe=recipe)
+    assert (choice.final["learning_rate"], choice.final["epochs"]) == (1e-4, 2.0)
+    assert choice.reason == recipe["why"]
+    retry = Planner().optimize(
+        POLICY,
+        cycle=3,
+        history=HISTORY,
+        examples=40,
+        previous=recipe,
+        recipe=recipe,
+        last_gain=-0.1,
+    )
+    assert retry.final["learning_rate"] == 5e-5, "a retrain adjusts the run it retries"
+
+
 # -- the monitor: the rules and the regression guard have the last word --------------------
 
 PLATEAU = [m(0, 0.30), m(1, 0.40), m(2, 0.405, train_examples=4)]  # rules: stop (plateau)

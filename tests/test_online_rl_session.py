@@ -1,13 +1,24 @@
-"""GRPO inside the session graph, on the tiny model: optimize trains on the groups acquire
+"""Online RL inside the session graph, on the tiny model. GRPO: optimize trains on the groups acquire
 sampled (no second generation), select counts the groups worth training on, the run's
 per-step health reaches the state and the trace, and a cycle whose groups all got equal
-rewards skips optimize."""
+rewards skips optimize. Learnability: acquire chooses prompts by their pass-rate
+posteriors, with every earlier cycle's verdicts as evidence."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.test_graph import odd_length, run_with_verifier, store  # noqa: F401 (fixture)
+import pytest
+
+from storage import open_store
+from tests.test_graph import odd_length, run_with_verifier
+
+
+@pytest.fixture()
+def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with open_store(f"sqlite:///{tmp_path}/autodidact.db", tmp_path) as opened:
+        yield opened
+
 
 GRPO = {
     "optimize.method": "grpo",
@@ -34,9 +45,26 @@ def test_a_grpo_session_trains_on_the_sampled_groups(store) -> None:  # type: ig
 
 def test_groups_with_equal_rewards_skip_optimize(store) -> None:  # type: ignore[no-untyped-def]
     never = lambda _answer, _refs: False  # noqa: E731 (every reward 0: no advantage anywhere)
-    state, events = run_with_verifier(store, never, "equal", **GRPO)
+    _, events = run_with_verifier(store, never, "equal", **GRPO)
     (selected,) = [e for e in events if e.node == "select" and e.data.get("groups") is not None]
     assert selected.data["groups"] == 0
     notes = " ".join(e.message for e in events if e.node == "select")
     assert "too little data (0 < select.min_examples): no training this cycle" in notes
     assert not [e for e in events if e.node == "optimize"], "no training without an advantage"
+
+
+def test_learnability_order_draws_by_what_earlier_samples_showed(store) -> None:  # type: ignore[no-untyped-def]
+    state, events = run_with_verifier(
+        store,
+        odd_length,
+        "learn",
+        **{"acquire.order": "learnability", "monitor.max_cycles": "2", "monitor.patience": "3"},
+    )
+    notes = [e.message for e in events if e.node == "acquire" and "learnability:" in e.message]
+    assert len(notes) == state["cycle"] == 2, "each cycle chose by the posterior"
+    assert "0 earlier groups as evidence" in notes[0]
+    assert "8 earlier groups as evidence" in notes[1], "cycle 2 read cycle 1's verdicts"
+    assert state["drawn_by"][0] == "v0" and len(state["drawn_by"]) == 2
+    for metrics in state["history"][1:]:
+        assert metrics.predicted_mixed_share is not None and 0 <= metrics.predicted_mixed_share <= 1
+        assert metrics.mixed_share is not None
