@@ -244,3 +244,49 @@ def test_killed_anywhere_then_resumed_ends_like_an_uninterrupted_run(
     record(backend, kill, point, problems)
     assert code == 0, second.output()
     assert not problems, "\n".join(problems)
+
+
+# -- a kill during GRPO (issue 24): the trainer's steps between two checkpoints ------------
+
+GRPO_SETS = (*UNBUDGETED, "optimize.method=grpo", "acquire.samples_per_prompt=4")
+
+
+@pytest.fixture(scope="module")
+def grpo_backend(tmp_path_factory: pytest.TempPathFactory, warm: WarmWorkers) -> Backend:
+    """The uninterrupted GRPO session on SQLite, run by a worker like every kill."""
+    root = tmp_path_factory.mktemp("sweep-grpo")
+    url, session, moments = f"sqlite:///{root}/autodidact.db", "reference-grpo", root / "m.json"
+    worker = warm.launch(url, root, session, sets=GRPO_SETS, moments_out=moments)
+    assert worker.wait() == 0, worker.output()
+    with open_store(url, root) as store:
+        reference = finished(store, session)
+    assert reference.outcome.status == "finished"
+    assert any(
+        e["node"] == "optimize" and e["kind"] == "node_end" and "step_logs" in e["data"]
+        for e in reference.events
+    ), "the reference trained with GRPO"
+    return Backend("sqlite-grpo", url, root, reference, json.loads(moments.read_text()))
+
+
+@pytest.mark.parametrize("kill", ["emit.optimize:3", "node.optimize:1"])
+def test_killed_during_grpo_then_resumed_ends_like_an_uninterrupted_run(
+    kill: str, grpo_backend: Backend, warm: WarmWorkers
+) -> None:
+    name, n = parse(kill)
+    assert grpo_backend.moments.count(name) >= n, f"the reference never reaches {kill}"
+    session, url, root = f"kill-{uuid.uuid4().hex[:8]}", grpo_backend.url, grpo_backend.root
+    marker = root / f"{session}.killed"
+    first = warm.launch(url, root, session, sets=GRPO_SETS, kill_at=kill, kill_marker=marker)
+    assert first.wait() == -9, first.output()
+    with open_store(url, root) as store:
+        before = store.events.read(session)
+    second = warm.launch(url, root, session, resume=True)
+    code = second.wait()
+    with open_store(url, root) as store:
+        after = store.events.read(session)
+        resumed = finished(store, session)
+    problems = [f"resume exited {code}"] if code != 0 else []
+    problems += differences(before, after, resumed, grpo_backend.reference)
+    record(grpo_backend, kill, kill, problems)
+    assert code == 0, second.output()
+    assert not problems, "\n".join(problems)
