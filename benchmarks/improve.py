@@ -63,6 +63,7 @@ from agents.acquire import Attempt
 from benchmarks.compare_report import (
     COMPARE,
     IMPROVE,
+    KINDS,
     METHODS,
     FileKind,
     HeadlineKey,
@@ -231,7 +232,7 @@ def compare(args: argparse.Namespace, kind: FileKind = COMPARE) -> None:
     plan = methods_plan(args) if kind is METHODS else compare_plan(args)
     todo = still_to_run(plan, args.out, kind)
     for key, sets in todo:
-        exit_code = in_own_process(run_and_save, key, sets, args.root, args.out, kind)
+        exit_code = in_own_process(run_and_save, key, sets, args.root, args.out, kind.name)
         if exit_code != 0:
             raise SystemExit(f"{kind.label(key)}: the session's process exited {exit_code}")
     print("\n".join(file_report_lines(args.out)))
@@ -246,9 +247,11 @@ def in_own_process(target: Callable[..., None], *args: Any) -> int | None:
     return child.exitcode
 
 
-def run_and_save(key: RunKey, sets: list[str], root: Path, out: Path, kind: FileKind) -> None:
-    """One comparison session, its record merged into `out` (in a child process)."""
+def run_and_save(key: RunKey, sets: list[str], root: Path, out: Path, kind_name: str) -> None:
+    """One comparison session, its record merged into `out` (a results file of the kind
+    `kind_name`), in a child process."""
     name, arm, seed = key
+    kind = KINDS[kind_name]
     task = compare_task(name)
     run = run_one(task, sets, root / f"{name}-{seed}-{arm}")
     record = {"task": name, "arm": arm, "seed": seed, "sets": sets, **run}
