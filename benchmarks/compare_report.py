@@ -265,6 +265,20 @@ def save_run(path: Path, record: Record, kind: FileKind = COMPARE) -> None:
 # -- numbers per run -----------------------------------------------------------------------
 
 
+def still_to_run(
+    plan: Sequence[tuple[Key, list[str]]], out: Path, kind: FileKind, noun: str = "sessions"
+) -> list[tuple[Key, list[str]]]:
+    """The entries of `plan` that `out` does not hold finished yet, saying how many it
+    skips; a file of another kind or schema, or settings that conflict, end the run."""
+    try:
+        todo = pending(plan, read_runs(out, kind), kind)
+    except ValueError as error:  # another kind or schema, or a SettingsConflict
+        raise SystemExit(str(error)) from None
+    if len(todo) < len(plan):
+        print(f"{len(plan) - len(todo)} of {len(plan)} {noun} already in {out}: skipped")
+    return todo
+
+
 def group(runs: Iterable[Record]) -> dict[str, dict[str, list[Record]]]:
     """task -> arm -> finished runs sorted by seed."""
     grouped: dict[str, dict[str, list[Record]]] = {}

@@ -66,7 +66,7 @@ import numpy as np
 from agents.evaluate import EvalSummary, ItemResult, refined_result, score_generation
 from agents.probe import risk_scorer
 from agents.refine import refine_answers
-from benchmarks.compare_report import HONESTY, pending, read_runs, save_run
+from benchmarks.compare_report import HONESTY, read_runs, save_run, still_to_run
 from engines import load_model
 from engines.base import Engine, Generation, SamplingParams
 from graph import reporting
@@ -562,12 +562,7 @@ def main() -> None:
         print_report({"seeds": read_seeds(args.report)}, args.n_boot)
         return
     plan = [((args.preset, seed), list(args.sets)) for seed in args.seeds]
-    try:
-        todo = pending(plan, read_runs(args.out, HONESTY), HONESTY)
-    except ValueError as error:  # another kind, or a SettingsConflict
-        raise SystemExit(str(error)) from None
-    if len(todo) < len(plan):
-        print(f"{len(plan) - len(todo)} of {len(plan)} seeds already in {args.out}: skipped")
+    todo = still_to_run(plan, args.out, HONESTY, noun="seeds")
     for (preset, seed), sets in todo:
         print(f"[seed {seed}] session", flush=True)
         record = run_seed(seed, sets, args.root / f"seed-{seed}", preset)

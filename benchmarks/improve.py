@@ -67,13 +67,12 @@ from benchmarks.compare_report import (
     METHODS,
     FileKind,
     HeadlineKey,
-    Key,
     RunKey,
     headline_report_lines,
-    pending,
     read_results,
     read_runs,
     save_run,
+    still_to_run,
 )
 from benchmarks.compare_report import file_report_lines as compare_file_report_lines
 from benchmarks.methods_report import METHOD_ARMS, methods_report_lines
@@ -198,20 +197,6 @@ def compare_plan(args: argparse.Namespace) -> list[tuple[RunKey, list[str]]]:
         for name in args.tasks
         for arm, factor in (("uniform", 1), ("guided", args.factor))
     ]
-
-
-def still_to_run(
-    plan: Sequence[tuple[Key, list[str]]], out: Path, kind: FileKind
-) -> list[tuple[Key, list[str]]]:
-    """The entries of `plan` that `out` does not hold finished yet, saying how many it
-    skips; a file of another kind or schema, or settings that conflict, end the run."""
-    try:
-        todo = pending(plan, read_runs(out, kind), kind)
-    except ValueError as error:  # another kind or schema, or a SettingsConflict
-        raise SystemExit(str(error)) from None
-    if len(todo) < len(plan):
-        print(f"{len(plan) - len(todo)} of {len(plan)} sessions already in {out}: skipped")
-    return todo
 
 
 def methods_plan(args: argparse.Namespace) -> list[tuple[RunKey, list[str]]]:
