@@ -99,6 +99,13 @@ class OptimizePolicy(StageConfig):
     grpo_epsilon: float = Field(
         default=0.2, gt=0.0, lt=1.0, description="grpo: PPO clipping range of the ratio."
     )
+    grpo_warmup_cycles: int = Field(
+        default=0,
+        ge=0,
+        description="grpo: the first cycles train with SFT on select's data (e.g. abstention "
+        "examples) before GRPO takes over: a model that never samples an abstention gets no "
+        "truthfulness reward for one, so the warm-up teaches it to say it first.",
+    )
     retrain_lr_factor: float = Field(
         default=0.5,
         gt=0.0,
@@ -149,6 +156,18 @@ class TrainSettings:
 
 
 TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings) if f.name != "seed")
+
+
+def method_at(policy: OptimizePolicy, cycle: int) -> Method:
+    """The training method of `cycle`: SFT during GRPO's warm-up cycles, else the policy's.
+
+    >>> p = OptimizePolicy(method="grpo", grpo_warmup_cycles=1)
+    >>> method_at(p, 1), method_at(p, 2), method_at(OptimizePolicy(), 1)
+    ('sft', 'grpo', 'sft')
+    """
+    if policy.method == "grpo" and cycle <= policy.grpo_warmup_cycles:
+        return "sft"
+    return policy.method
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from agents.monitor import (
     make_decision,
     policy_gains,
 )
-from agents.optimize import TRAIN_KEYS, OptimizePolicy
+from agents.optimize import TRAIN_KEYS, OptimizePolicy, method_at
 from agents.records import (
     PLAN_SCHEMAS,
     AcquirePlan,
@@ -448,6 +448,9 @@ class Planner:
         rules, why = optimize_rules(policy), "policy rules"
         if previous is None and recipe is not None:
             rules, why = _train_settings(recipe, policy.optimize), str(recipe.get("why", ""))
+        rules["method"] = method_at(policy.optimize, cycle)
+        if rules["method"] != policy.optimize.method:
+            why = f"GRPO's warm-up (cycle {cycle} of {policy.optimize.grpo_warmup_cycles}): sft"
         if previous is not None:
             if last_gain is None and len(history) > 1:
                 last_gain = policy_gains(history, policy.monitor)[-1]  # the retried update

@@ -16,7 +16,7 @@ from agents import acquire as acquiring
 from agents import grpo, selection
 from agents.distributed import train_version_on_ray
 from agents.evaluate import measure
-from agents.optimize import StepFn, TrainResult, TrainSettings, train_version
+from agents.optimize import StepFn, TrainResult, TrainSettings, method_at, train_version
 from agents.planner import Planner
 from agents.probe import (
     FittedProbe,
@@ -154,9 +154,9 @@ class Nodes:
             self.task, attempts, choice.final, policy.select, judge=judge
         )
         data = cycle_data.save_selected(self.artifacts, cycle, selected)
-        data |= self._grpo_groups(attempts, policy)
+        data |= self._grpo_groups(attempts, policy, cycle)
         emit.note(selection_message(data, choice.final["strategy"]), **data)
-        route, notes = after_select(data, policy)
+        route, notes = after_select(data, policy, cycle)
         for note in notes:
             emit.note(note)
         emit.end()
@@ -173,7 +173,7 @@ class Nodes:
         fitted = self._refit_on_samples(policy, cycle, fingerprint)
         self._record_probe(fitted, emit)
         emit.end(refit_message(fitted), val_auroc=fitted.val_auroc, held_out=fitted.held_out_auroc)
-        route, _ = after_select(state.get("data") or {"sft": 0, "pairs": 0}, policy)
+        route, _ = after_select(state.get("data") or {"sft": 0, "pairs": 0}, policy, cycle)
         return Command(goto=route, update=loop_probe_update(fitted, fingerprint, state))
 
     def _refit_on_samples(self, policy: SessionPolicy, cycle: int, fingerprint: str) -> FittedProbe:
@@ -340,10 +340,10 @@ class Nodes:
         )
 
     def _grpo_groups(
-        self, attempts: list[acquiring.Attempt], policy: SessionPolicy
+        self, attempts: list[acquiring.Attempt], policy: SessionPolicy, cycle: int
     ) -> dict[str, int]:
         """For GRPO, how many prompts' samples got different rewards (what it trains on)."""
-        if policy.optimize.method != "grpo":
+        if method_at(policy.optimize, cycle) != "grpo":
             return {}
         reward, abstentions = policy.optimize.grpo_reward, policy.refine.abstentions
         return {"groups": grpo.informative_prompts(self.task, attempts, reward, abstentions)}

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from agents.acquire import CyclePrompts
 from agents.evaluate import Measurement
 from agents.monitor import MonitorInputs, MonitorPolicy, candidate_gain, finalize_minutes
-from agents.optimize import OptimizePolicy, TrainResult, TrainSettings
+from agents.optimize import OptimizePolicy, TrainResult, TrainSettings, method_at
 from agents.planner import gentler_settings
 from agents.probe import FittedProbe
 from agents.records import CycleMetrics, Decision, PlannedChoice
@@ -137,15 +137,16 @@ def session_thresholds(policy: RefinePolicy, state: SessionState) -> Thresholds:
 
 
 def after_select(
-    data: dict[str, Any], policy: SessionPolicy
+    data: dict[str, Any], policy: SessionPolicy, cycle: int
 ) -> tuple[Literal["optimize", "monitor"], list[str]]:
-    """Train when the cycle selected enough data for the training method; else straight
-    to the monitor, with the note saying why.
+    """Train when the cycle selected enough data for the cycle's training method; else
+    straight to the monitor, with the note saying why.
 
-    >>> after_select({"sft": 3, "pairs": 0}, SessionPolicy())
+    >>> after_select({"sft": 3, "pairs": 0}, SessionPolicy(), 1)
     ('monitor', ['too little data (3 < select.min_examples): no training this cycle'])
     """
-    usable = usable_count(policy.optimize.method, data["sft"], data["pairs"], data.get("groups", 0))
+    method = method_at(policy.optimize, cycle)
+    usable = usable_count(method, data["sft"], data["pairs"], data.get("groups", 0))
     if usable >= policy.select.min_examples:
         return "optimize", []
     return "monitor", [f"too little data ({usable} < select.min_examples): no training this cycle"]

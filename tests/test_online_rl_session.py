@@ -1,7 +1,7 @@
-"""Online RL inside the session graph, on the tiny model. GRPO: optimize trains on the groups acquire
-sampled (no second generation), select counts the groups worth training on, the run's
-per-step health reaches the state and the trace, and a cycle whose groups all got equal
-rewards skips optimize. Learnability: acquire chooses prompts by their pass-rate
+"""Online RL inside the session graph, on the tiny model. GRPO: optimize trains on the
+groups acquire sampled (no second generation), select counts the groups worth training on,
+the run's per-step health reaches the state and the trace, a cycle whose groups all got
+equal rewards skips optimize, and warm-up cycles train with SFT first. Learnability: acquire chooses prompts by their pass-rate
 posteriors, with every earlier cycle's verdicts as evidence."""
 
 from __future__ import annotations
@@ -68,3 +68,20 @@ def test_learnability_order_draws_by_what_earlier_samples_showed(store) -> None:
     for metrics in state["history"][1:]:
         assert metrics.predicted_mixed_share is not None and 0 <= metrics.predicted_mixed_share <= 1
         assert metrics.mixed_share is not None
+
+
+def test_grpo_warm_up_cycles_train_with_sft_first(store) -> None:  # type: ignore[no-untyped-def]
+    sets = GRPO | {
+        "optimize.grpo_warmup_cycles": "1",
+        "monitor.max_cycles": "2",
+        "monitor.patience": "3",
+        "monitor.regression_tolerance": "1.0",  # both cycles train, whatever dev says
+    }
+    state, events = run_with_verifier(store, odd_length, "warm", **sets)
+    trained = [e for e in events if e.node == "optimize" and e.kind == "node_end"]
+    assert len(trained) == 2
+    assert "step_logs" not in trained[0].data, "cycle 1: SFT on select's examples"
+    assert trained[1].data["groups"] >= 1 and trained[1].data["step_logs"], "cycle 2: GRPO"
+    plans = [e.message for e in events if e.node == "optimize" and "optimize plan" in e.message]
+    assert "GRPO's warm-up (cycle 1 of 1): sft" in plans[0]
+    assert state["train"]["method"] == "grpo"

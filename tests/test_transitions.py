@@ -85,9 +85,15 @@ def test_enough_data_depends_on_the_training_method() -> None:
     policy = SessionPolicy.model_validate(
         {"select": {"min_examples": 4}, "optimize": {"method": "dpo"}}
     )
-    assert after_select({"sft": 10, "pairs": 4}, policy) == ("optimize", [])
-    route, notes = after_select({"sft": 10, "pairs": 3}, policy)
+    assert after_select({"sft": 10, "pairs": 4}, policy, 1) == ("optimize", [])
+    route, notes = after_select({"sft": 10, "pairs": 3}, policy, 1)
     assert route == "monitor" and "3 < select.min_examples" in notes[0]
+    grpo = SessionPolicy.model_validate(
+        {"select": {"min_examples": 4}, "optimize": {"method": "grpo", "grpo_warmup_cycles": 1}}
+    )
+    data = {"sft": 10, "pairs": 0, "groups": 3}
+    assert after_select(data, grpo, 1)[0] == "optimize", "warm-up: SFT counts examples"
+    assert after_select(data, grpo, 2)[0] == "monitor", "then GRPO counts the groups"
 
 
 def test_version_names_count_recorded_versions() -> None:
