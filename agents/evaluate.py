@@ -81,6 +81,67 @@ class EvalSummary:
         )
 
 
+@dataclass(frozen=True)
+class Proportion:
+    """count / n with its 95% Wilson interval (None when n is 0)."""
+
+    count: int
+    n: int
+    value: float | None
+    low: float | None
+    high: float | None
+
+    @classmethod
+    def of(cls, count: int, n: int) -> Proportion:
+        """
+        >>> p = Proportion.of(7, 20)
+        >>> p.value, round(p.low, 3), round(p.high, 3)
+        (0.35, 0.181, 0.567)
+        >>> Proportion.of(0, 0).value is None
+        True
+        """
+        if n == 0:
+            return cls(count, n, None, None, None)
+        from scipy.stats import binomtest
+
+        interval = binomtest(count, n).proportion_ci(confidence_level=0.95, method="wilson")
+        return cls(count, n, count / n, float(interval.low), float(interval.high))
+
+    def text(self) -> str:
+        """
+        >>> Proportion.of(7, 20).text()
+        '35.0% [18.1, 56.7] (7/20)'
+        """
+        if self.value is None:
+            return f"- (0/{self.n})"
+        return (
+            f"{self.value:.1%} [{self.low * 100:.1f}, {self.high * 100:.1f}] "  # type: ignore[operator]
+            f"({self.count}/{self.n})"
+        )
+
+
+def gated_rates(results: Sequence[ItemResult]) -> dict[str, Proportion]:
+    """What a gated system is judged on, each with its interval: accuracy (correct / all),
+    hallucination rate (answered and wrong / all), abstention rate, coverage (answered /
+    all) and answered precision (correct / answered).
+
+    >>> r = lambda ok, abstained: ItemResult("i", "q", ("a",), "x", ok, "stop", abstained)
+    >>> rates = gated_rates([r(True, False), r(False, False), r(False, True), r(False, True)])
+    >>> {name: p.value for name, p in rates.items()}
+    {'accuracy': 0.25, 'hallucination_rate': 0.25, 'abstention_rate': 0.5, 'coverage': 0.5, 'answered_precision': 0.5}
+    """
+    n, correct = len(results), sum(r.correct for r in results)
+    abstained = sum(r.abstained for r in results)
+    answered = n - abstained
+    return {
+        "accuracy": Proportion.of(correct, n),
+        "hallucination_rate": Proportion.of(answered - correct, n),
+        "abstention_rate": Proportion.of(abstained, n),
+        "coverage": Proportion.of(answered, n),
+        "answered_precision": Proportion.of(correct, answered),
+    }
+
+
 DEFAULT_ABSTENTIONS = RefinePolicy().abstentions
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -25,6 +26,7 @@ from cli.common import (
     write_jsonl,
 )
 from engines.loading import DEFAULT_MODEL
+from probes.calibration import Thresholds
 
 
 def models() -> None:
@@ -104,39 +106,105 @@ class ModelCommands:
         ] = None,
         path: PathOption = None,
         verifier: VerifierOption = None,
+        probe: Annotated[
+            Path | None,
+            typer.Option(
+                "--probe",
+                help="Probe folder (from `probe sweep` or a session): each answer's risk, "
+                "read from its own prefill, routes --refine.",
+            ),
+        ] = None,
+        refine: Annotated[
+            str,
+            typer.Option(
+                "--refine",
+                help="The gated system to measure: none (greedy), abstain or risk_adaptive "
+                "(need --probe), self_consistency, best_of_n.",
+            ),
+        ] = "none",
+        low: Annotated[
+            float, typer.Option(help="risk_adaptive: answer greedily at or below this risk.")
+        ] = Thresholds().low,
+        high: Annotated[
+            float, typer.Option(help="abstain / risk_adaptive: abstain above this risk.")
+        ] = Thresholds().high,
         out: OutOption = DEFAULT_ROOT,
     ) -> None:
-        """Greedy answers on a task: accuracy, and per-item JSONL in an output folder."""
-        from agents.evaluate import EvalSummary, greedy_eval
+        """Answers on a task, greedy or gated (--probe, --refine): accuracy, hallucination,
+        abstention, coverage and answered precision with 95% intervals; per-item JSONL in
+        an output folder."""
+        from agents.evaluate import EvalSummary, gated_rates, measure
+        from agents.refine import STRATEGIES, RefinePolicy
         from tasks import with_verifier
 
         positive(limit, "--limit")
         if split not in {"train", "dev", "test", "all"}:
             raise fail(f"--split must be train, dev, test or all (got {split!r})")
+        if refine not in STRATEGIES:
+            raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {refine!r})")
+        if not 0 <= low <= high <= 1:
+            raise fail(f"need 0 <= --low <= --high <= 1 (got {low}, {high})")
+        if refine in ("abstain", "risk_adaptive") and probe is None:
+            raise fail(f"--refine {refine} routes on the probe's risk: pass --probe DIR")
         suite = with_verifier(self.loaders.load_task(task, path), verifier)
         items = list(suite.items) if split == "all" else suite.split(split)  # type: ignore[arg-type]
         items = items[:limit] if limit else items
         if not items:
             raise fail(f"task {suite.name!r} has no items in split {split!r}")
+        fitted = load_probe_folder(probe) if probe is not None else None  # before the model
         engine = self.loaders.load_engine(model)
+        risk_fn = None if probe is None else probe_risk(fitted, engine, probe)
         with progress_bar(f"eval {suite.name}", len(items)) as on_progress:
-            results = greedy_eval(
-                engine, suite, items, max_new_tokens=max_new_tokens, on_progress=on_progress
+            measured = measure(
+                engine,
+                suite,
+                items,
+                max_new_tokens=max_new_tokens or suite.max_new_tokens,
+                strategy=refine,  # type: ignore[arg-type]
+                refine=RefinePolicy(),
+                thresholds=Thresholds(low, high),
+                on_progress=on_progress,
+                risk_fn=risk_fn,
             )
-        summary = EvalSummary.of(results)
+        results, summary = measured.results, EvalSummary.of(measured.results)
+        rates = gated_rates(results)
         folder = new_output_dir(out, f"eval-{suite.name.replace(':', '-')}")
         write_jsonl(folder / "answers.jsonl", [r.to_json() for r in results])
         report = {
             "task": suite.name,
             "model": engine.name,
             "fingerprint": engine.fingerprint,
+            "refine": refine,
+            "probe": None if probe is None else str(probe),
+            "thresholds": {"low": low, "high": high},
             **vars(summary),
+            "rates": {name: vars(rate) for name, rate in rates.items()},
         }
         (folder / "summary.json").write_text(json.dumps(report, indent=2))
         console.print(
-            f"accuracy {summary.accuracy:.1%} ({round(summary.accuracy * summary.n)}/{summary.n}), "
-            f"truncated {summary.truncated}; answers in {folder}/answers.jsonl"
+            f"accuracy {rates['accuracy'].text()}, truncated {summary.truncated}; "
+            f"answers in {folder}/answers.jsonl",
+            highlight=False,
         )
+        if refine != "none" or probe is not None:
+            for name in ("hallucination_rate", "abstention_rate", "coverage", "answered_precision"):
+                console.print(f"{name.replace('_', ' ')} {rates[name].text()}", highlight=False)
+
+
+def load_probe_folder(folder: Path) -> Any:
+    """The probe in `folder`, read before any model loads (a wrong path costs nothing)."""
+    from probes.artifact import load_probe
+
+    return load_probe(folder)
+
+
+def probe_risk(fitted: Any, engine: Any, folder: Path) -> Any:
+    """The probe as a risk function on `engine`, refused when fitted on another model."""
+    from probes.artifact import check_fingerprint
+    from probes.runtime import RiskScorer
+
+    check_fingerprint(fitted.card, engine.fingerprint, where=f"probe {folder}")
+    return RiskScorer(fitted)
 
 
 def register(app: typer.Typer, loaders: Loaders) -> None:

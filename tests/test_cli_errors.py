@@ -253,6 +253,14 @@ REFUSED_WITHOUT_MODEL = [
      "nope: not a probe", True),
     ("answer --probe, no probe", lambda d: ["answer", "hi", "--probe", str(d / "nope")],
      "nope: not a probe", True),
+    ("eval --probe, no probe", lambda d: ["eval", "--probe", str(d / "nope"), "--limit", "2"],
+     "nope: not a probe", True),
+    ("eval --refine abstain, no probe", lambda d: ["eval", "--refine", "abstain"],
+     "--refine abstain routes on the probe's risk: pass --probe DIR", True),
+    ("eval --refine nope", lambda d: ["eval", "--refine", "nope"], "--refine must be one of",
+     True),
+    ("eval --low above --high", lambda d: ["eval", "--low", "0.8", "--high", "0.2"],
+     "need 0 <= --low <= --high <= 1", True),
 ]  # fmt: skip
 
 
@@ -287,6 +295,7 @@ STALE = [
     ("probe eval", lambda d: ["probe", "eval", str(stale_probe(d)), "-t", "capitals"]),
     ("probe score", lambda d: ["probe", "score", str(stale_probe(d)), "2+2?"]),
     ("answer --probe", lambda d: ["answer", "hi", "--probe", str(stale_probe(d))]),
+    ("eval --probe", lambda d: ["eval", "--probe", str(stale_probe(d)), "--limit", "2"]),
 ]
 
 
@@ -335,3 +344,42 @@ def test_empty_sessions_table_says_where_to_look(tmp_path: Path) -> None:
     result = CliRunner().invoke(make_app(), ["sessions", "--root", str(root)])
     assert result.exit_code == 0, result.output
     assert "--root/--store must match the run's" in result.stdout
+
+
+def test_gated_eval_reports_every_rate_with_its_interval(tmp_path: Path) -> None:
+    """`eval --probe --refine abstain` on the tiny model: each answer carries the probe's
+    risk, the ones above --high are abstentions, and the rates add up."""
+    import numpy as np
+
+    from probes.fit import EstimatorConfig, export_weights, fit_estimator
+    from tests.test_probes_artifact import make_probe
+    from tests.tiny_models import tiny_engine
+
+    engine = tiny_engine()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 16)).astype(np.float32)  # the tiny model's hidden size
+    weights = export_weights(fit_estimator(x, rng.integers(0, 2, 60), EstimatorConfig()))
+    probe = make_probe(weights, layers=(1,), fingerprint=engine.fingerprint)
+    folder = probe.save(tmp_path / "probe")
+    argv = ["eval", "--task", "arithmetic", "--limit", "12", "--max-new-tokens", "4"]
+    argv += ["--probe", str(folder), "--refine", "abstain", "--high", "0.5"]
+    result = CliRunner().invoke(
+        make_app(Loaders(load_engine=lambda _model: engine)), [*argv, "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    (summary_file,) = tmp_path.glob("eval-*/summary.json")
+    summary = json.loads(summary_file.read_text())
+    rates = {name: rate for name, rate in summary["rates"].items()}
+    answers = [json.loads(line) for line in summary_file.with_name("answers.jsonl").open()]
+    assert len(answers) == 12 and all(a["risk"] is not None for a in answers)
+    abstained = sum(a["abstained"] for a in answers)
+    assert rates["abstention_rate"]["count"] == abstained
+    assert abstained == sum(a["risk"] > 0.5 for a in answers), "abstain: above --high"
+    assert rates["coverage"]["count"] + abstained == 12
+    answered = rates["coverage"]["count"]
+    assert rates["accuracy"]["count"] + rates["hallucination_rate"]["count"] == answered
+    assert rates["answered_precision"]["n"] == answered
+    for rate in rates.values():
+        if rate["value"] is not None:
+            assert rate["low"] <= rate["value"] <= rate["high"]
+    assert "coverage" in result.output and "answered precision" in result.output
