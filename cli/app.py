@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import models, report, session, ui
+from cli import models, report, serve, session, ui
 from cli.common import Loaders, OneLineErrors
 from cli.policy import policy_app
 from cli.probe import probe_app
@@ -28,6 +28,7 @@ def make_app(loaders: Loaders | None = None, *, view: EventView = console_view) 
     models.register(app, loaders)
     session.register(app, loaders, view)
     report.register(app)
+    serve.register(app, loaders)
     app.add_typer(tasks_app(loaders), name="tasks")
     app.add_typer(policy_app(), name="policy")
     app.add_typer(probe_app(loaders), name="probe")
