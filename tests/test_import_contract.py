@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("benchmarks", "cli", "graph", "serving", "agents", "probes", "engines", "tasks", "storage")
+PACKAGES = (
+    "benchmarks",
+    "cli",
+    "graph",
+    "serving",
+    "agents",
+    "probes",
+    "engines",
+    "tasks",
+    "storage",
+)
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
