@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from cli.common import (
     ModelOption,
     OutOption,
     PathOption,
+    RootOption,
     TaskOption,
     VerifierOption,
     cli_command,
@@ -128,6 +130,8 @@ class ModelCommands:
         high: Annotated[
             float, typer.Option(help="abstain / risk_adaptive: abstain above this risk.")
         ] = Thresholds().high,
+        session: SessionOption = None,
+        root: RootOption = DEFAULT_ROOT,
         out: OutOption = DEFAULT_ROOT,
     ) -> None:
         """Answers on a task, greedy or gated (--probe, --refine): accuracy, hallucination,
@@ -144,6 +148,10 @@ class ModelCommands:
             raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {refine!r})")
         if not 0 <= low <= high <= 1:
             raise fail(f"need 0 <= --low <= --high <= 1 (got {low}, {high})")
+        if session is not None:
+            made = session_model(root, session, needs_probe=refine in ("abstain", "risk_adaptive"))
+            model, probe = made.model, made.probe
+            low, high = made.thresholds.low, made.thresholds.high
         if refine in ("abstain", "risk_adaptive") and probe is None:
             raise fail(f"--refine {refine} routes on the probe's risk: pass --probe DIR")
         suite = with_verifier(self.loaders.load_task(task, path), verifier)
@@ -189,6 +197,57 @@ class ModelCommands:
         if refine != "none" or probe is not None:
             for name in ("hallucination_rate", "abstention_rate", "coverage", "answered_precision"):
                 console.print(f"{name.replace('_', ' ')} {rates[name].text()}", highlight=False)
+
+
+SessionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--session",
+        help="A finished session under --root: its best version, the probe fitted on that "
+        "version and the thresholds chosen for it (they replace --model, --probe, --low and "
+        "--high).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class SessionModel:
+    """The model a session made, with its gate (`ROOT/sessions/ID/model.json`)."""
+
+    model: str
+    probe: Path | None
+    thresholds: Thresholds
+    version: str
+
+
+def session_model(root: Path, session_id: str, *, needs_probe: bool) -> SessionModel:
+    """What session `session_id` made, read from its folder; a one-line error when it has
+    not finished, or when the gate needs a probe the session did not fit on that version."""
+    from storage.layout import SessionLayout
+
+    layout = SessionLayout.of(root, session_id)
+    try:
+        record = json.loads(layout.model_json.read_text())
+    except FileNotFoundError:
+        raise fail(
+            f"session {session_id!r} under {root} has no {layout.MODEL_JSON}: it has not finished "
+            "(resume it), or the --root is not the one it ran with"
+        ) from None
+    version = record["version"]
+    if needs_probe and record["probe"] is None:
+        raise fail(
+            f"session {session_id!r}'s probe was fitted on another version than its best, "
+            f"{version}: fit one on it (autodidact probe sweep --model {record['path']}) and "
+            "pass --model and --probe, or use --refine none"
+        )
+    chosen = record.get("thresholds") or {}
+    default = Thresholds()
+    return SessionModel(
+        model=record["path"] or record["model"],
+        probe=layout.folder / record["probe"] if record["probe"] else None,
+        thresholds=Thresholds(chosen.get("low", default.low), chosen.get("high", default.high)),
+        version=version,
+    )
 
 
 def load_probe_folder(folder: Path) -> Any:

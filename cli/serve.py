@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from cli.common import Loaders, ModelOption, cli_command, console, err_console, fail
+from cli.common import (
+    DEFAULT_ROOT,
+    Loaders,
+    ModelOption,
+    RootOption,
+    cli_command,
+    console,
+    err_console,
+    fail,
+)
+from cli.models import SessionOption
 from engines.loading import DEFAULT_MODEL
 from probes.calibration import Thresholds
 
@@ -64,6 +74,8 @@ class ServeCommand:
         max_tokens: Annotated[
             int, typer.Option(min=1, help="Most new tokens a request may ask for (its default).")
         ] = 256,
+        session: SessionOption = None,
+        root: RootOption = DEFAULT_ROOT,
         api_key_env: Annotated[
             str,
             typer.Option(
@@ -78,10 +90,15 @@ class ServeCommand:
         import uvicorn
 
         from agents.refine import STRATEGIES
-        from cli.models import load_probe_folder, probe_risk
+        from cli.models import load_probe_folder, probe_risk, session_model
         from serving.app import ServeSettings, make_app
         from serving.gate import GatedModel, measured_by
 
+        if session is not None:
+            made = session_model(root, session, needs_probe=refine not in (None, "none"))
+            model, probe = made.model, made.probe
+            low, high = made.thresholds.low, made.thresholds.high
+            name = name or f"{session}-{made.version}"
         strategy = refine or ("abstain" if probe is not None else "none")
         if strategy not in STRATEGIES:
             raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {strategy!r})")

@@ -38,6 +38,7 @@ from graph.transitions import (
     acquisition_record,
     after_probe,
     after_select,
+    best_model_record,
     candidate_metrics,
     cycle_metrics,
     history_of,
@@ -256,6 +257,7 @@ class Nodes:
             engine_of, self._risk_fn(state), state, self.task, policy, emit
         )
         self.artifacts.write_json(SessionLayout.REPORT_JSON, final)
+        self.artifacts.write_json(SessionLayout.MODEL_JSON, best_model_record(state, policy))
         emit(f"finished: {final['stop_reason']}", SessionEnd(**final))
         emit.end()
         return {"final": final, "status": "finished"}

@@ -347,6 +347,35 @@ def rollback_recipe(
     return decision.model_copy(update={"evidence": evidence}), {"recipe": settings | {"why": why}}
 
 
+def best_model_record(state: SessionState, policy: SessionPolicy) -> dict[str, Any]:
+    """What the session made, for `answer`/`eval`/`serve --session`: the best version
+    (its merged weights; None: the session's own model), and the gate to serve it with:
+    the probe when it was fitted on that very version (else None, and on what it was),
+    the thresholds chosen for it, and refine's abstention text.
+
+    >>> state = {"model": "m", "best_version": "v1", "probe": "probes/cycle-1",
+    ...          "probe_fingerprint": "f0", "thresholds": {"low": 0.2, "high": 0.6},
+    ...          "versions": {"v1": {"path": "versions/v1/merged", "fingerprint": "f1"}}}
+    >>> record = best_model_record(state, SessionPolicy())
+    >>> record["version"], record["probe"], record["probe_fitted_on"]
+    ('v1', None, 'f0')
+    """
+    best = state["best_version"]
+    version = state["versions"][best]
+    fingerprint = version["fingerprint"]
+    fitted_on = state.get("probe_fingerprint")
+    return {
+        "model": state["model"],
+        "version": best,
+        "path": version["path"],
+        "fingerprint": fingerprint,
+        "probe": state.get("probe") if fitted_on == fingerprint else None,
+        "probe_fitted_on": fitted_on,
+        "thresholds": state.get("thresholds") or None,
+        "abstention_text": policy.refine.abstention_text,
+    }
+
+
 def plan_record(choice: PlannedChoice, cycle: int, emit: Emitter) -> PlannedChoice:
     """Record a planner's choice, stamped with its cycle, in the state and the event stream."""
     choice = choice.model_copy(update={"cycle": cycle})

@@ -49,6 +49,7 @@ class SessionLayout:
     POLICY: ClassVar[str] = "policy.json"
     REPORT_JSON: ClassVar[str] = "report.json"
     REPORT_HTML: ClassVar[str] = "report.html"
+    MODEL_JSON: ClassVar[str] = "model.json"  # the best version with its gate (`serve --session`)
     # every cycle's attempts, and every trained version's adapter (glob patterns, relative
     # to the session's folder)
     ATTEMPTS_GLOB: ClassVar[str] = f"{CYCLE}*/attempts.jsonl"
@@ -81,6 +82,10 @@ class SessionLayout:
     @property
     def report_html(self) -> Path:
         return self.folder / self.REPORT_HTML
+
+    @property
+    def model_json(self) -> Path:
+        return self.folder / self.MODEL_JSON
 
     @property
     def probes(self) -> Path:
