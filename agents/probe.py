@@ -14,10 +14,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from pydantic import Field
 
 from agents.acquire import Attempt
 from agents.config import StageConfig
+from agents.evaluate import ItemResult
 from agents.selection import label_with_verifier
 from engines.base import Engine, ProgressFn
 from probes.calibration import Thresholds, choose_thresholds
@@ -25,6 +27,7 @@ from tasks.base import Item, Task
 
 if TYPE_CHECKING:
     from probes.artifact import Probe
+    from probes.data import ProbeData
     from probes.features import FeatureSet
     from probes.passrate import PassRateRows
     from probes.runtime import RiskScorer
@@ -85,11 +88,69 @@ def fit_session_probe(
     The items all sit in the task's train split for `seed`, so the probe splits them with
     another seed: its validation and test rows are train items the probe never fitted on."""
     from probes.data import collect  # the probes stack loads when a probe is fitted, not
-    from probes.sweep import sweep  # when a policy is read
+    # when a policy is read
+
+    data = collect(engine, task, items, max_new_tokens=max_new_tokens, progress_cb=on_progress)
+    return fit_on_data(data, name=name, folder=folder, target_precision=target_precision, seed=seed)
+
+
+def fit_on_answers(
+    engine: Engine,
+    task: Task,
+    answers: Sequence[ItemResult],
+    *,
+    name: str,
+    folder: Path,
+    max_new_tokens: int,
+    target_precision: float,
+    seed: int,
+) -> FittedProbe:
+    """A probe for `engine` from greedy answers it already gave (a version's dev answers,
+    with their verdicts): their prompts' prefill states (one forward pass per batch, no
+    generation) as features, the answers' verdicts as labels; then the same sweep and
+    thresholds as `fit_session_probe`."""
+    from probes.data import ProbeData
+    from probes.features import FeatureSet, prompt_template_hash
+    from probes.labels import verify_answer
+
+    by_id = {item.id: item for item in task.items}
+    items = [by_id[a.id] for a in answers]
+    prompts = [item.prompt for item in items]
+    states = engine.hidden_states(prompts)
+    ids = [item.id for item in items]
+    data = ProbeData(
+        task=task.name,
+        max_new_tokens=max_new_tokens,
+        item_ids=ids,
+        groups=[item.group for item in items],
+        prompts=prompts,
+        features=FeatureSet.from_states(
+            states,
+            ids,
+            fingerprint=engine.fingerprint,
+            template_hash=prompt_template_hash(engine),
+            model_name=engine.name,
+        ),
+        labels=[
+            verify_answer(task, i, a.output, a.finish_reason)
+            for i, a in zip(items, answers, strict=True)
+        ],
+        mean_logprob=np.array([a.mean_logprob or 0.0 for a in answers], dtype=np.float64),
+        mean_entropy=np.array([a.mean_entropy or 0.0 for a in answers], dtype=np.float64),
+    )
+    return fit_on_data(data, name=name, folder=folder, target_precision=target_precision, seed=seed)
+
+
+def fit_on_data(
+    data: ProbeData, *, name: str, folder: Path, target_precision: float, seed: int
+) -> FittedProbe:
+    """The layer x feature sweep on `data`, chosen on the probe's own validation split
+    (split with `seed + 1`), refine thresholds from that same validation split; the probe
+    is saved in `folder`."""
+    from probes.sweep import sweep
     from probes.sweep_table import save_sweep_table
 
     probe_seed = seed + 1
-    data = collect(engine, task, items, max_new_tokens=max_new_tokens, progress_cb=on_progress)
     try:
         result = sweep(data, seed=probe_seed, n_boot=200)
     except ValueError as error:  # e.g. every answer right (or wrong): nothing to learn

@@ -101,6 +101,12 @@ def save_dev_answers(
     )
 
 
+def load_dev_answers(artifacts: ArtifactStore, cycle: int, version: str) -> list[ItemResult]:
+    """The dev answers `version` gave when cycle `cycle` evaluated it."""
+    rows = read_jsonl(artifacts, SessionLayout.dev_answers_name(cycle, version))
+    return [ItemResult(**(row | {"answers": tuple(row["answers"])})) for row in rows]
+
+
 def save_selected(artifacts: ArtifactStore, cycle: int, selected: Selected) -> dict[str, Any]:
     """The cycle's selected data and each sample's verdict saved; the state's record of it
     (names and counts)."""

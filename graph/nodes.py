@@ -20,6 +20,7 @@ from agents.optimize import StepFn, TrainResult, TrainSettings, method_at, train
 from agents.planner import Planner
 from agents.probe import (
     FittedProbe,
+    fit_on_answers,
     fit_session_probe,
     loop_features,
     pass_rate_rows,
@@ -252,6 +253,8 @@ class Nodes:
         """The test split, scored once, for the initial and the final (best) model."""
         policy = runtime.context
         emit = _emitter(runtime, "finalize", state.get("cycle", 0))
+        probe = self._final_probe(state, policy, emit)
+        state = {**state, **probe}  # type: ignore[typeddict-item]
         engine_of = lambda version: self.versions.engine(state, version)  # noqa: E731
         final = reporting.final_report(
             engine_of, self._risk_fn(state), state, self.task, policy, emit
@@ -260,9 +263,38 @@ class Nodes:
         self.artifacts.write_json(SessionLayout.MODEL_JSON, best_model_record(state, policy))
         emit(f"finished: {final['stop_reason']}", SessionEnd(**final))
         emit.end()
-        return {"final": final, "status": "finished"}
+        return probe | {"final": final, "status": "finished"}
 
     # -- helpers (not nodes) ----------------------------------------------------------------
+
+    def _final_probe(
+        self, state: SessionState, policy: SessionPolicy, emit: Emitter
+    ) -> dict[str, Any]:
+        """A probe for the best version when the session's was fitted on another (a
+        version promoted in the last cycle was never sampled): fitted on the best version's
+        own dev answers (their prefill states, no new generation), so the session ends
+        with a gate for the model it made. The update, or {} when none is needed or none
+        could be fitted."""
+        best, fingerprint = (
+            state["best_version"],
+            state["versions"][state["best_version"]]["fingerprint"],
+        )
+        evaluated = [h.cycle for h in history_of(state) if h.version == best]
+        if state.get("probe_fingerprint") == fingerprint or not evaluated:
+            return {}
+        name = SessionLayout.final_probe_name(best)
+        fitted = fit_on_answers(
+            self.versions.engine(state, best),
+            self.task,
+            cycle_data.load_dev_answers(self.artifacts, evaluated[-1], best),
+            name=name,
+            folder=self.artifacts.root / name,
+            max_new_tokens=policy.evaluate.max_new_tokens,
+            target_precision=policy.refine.target_precision,
+            seed=policy.seed,
+        )
+        self._record_probe(fitted, emit)
+        return loop_probe_update(fitted, fingerprint, state)
 
     def _risk_fn(self, state: SessionState) -> RiskFn | None:
         """The session's probe as a risk function (None: no probe yet)."""

@@ -186,6 +186,15 @@ class SessionLayout:
         """
         return name.startswith(f"{PROBES}/probe-")
 
+    @staticmethod
+    def final_probe_name(version: str) -> str:
+        """The folder of the probe fitted at the end on the best version's dev answers.
+
+        >>> SessionLayout.final_probe_name("v2")
+        'probes/final-v2'
+        """
+        return f"{PROBES}/final-{version}"
+
     @classmethod
     def loop_probe_name(cls, cycle: int) -> str:
         """The folder of the probe refit on cycle `cycle`'s samples.

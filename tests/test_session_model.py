@@ -79,3 +79,32 @@ def test_session_commands_refuse_what_the_session_cannot_give(
     finally:
         made.write_text(json.dumps(record))
     assert gated.exit_code == 2 and "probe was fitted on another version" in gated.output
+
+
+def test_a_probe_is_fitted_from_a_versions_own_dev_answers(tmp_path: Path) -> None:
+    """The session's last step when its probe was fitted on another version than its best:
+    the best version's dev answers (their verdicts) and their prompts' prefill states."""
+    from agents.evaluate import ItemResult
+    from agents.probe import fit_on_answers
+    from probes.artifact import load_probe
+    from tests.test_graph import coin_flip_task
+
+    task, engine = coin_flip_task(), tiny_engine()
+    answers = [
+        ItemResult(i.id, i.prompt, i.answers, "7", int(i.answers[0]) % 2 == 0, "stop")
+        for i in list(task.items)[:80]
+    ]
+    fitted = fit_on_answers(
+        engine,
+        task,
+        answers,
+        name="probes/final-v0",
+        folder=tmp_path / "final",
+        max_new_tokens=6,
+        target_precision=0.9,
+        seed=0,
+    )
+    assert fitted.name == "probes/final-v0", fitted.error
+    probe = load_probe(tmp_path / "final")
+    assert probe.card.fingerprint == engine.fingerprint
+    assert fitted.held_out_counts is not None and sum(fitted.held_out_counts) > 0
