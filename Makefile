@@ -105,6 +105,7 @@ bench: $(DEV_STAMP) $(VLLM_STAMP)  ## run every benchmark (minutes to an hour ea
 	$(PY) -m benchmarks.improve
 	$(PY) -m benchmarks.improve --compare --root runs/bench-compare --out runs/bench-compare.json
 	$(PY) -m benchmarks.improve --methods --root runs/bench-methods --out runs/bench-methods.json
+	$(PY) -m benchmarks.serve
 	$(PY) -m benchmarks.honesty
 	$(PY) -m benchmarks.cluster --preset default --cycles 1
 	$(PY) -m benchmarks.cluster --preset quick --cycles 1
