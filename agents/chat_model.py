@@ -111,7 +111,34 @@ def make_chat_model(
     return _init_chat_model(spec, provider)
 
 
+def openai_compatible(name: str) -> BaseChatModel:
+    """'openai:NAME' as langchain-openai's ChatOpenAI: OpenAI itself, or any server that
+    speaks its API (`autodidact serve`, vLLM, Ollama, a provider) at $OPENAI_BASE_URL. The
+    key is read from $OPENAI_API_KEY only (never from the policy, never logged); a local
+    server without one gets a placeholder. Structured proposals go out as a JSON-schema
+    `response_format`, which `serve` (and vLLM) decode under constraint."""
+    import os
+
+    try:
+        from langchain_openai import ChatOpenAI
+    except ImportError:
+        raise ChatModelError(
+            f"chat model 'openai:{name}' needs langchain-openai: pip install 'autodidact[planners]'"
+        ) from None
+    key = os.environ.get("OPENAI_API_KEY") or (
+        "unused" if os.environ.get("OPENAI_BASE_URL") else None
+    )
+    if key is None:
+        raise ChatModelError(
+            f"chat model 'openai:{name}' needs OPENAI_API_KEY, or OPENAI_BASE_URL for a local "
+            "OpenAI-compatible server"
+        )
+    return ChatOpenAI(model=name, api_key=key, max_retries=1)  # type: ignore[arg-type]
+
+
 def _init_chat_model(spec: str, provider: str) -> BaseChatModel:
+    if provider == "openai":
+        return openai_compatible(spec.partition(":")[2])
     package = f"langchain-{provider.replace('_', '-')}"
     try:
         from langchain.chat_models import init_chat_model

@@ -38,6 +38,9 @@ class SamplingParams:
     max_new_tokens: int = 64
     stop: tuple[str, ...] = ()
     seed: int = 0
+    # a JSON Schema (as a string; "{}": any JSON object) every answer must follow: decoding
+    # is constrained to it (engines that cannot constrain refuse it)
+    json_schema: str | None = None
 
     @property
     def greedy(self) -> bool:

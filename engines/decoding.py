@@ -11,7 +11,7 @@ Per-token log-probabilities and entropies come from the same logits, under the r
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -100,9 +100,12 @@ def decode(
     end_ids: Collection[int],
     generator: torch.Generator | None = None,
     is_stopped: Callable[[list[int]], bool] | None = None,
+    allowed: Callable[[int, list[int]], Sequence[int]] | None = None,
 ) -> list[DecodedRow]:
     """Decode `copies` rows per prompt from `prefill`'s logits and cache (prompt-major:
-    rows i*copies .. i*copies+copies-1 belong to prompt i). Finished rows leave the batch."""
+    rows i*copies .. i*copies+copies-1 belong to prompt i). Finished rows leave the batch.
+    `allowed(row, its tokens so far)`: the tokens a row may take next (constrained
+    decoding); the logprobs and entropies stay those of the raw distribution."""
     if copies > 1:
         cache.batch_repeat_interleave(copies)
         logits = logits.repeat_interleave(copies, 0)
@@ -115,7 +118,11 @@ def decode(
         logits = logits.float()
         logp = torch.log_softmax(logits, dim=-1)  # (A, V)
         entropy = -(logp.exp() * logp).sum(-1)  # (A,)
-        chosen = choose_tokens(logits, sampling, generator)  # (A,)
+        chosen = choose_tokens(
+            logits if allowed is None else only_allowed(logits, active, rows, allowed),
+            sampling,
+            generator,
+        )  # (A,)
         chosen_logp = logp.gather(1, chosen.unsqueeze(1)).squeeze(1)
         ended = torch.isin(chosen, end).tolist()
         for slot, (row_index, token, lp, h) in enumerate(
@@ -145,3 +152,17 @@ def decode(
         )
         logits = output.logits[:, -1, :]
     return rows
+
+
+def only_allowed(
+    logits: torch.Tensor,
+    active: Sequence[int],
+    rows: Sequence[DecodedRow],
+    allowed: Callable[[int, list[int]], Sequence[int]],
+) -> torch.Tensor:
+    """(A, V) logits with every token a row may not take next at -inf."""
+    masked = torch.full_like(logits, float("-inf"))
+    for slot, row_index in enumerate(active):
+        ids = torch.tensor(list(allowed(row_index, rows[row_index].token_ids)), dtype=torch.long)
+        masked[slot, ids] = logits[slot, ids]
+    return masked

@@ -27,6 +27,7 @@ from engines.base import (
     SamplingParams,
     score_risk,
 )
+from engines.constrained import TokenFilter, json_schema_filter
 from engines.decoding import DecodedRow, decode, prefill, prompt_positions
 from engines.hooks import StopForward, capture_prefill, decoder_layers
 from engines.loading import resolve_model
@@ -181,6 +182,7 @@ class HFEngine:
         copies = 1 if params.greedy else n  # greedy samples are identical: decode once, copy
         with capture_prefill(self.model, mask) if capture else nullcontext() as prefill_capture:
             logits, cache = prefill(self.model, batch["input_ids"], mask)
+        end_ids = end_token_ids(self.model, self.tokenizer)
         rows = decode(
             self.model,
             logits,
@@ -188,9 +190,10 @@ class HFEngine:
             mask,
             copies=copies,
             sampling=params,
-            end_ids=end_token_ids(self.model, self.tokenizer),
+            end_ids=end_ids,
             generator=generator,
             is_stopped=self._stop_check(stop) if stop else None,
+            allowed=self._schema_filter(params, batch, end_ids, copies),
         )
         samples = [self._sample(row, stop) for row in rows]
         states: list[PromptStates | None] = [None] * len(prompts)
@@ -201,6 +204,22 @@ class HFEngine:
             drawn = samples[i * copies : (i + 1) * copies]
             generations.append(Generation(prompt, drawn * n if params.greedy else drawn, states[i]))
         return generations
+
+    def _schema_filter(
+        self,
+        params: SamplingParams,
+        batch: dict[str, torch.Tensor],
+        end_ids: set[int],
+        copies: int,
+    ) -> TokenFilter | None:
+        """The rows' allowed tokens under `params.json_schema` (None: unconstrained)."""
+        if params.json_schema is None:
+            return None
+        prompts = [
+            ids[mask.bool()].tolist()  # left padding dropped
+            for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+        ]
+        return json_schema_filter(self.tokenizer, end_ids, params.json_schema, prompts, copies)
 
     def _stop_check(self, stop: list[str]) -> Callable[[list[int]], bool]:
         def stopped(token_ids: list[int]) -> bool:

@@ -48,6 +48,7 @@ Decisions, and why:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -218,8 +219,10 @@ class VLLMEngine:
     def _vllm_params(self, params: SamplingParams) -> Any:
         """vLLM's `SamplingParams` for ours: one completion when greedy (copied n times)."""
         from vllm import SamplingParams as VLLMSamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         greedy = params.greedy
+        schema = None if params.json_schema is None else json.loads(params.json_schema)
         return VLLMSamplingParams(
             n=1 if greedy else params.n,
             temperature=0.0 if greedy else params.temperature,
@@ -228,6 +231,12 @@ class VLLMEngine:
             stop=list(params.stop) or None,
             stop_token_ids=self._end_ids,
             logprobs=TOP_LOGPROBS,
+            # vLLM's own guided decoding (xgrammar) for a JSON schema; "{}": any object
+            structured_outputs=None
+            if schema is None
+            else StructuredOutputsParams(json=schema)
+            if schema
+            else StructuredOutputsParams(json_object=True),
         )
 
     def _token_prompts(self, prompts: list[str]) -> list[Any]:

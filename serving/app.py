@@ -129,6 +129,7 @@ def admit(body: ChatRequest, model: GatedModel, settings: ServeSettings) -> tupl
         top_p=1.0 if body.top_p is None else body.top_p,
         seed=body.seed or 0,
         stop=body.stops(),
+        json_schema=body.json_schema(),
     )
     return question, prompt_tokens
 

@@ -37,20 +37,28 @@ class Question:
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
+    json_schema: str | None = None  # the answer must be a JSON document of this schema
 
     def decoding(self, gated: bool) -> Decoding:
         """The key of the generate call that can answer it beside others: a gated answer
         is always greedy, so only its token budget matters.
 
         >>> Question("a", 8, temperature=0.7).decoding(True)
-        (8, 0.0, 1.0, 0, ())
+        (8, 0.0, 1.0, 0, (), None)
         """
         if gated:
-            return (self.max_new_tokens, 0.0, 1.0, 0, ())
-        return (self.max_new_tokens, self.temperature, self.top_p, self.seed, self.stop)
+            return (self.max_new_tokens, 0.0, 1.0, 0, (), None)
+        return (
+            self.max_new_tokens,
+            self.temperature,
+            self.top_p,
+            self.seed,
+            self.stop,
+            self.json_schema,
+        )
 
 
-Decoding = tuple[int, float, float, int, tuple[str, ...]]
+Decoding = tuple[int, float, float, int, tuple[str, ...], str | None]
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,7 @@ class GatedModel:
         return [answers[i] for i in range(len(questions))]
 
     def _answer_group(self, prompts: list[str], decoding: Decoding) -> list[Answer]:
-        max_new_tokens, temperature, top_p, seed, stop = decoding
+        max_new_tokens, temperature, top_p, seed, stop, json_schema = decoding
         if self.gated:
             refined = refine_answers(
                 self.engine,
@@ -119,6 +127,7 @@ class GatedModel:
             top_p=top_p,
             seed=seed,
             stop=stop,
+            json_schema=json_schema,
         )
         generations = self.engine.generate(prompts, params, risk_fn=self.risk_fn)
         return [

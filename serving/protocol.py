@@ -9,11 +9,13 @@ streamed response sends it in its last chunk. OpenAI's clients keep unknown fiel
 `response.autodidact` (the Python client) reads it.
 
 The model improved on single questions, so a request is one user message (its text, or
-its text parts joined), nothing else: a system or assistant turn is refused with the
-reason rather than silently dropped."""
+its text parts joined), after any system messages, whose text goes before it (as the
+planners' own engine model flattens them): a conversation with assistant turns is refused
+with the reason rather than silently cut."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -61,9 +63,16 @@ class ChatRequest(BaseModel):
     stream: bool = False
     logprobs: bool | None = None
     tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
 
     def question(self) -> str:
-        return self.messages[-1].text()
+        """The system messages' text, then the user's, as one prompt.
+
+        >>> ChatRequest(model="m", messages=[{"role": "system", "content": "Be brief."},
+        ...     {"role": "user", "content": "Hi"}]).question()
+        'Be brief.\\n\\nHi'
+        """
+        return "\n\n".join(m.text() for m in self.messages)
 
     def token_budget(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default
@@ -73,24 +82,45 @@ class ChatRequest(BaseModel):
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
+    def json_schema(self) -> str | None:
+        """The JSON Schema the answer must follow, as a string ("{}": any JSON object), or
+        None (free text); ValueError for a response_format this server does not know.
+
+        >>> ChatRequest(model="m", messages=[{"role": "user", "content": "q"}],
+        ...     response_format={"type": "json_schema", "json_schema": {"name": "p",
+        ...     "schema": {"type": "object"}}}).json_schema()
+        '{"type": "object"}'
+        """
+        kind = (self.response_format or {}).get("type", "text")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return "{}"
+        if kind == "json_schema":
+            spec = (self.response_format or {}).get("json_schema") or {}
+            if not isinstance(spec.get("schema"), dict):
+                raise ValueError("response_format json_schema needs json_schema.schema, an object")
+            return json.dumps(spec["schema"])
+        raise ValueError(f"response_format type {kind!r}: use text, json_object or json_schema")
+
     def problems(self, *, gated: bool) -> list[str]:
         """Why this server cannot answer the request as asked (empty: it can).
 
         >>> ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}]).problems(gated=True)
         []
-        >>> ChatRequest(model="m", messages=[{"role": "system", "content": "be brief"},
-        ...     {"role": "user", "content": "hi"}], n=2).problems(gated=False)[0]
-        "one user message per request (got roles 'system', 'user'): this server answers single questions, as the model was improved on them"
+        >>> ChatRequest(model="m", messages=[{"role": "user", "content": "a"},
+        ...     {"role": "assistant", "content": "b"}], n=2).problems(gated=False)[0]
+        "one user message per request, after any system messages (got roles 'user', 'assistant'): this server answers single questions, as the model was improved on them"
         """
         found = []
         roles = [m.role for m in self.messages]
-        if roles != ["user"]:
+        if roles[-1:] != ["user"] or any(r not in ("system", "developer") for r in roles[:-1]):
             shown = ", ".join(repr(r) for r in roles)
             found.append(
-                f"one user message per request (got roles {shown}): this server answers "
-                "single questions, as the model was improved on them"
+                f"one user message per request, after any system messages (got roles {shown}): "
+                "this server answers single questions, as the model was improved on them"
             )
-        elif not self.question().strip():
+        elif not self.messages[-1].text().strip():
             found.append("the user message is empty")
         if (self.n or 1) > 1:
             found.append("n must be 1: one answer per request (send n requests)")
@@ -100,6 +130,13 @@ class ChatRequest(BaseModel):
             found.append("tools are not supported by this server")
         if gated and self.stops():
             found.append("stop is not supported with the gate on (serve --refine none)")
+        try:
+            schema = self.json_schema()
+        except ValueError as error:
+            found.append(str(error))
+        else:
+            if gated and schema is not None:
+                found.append("response_format json needs the gate off (serve --refine none)")
         return found
 
 

@@ -129,7 +129,7 @@ def test_above_the_threshold_the_gate_answers_the_abstention_text(
 
 
 REFUSED = [
-    ({"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "q"}]}, openai.BadRequestError, "one user message per request"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}]}, openai.BadRequestError, "one user message per request"),
     ({"messages": []}, openai.BadRequestError, "messages"),
     ({"messages": [{"role": "user", "content": "q"}], "max_tokens": 9999}, openai.BadRequestError, "over this server's limit of 256"),
     ({"messages": [{"role": "user", "content": "q " * 300}], "max_tokens": 200}, openai.BadRequestError, "this model's context is 256 tokens"),
@@ -243,3 +243,36 @@ def test_serve_refuses_a_gate_without_a_probe(tmp_path: Path) -> None:
         make_cli(Loaders(load_engine=no_model)), ["serve", "--refine", "abstain"]
     )
     assert result.exit_code == 2 and "routes on the probe's risk: pass --probe DIR" in result.output
+
+
+STAGES = ("acquire", "select", "optimize", "monitor")
+
+
+def test_a_session_whose_planners_talk_http_to_a_served_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every planner is 'openai:tiny' at $OPENAI_BASE_URL: `serve` (the gate off) answers
+    each structured proposal under its JSON schema's constraint; the session records every
+    proposal with its check, or the fallback to the rules and why."""
+    from storage import open_store
+    from tests.test_graph import odd_length, run_with_verifier
+
+    served = tiny_engine(seed=1, shared_offset=1.0, eos_offset=3.0, max_positions=8192)
+    context, count = measured_by(served)
+    model = GatedModel(NAME, served, context_length=context, count_tokens=count)
+    sets = {f"planner.{stage}": f"openai:{NAME}" for stage in STAGES}
+    with serving(model, ServeSettings(max_tokens=256)) as url:
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        with open_store(f"sqlite:///{tmp_path}/autodidact.db", tmp_path) as store:
+            state, _ = run_with_verifier(
+                store, odd_length, "http", **sets, **{"planner.max_new_tokens": "64"}
+            )
+        answered = BATCHERS[url].batches
+    assert state["status"] == "finished"
+    plans = state["plans"]
+    assert {plan.stage for plan in plans} == set(STAGES)
+    for plan in plans:  # a proposal checked, or the rules' choice with the reason why
+        assert plan.source in ("planner", "planner+override", "rules(fallback)"), plan
+        assert (plan.proposal is not None) or plan.source == "rules(fallback)"
+    assert sum(answered) >= len(plans), "every proposal was asked of the server"

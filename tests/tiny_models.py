@@ -46,6 +46,7 @@ def tiny_llama(
     eos_offset: float = 8.0,
     hidden_size: int = 16,
     heads: int = 4,
+    max_positions: int = 256,
 ) -> LlamaForCausalLM:
     """The offsets set dimension 0 of every embedding row and of EOS's (see below). With
     seed 1 and offsets 1 and 3 instead, greedy answers differ between prompts and most run
@@ -59,7 +60,7 @@ def tiny_llama(
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=max(1, heads // 2),
-        max_position_embeddings=256,
+        max_position_embeddings=max_positions,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
