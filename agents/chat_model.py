@@ -133,7 +133,8 @@ def openai_compatible(name: str) -> BaseChatModel:
             f"chat model 'openai:{name}' needs OPENAI_API_KEY, or OPENAI_BASE_URL for a local "
             "OpenAI-compatible server"
         )
-    return ChatOpenAI(model=name, api_key=key, max_retries=1)  # type: ignore[arg-type]
+    base_url = os.environ.get("OPENAI_BASE_URL") or None
+    return ChatOpenAI(model=name, api_key=key, base_url=base_url, max_retries=1)  # type: ignore[arg-type]
 
 
 def _init_chat_model(spec: str, provider: str) -> BaseChatModel:

@@ -78,6 +78,7 @@ from benchmarks.compare_report import file_report_lines as compare_file_report_l
 from benchmarks.methods_report import METHOD_ARMS, methods_report_lines
 from engines import load_model
 from engines.hf import HFEngine
+from graph.events import NodeEnd, payload
 from graph.policy import resolve_policy
 from graph.session import Session, new_session_id
 from storage import open_store
@@ -151,7 +152,9 @@ def run_one(task: Task, sets: Sequence[str], root: Path) -> dict[str, Any]:
         "n_test": final["final"]["n_test"],
         "cycles": [row for row in final["cycles"] if row["cycle"] >= 1],
         "optimize_seconds": [
-            e.data["seconds"] for e in events if e.node == "optimize" and e.kind == "node_end"
+            ended.seconds
+            for e in events
+            if e.node == "optimize" and isinstance(ended := payload(e), NodeEnd)
         ],
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,6 +121,25 @@ def test_make_chat_model_specs() -> None:
 @pytest.mark.skipif(
     importlib.util.find_spec("langchain") is not None, reason="langchain is installed"
 )
-def test_hosted_model_without_langchain_says_what_to_install() -> None:
-    with pytest.raises(ChatModelError, match="pip install langchain langchain-openai"):
+def test_hosted_model_without_langchain_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "langchain_openai", None)  # as if not installed
+    with pytest.raises(ChatModelError, match=r"pip install 'autodidact\[planners\]'"):
         make_chat_model("openai:gpt-4o-mini")
+    monkeypatch.setitem(sys.modules, "langchain", None)
+    with pytest.raises(ChatModelError, match="pip install langchain langchain-anthropic"):
+        make_chat_model("anthropic:claude")
+
+
+def test_an_openai_compatible_planner_needs_a_key_or_a_local_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ChatModelError, match="needs OPENAI_API_KEY, or OPENAI_BASE_URL"):
+        make_chat_model("openai:gpt-4o-mini")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    model = make_chat_model("openai:served")
+    assert model is not None and model.openai_api_base == "http://127.0.0.1:8000/v1"  # type: ignore[attr-defined]
+    assert "unused" not in repr(model), "the key is never shown"

@@ -225,10 +225,19 @@ def test_killed_anywhere_then_resumed_ends_like_an_uninterrupted_run(
     assert backend.moments.count(name) >= n, f"the reference never reaches {point}"
     if kill in STORE_KILLS:
         assert backend.landing(point) == STORE_KILLS[kill], "the graph changed: move the kill"
+    kill_and_resume(backend, warm, kill, point, UNBUDGETED)
+
+
+def kill_and_resume(
+    backend: Backend, warm: WarmWorkers, kill: str, point: str, sets: tuple[str, ...]
+) -> None:
+    """A session with `sets` killed at `point`, resumed by a new worker, and compared with
+    the backend's reference (the line for the README's figure recorded)."""
+    name, n = parse(point)
     session, url, root = f"kill-{uuid.uuid4().hex[:8]}", backend.url, backend.root
     marker = root / f"{session}.killed"
 
-    first = warm.launch(url, root, session, sets=UNBUDGETED, kill_at=point, kill_marker=marker)
+    first = warm.launch(url, root, session, sets=sets, kill_at=point, kill_marker=marker)
     assert first.wait() == -9, first.output()
     assert marker.read_text() == f"{name}:{n}", "killed at the point, once it was reached"
     with open_store(url, root) as store:
@@ -274,19 +283,4 @@ def test_killed_during_grpo_then_resumed_ends_like_an_uninterrupted_run(
 ) -> None:
     name, n = parse(kill)
     assert grpo_backend.moments.count(name) >= n, f"the reference never reaches {kill}"
-    session, url, root = f"kill-{uuid.uuid4().hex[:8]}", grpo_backend.url, grpo_backend.root
-    marker = root / f"{session}.killed"
-    first = warm.launch(url, root, session, sets=GRPO_SETS, kill_at=kill, kill_marker=marker)
-    assert first.wait() == -9, first.output()
-    with open_store(url, root) as store:
-        before = store.events.read(session)
-    second = warm.launch(url, root, session, resume=True)
-    code = second.wait()
-    with open_store(url, root) as store:
-        after = store.events.read(session)
-        resumed = finished(store, session)
-    problems = [f"resume exited {code}"] if code != 0 else []
-    problems += differences(before, after, resumed, grpo_backend.reference)
-    record(grpo_backend, kill, kill, problems)
-    assert code == 0, second.output()
-    assert not problems, "\n".join(problems)
+    kill_and_resume(grpo_backend, warm, kill, kill, GRPO_SETS)
