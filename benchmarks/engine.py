@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from engines import load_model
-from engines.base import SamplingParams
+from engines.base import Closeable, SamplingParams
 from engines.hf import HFEngine
 from probes.artifact import Probe, ProbeCard, SplitInfo
 from probes.calibration import Calibrator
@@ -319,7 +319,8 @@ def compare_vllm(args: argparse.Namespace) -> None:
     print("| measure | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
-    vllm_engine.close()  # type: ignore[attr-defined]
+    if isinstance(vllm_engine, Closeable):
+        vllm_engine.close()
 
 
 if __name__ == "__main__":

@@ -25,21 +25,18 @@ class LazyEngine:
     """An engine that loads `model` on first use: drawing the graph loads nothing."""
 
     def __init__(self, model: str) -> None:
-        object.__setattr__(self, "_model", model)
-        object.__setattr__(self, "_engine", None)
+        self._model = model
+        self._engine: Engine | None = None
 
     def _loaded(self) -> Engine:
         if self._engine is None:
             from engines.factory import load_engine
 
-            object.__setattr__(self, "_engine", load_engine(self._model))
-        return cast(Engine, self._engine)
+            self._engine = load_engine(self._model)
+        return self._engine
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # only for what the instance does not have
         return getattr(self._loaded(), name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._loaded(), name, value)
 
 
 def studio_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
