@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.records import CycleMetrics, Decision
-from graph.events import SessionEnd, payload
+from graph.events import NodeEnd, SessionEnd, payload
 from storage import ArtifactStore, Event, SessionInfo
 from storage.layout import SessionLayout
 
@@ -41,6 +41,8 @@ class SessionReport:
     probes: list[ProbeSweep] = field(default_factory=list)
     dev_answers: list[dict[str, Any]] = field(default_factory=list)  # every version's dev answers
     samples: list[dict[str, Any]] = field(default_factory=list)  # every sampled completion
+    # per online-RL run (GRPO): its cycle, groups, and each optimizer step's health
+    training: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def stop_reason(self) -> str | None:
@@ -78,7 +80,18 @@ def add_event(report: SessionReport, event: Event) -> None:
     ('stop', 1)
     """
     record = payload(event)
-    if isinstance(record, CycleMetrics):
+    if isinstance(record, NodeEnd) and event.node == "optimize":
+        summary = record.summary
+        if summary.get("step_logs"):
+            report.training.append(
+                {
+                    "cycle": event.cycle,
+                    "groups": summary.get("groups"),
+                    "zero_std_share": summary.get("zero_std_share"),
+                    "steps": summary["step_logs"],
+                }
+            )
+    elif isinstance(record, CycleMetrics):
         report.cycles.append(record.model_dump())
     elif isinstance(record, Decision):
         report.decisions.append(record.model_dump())

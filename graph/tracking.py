@@ -97,6 +97,35 @@ def cycle_metrics(events: Iterable[Event], samples_per_prompt: int) -> dict[str,
     return metrics
 
 
+def training_runs(events: Iterable[Event]) -> list[list[dict[str, float]]]:
+    """Per training run of the cycle that logged its optimizer steps (GRPO's health:
+    reward and its spread, share of equal-reward groups, entropy, clip ratio, completion
+    length, loss), its steps in order as `train/<name>` metrics with the run's step.
+
+    >>> from graph.events import Emitter
+    >>> sent = []
+    >>> emit = Emitter(sent.append, "optimize", 1)
+    >>> emit.end("v1", step_logs=[{"step": 1, "reward": 0.5, "loss": 0.1}])
+    >>> training_runs([Event(session_id="s", **e) for e in sent])
+    [[{'step': 1.0, 'train/reward': 0.5, 'train/loss': 0.1}]]
+    """
+    runs = []
+    for event in events:
+        record = payload(event)
+        if event.node != "optimize" or not isinstance(record, NodeEnd):
+            continue
+        logged = record.summary.get("step_logs") or []
+        if logged:
+            runs.append(
+                [
+                    {"step": float(entry["step"])}
+                    | {f"train/{k}": float(v) for k, v in entry.items() if k != "step"}
+                    for entry in logged
+                ]
+            )
+    return runs
+
+
 def decision_rows(events: Iterable[Event]) -> list[dict[str, Any]]:
     """Each decision the monitor made: cycle, action, reason, evidence, promoted, source."""
     return [
@@ -313,6 +342,7 @@ class SessionTracker:
     stop_reason: str | None = None
     seconds: float = 0.0
     error: Exception | None = None
+    training_steps_logged: int = 0  # optimizer steps so far: the next run's steps follow on
 
     def __call__(self, event: Event) -> None:
         with self._guarded():
@@ -371,6 +401,7 @@ class SessionTracker:
         metrics = cycle_metrics(events, self.samples_per_prompt)
         if metrics:
             self.run.log_metrics(metrics, step=cycle, timestamp_ms=int(events[-1].ts * 1000))
+        self._log_training_steps(events)
         self.decisions += decision_rows(events)
         self.evaluations += records_of(CycleMetrics, events)
         tags = decision_tags(self.decisions) | version_references(self.folder)
@@ -388,6 +419,16 @@ class SessionTracker:
             for path, (columns, rows) in tables.items():
                 self.run.write_table(path, columns, rows)
         self.run.write_trace(cycle_trace(key, events, self.session_id))
+
+    def _log_training_steps(self, events: list[Event]) -> None:
+        """Online RL's per-step health as step metrics (`train/...`), the steps of every
+        run in the session (a retrain's too) one after another."""
+        for run in training_runs(events):
+            for entry in run:
+                step = self.training_steps_logged + int(entry["step"])
+                values = {k: v for k, v in entry.items() if k != "step"}
+                self.run.log_metrics(values, step=step, timestamp_ms=int(events[-1].ts * 1000))
+            self.training_steps_logged += int(max(entry["step"] for entry in run))
 
     def _log_closing_files(self) -> None:
         """The report and any plots the session wrote, beside a plot of its metrics."""

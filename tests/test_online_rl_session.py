@@ -41,6 +41,8 @@ def test_a_grpo_session_trains_on_the_sampled_groups(store) -> None:  # type: ig
     version = Path(store.root) / "sessions/grpo/versions/v1/merged"
     assert (version / "config.json").is_file(), "the candidate was written like an SFT one"
     assert state["history"][-1].version == "v1", "and evaluated on dev"
+    report = (Path(store.root) / "sessions/grpo/report.html").read_text()
+    assert "Training health (GRPO)" in report, "the run's steps are in the report"
 
 
 def test_groups_with_equal_rewards_skip_optimize(store) -> None:  # type: ignore[no-untyped-def]

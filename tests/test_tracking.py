@@ -354,3 +354,34 @@ def test_run_through_the_cli_tracks_to_the_store_under_root(
         "cycle-2",
         "finalize",
     }
+
+
+def test_training_steps_are_step_metrics_one_run_after_another(tmp_path: Path) -> None:
+    """GRPO's per-step health goes to MLflow as `train/...` metrics; a second run's steps
+    (the next cycle's, or a retrain's) follow the first's."""
+    from graph.events import Emitter
+    from graph.tracking import SessionTracker
+
+    logged: list[tuple[dict[str, float], int]] = []
+
+    class Run:
+        def log_metrics(self, metrics: dict[str, float], step: int, timestamp_ms: int) -> None:
+            logged.append((metrics, step))
+
+        def set_tags(self, tags: dict[str, str]) -> None: ...
+        def write_table(self, *args: object) -> None: ...
+        def write_trace(self, *args: object) -> None: ...
+
+    sent: list[dict[str, object]] = []
+    for cycle in (1, 2):
+        emit = Emitter(sent.append, "optimize", cycle)
+        steps = [{"step": s, "reward": 0.1 * s + cycle, "entropy": 0.5} for s in (1, 2)]
+        emit.end(f"v{cycle}", steps=2, step_logs=steps)
+    tracker = SessionTracker(Run(), "s", tmp_path, coin_flip_task(), 2)  # type: ignore[arg-type]
+    for raw in sent:
+        tracker(Event(session_id="s", **raw))  # type: ignore[arg-type]
+    tracker._flush(next(iter(tracker.pending)))
+    rewards = [(m["train/reward"], step) for m, step in logged if "train/reward" in m]
+    assert [step for _, step in rewards] == [1, 2, 3, 4]
+    assert [round(r, 2) for r, _ in rewards] == [1.1, 1.2, 2.1, 2.2]
+    assert tracker.error is None
