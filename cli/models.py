@@ -148,9 +148,13 @@ class ModelCommands:
             raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {refine!r})")
         if not 0 <= low <= high <= 1:
             raise fail(f"need 0 <= --low <= --high <= 1 (got {low}, {high})")
-        if session is not None:
-            made = session_model(root, session, needs_probe=refine in ("abstain", "risk_adaptive"))
-            model, probe = made.model, made.probe
+        if session is not None or model.startswith("models:/"):
+            made = (
+                session_model(root, session, needs_probe=refine in ("abstain", "risk_adaptive"))
+                if session is not None
+                else registry_model(model, root)
+            )
+            model, probe = made.model, made.probe or probe
             low, high = made.thresholds.low, made.thresholds.high
         if refine in ("abstain", "risk_adaptive") and probe is None:
             raise fail(f"--refine {refine} routes on the probe's risk: pass --probe DIR")
@@ -205,7 +209,7 @@ SessionOption = Annotated[
         "--session",
         help="A finished session under --root: its best version, the probe fitted on that "
         "version and the thresholds chosen for it (they replace --model, --probe, --low and "
-        "--high).",
+        "--high). --model models:/NAME@best does the same from MLflow's model registry.",
     ),
 ]
 
@@ -247,6 +251,29 @@ def session_model(root: Path, session_id: str, *, needs_probe: bool) -> SessionM
         probe=layout.folder / record["probe"] if record["probe"] else None,
         thresholds=Thresholds(chosen.get("low", default.low), chosen.get("high", default.high)),
         version=version,
+    )
+
+
+def registry_model(uri: str, root: Path) -> SessionModel:
+    """`models:/NAME@ALIAS` (or `/VERSION`) from the MLflow model registry of --root (or
+    $MLFLOW_TRACKING_URI): its weights, and the gate registered with it."""
+    import os
+
+    from storage.registry import resolve
+    from storage.tracking import default_tracking_uri
+
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    try:
+        found = resolve(uri, tracking_uri)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    default = Thresholds()
+    chosen = found.thresholds
+    return SessionModel(
+        model=found.source,
+        probe=found.probe,
+        thresholds=Thresholds(chosen.get("low", default.low), chosen.get("high", default.high)),
+        version=found.name,
     )
 
 

@@ -90,15 +90,19 @@ class ServeCommand:
         import uvicorn
 
         from agents.refine import STRATEGIES
-        from cli.models import load_probe_folder, probe_risk, session_model
+        from cli.models import load_probe_folder, probe_risk, registry_model, session_model
         from serving.app import ServeSettings, make_app
         from serving.gate import GatedModel, measured_by
 
-        if session is not None:
-            made = session_model(root, session, needs_probe=refine not in (None, "none"))
-            model, probe = made.model, made.probe
+        if session is not None or model.startswith("models:/"):
+            made = (
+                session_model(root, session, needs_probe=refine not in (None, "none"))
+                if session is not None
+                else registry_model(model, root)
+            )
+            model, probe = made.model, made.probe or probe
             low, high = made.thresholds.low, made.thresholds.high
-            name = name or f"{session}-{made.version}"
+            name = name or (f"{session}-{made.version}" if session else made.version)
         strategy = refine or ("abstain" if probe is not None else "none")
         if strategy not in STRATEGIES:
             raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {strategy!r})")

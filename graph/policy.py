@@ -84,6 +84,12 @@ class SessionPolicy(StageConfig):
         "with artifacts beside it). Credentials go in MLFLOW_TRACKING_USERNAME/PASSWORD, "
         "not in the URI (a password in it is masked when saved).",
     )
+    registered_name: str | None = Field(
+        default=None,
+        description="The MLflow model registry's name for what the session makes (its "
+        "initial and best versions, aliases `initial` and `best`; null: the task and the "
+        "base model's fingerprint, so every session on that model and task adds to one).",
+    )
     acquire: AcquirePolicy = Field(default=AcquirePolicy(), description=AcquirePolicy.__doc__)
     select: SelectPolicy = Field(default=SelectPolicy(), description=SelectPolicy.__doc__)
     optimize: OptimizePolicy = Field(default=OptimizePolicy(), description=OptimizePolicy.__doc__)

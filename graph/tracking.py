@@ -25,6 +25,7 @@ from graph import cycle_data
 from graph.events import NodeEnd, SessionEnd, TestScores, payload, records_of
 from storage import ArtifactStore, Event, mask_password
 from storage.layout import SessionLayout
+from storage.registry import register_session, registered_name
 from storage.tracking import SpanRecord, TraceRecord, TrackedRun, open_run
 
 if TYPE_CHECKING:
@@ -343,6 +344,7 @@ class SessionTracker:
     seconds: float = 0.0
     error: Exception | None = None
     training_steps_logged: int = 0  # optimizer steps so far: the next run's steps follow on
+    registered_name: str | None = None  # the registry's model name (None: task + base model)
 
     def __call__(self, event: Event) -> None:
         with self._guarded():
@@ -368,6 +370,7 @@ class SessionTracker:
                 for key in list(self.pending):
                     self._flush(key)
                 self._log_closing_files()
+                self._register()
             self.run.set_status("FINISHED" if self.stop_reason is not None else "KILLED")
 
     @contextlib.contextmanager
@@ -430,6 +433,23 @@ class SessionTracker:
                 self.run.log_metrics(values, step=step, timestamp_ms=int(events[-1].ts * 1000))
             self.training_steps_logged += int(max(entry["step"] for entry in run))
 
+    def _register(self) -> None:
+        """The session's initial and best versions in the model registry (aliases
+        `initial` and `best`), the best with its gate; their registry versions as tags."""
+        layout = SessionLayout(self.folder)
+        if not layout.model_json.is_file():
+            return
+        record = json.loads(layout.model_json.read_text())
+        if record.get("probe"):
+            record["probe_path"] = str((self.folder / record["probe"]).resolve())
+        name = registered_name(record, self.registered_name)
+        aliases = register_session(
+            self.run.client, record, run_id=self.run.run_id, session_id=self.session_id, name=name
+        )
+        self.run.set_tags(
+            {"registered_model": name} | {f"registered.{a}": v for a, v in aliases.items()}
+        )
+
     def _log_closing_files(self) -> None:
         """The report and any plots the session wrote, beside a plot of its metrics."""
         layout = SessionLayout(self.folder)
@@ -468,6 +488,7 @@ def tracked(
         session.folder,
         session.task,
         session.policy.acquire.samples_per_prompt,
+        registered_name=session.policy.registered_name,
     )
     tracker.seconds += time.perf_counter() - opening
     if resume:

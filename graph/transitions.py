@@ -364,9 +364,20 @@ def best_model_record(state: SessionState, policy: SessionPolicy) -> dict[str, A
     version = state["versions"][best]
     fingerprint = version["fingerprint"]
     fitted_on = state.get("probe_fingerprint")
+    initial = state["versions"].get("v0", version)
+    cycles = [h.cycle for h in state.get("history", []) if h.version == best]
     return {
+        "task": state.get("task", ""),
         "model": state["model"],
+        "base_fingerprint": initial["fingerprint"],
+        "initial": {
+            "version": "v0",
+            "path": initial["path"],
+            "model": state["model"],
+            "fingerprint": initial["fingerprint"],
+        },
         "version": best,
+        "cycle": cycles[-1] if cycles else 0,
         "path": version["path"],
         "fingerprint": fingerprint,
         "probe": state.get("probe") if fitted_on == fingerprint else None,

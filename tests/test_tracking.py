@@ -385,3 +385,64 @@ def test_training_steps_are_step_metrics_one_run_after_another(tmp_path: Path) -
     assert [step for _, step in rewards] == [1, 2, 3, 4]
     assert [round(r, 2) for r, _ in rewards] == [1.1, 1.2, 2.1, 2.2]
     assert tracker.error is None
+
+
+def test_the_session_registers_its_initial_and_best_versions(tracked_session) -> None:  # type: ignore[no-untyped-def]
+    """The model registry holds the session's initial and best versions by path, with
+    the aliases `initial` and `best`, the gate and the lineage as tags; `models:/` names
+    resolve to them."""
+    from storage.registry import resolve
+
+    t = tracked_session
+    record = json.loads((t.root / "sessions/tracked/model.json").read_text())
+    name = t.run().data.tags["registered_model"]
+    assert name == f"arithmetic-{record['base_fingerprint'][:12]}"
+    best = t.client.get_model_version_by_alias(name, "best")
+    initial = t.client.get_model_version_by_alias(name, "initial")
+    assert best.tags["autodidact.session"] == initial.tags["autodidact.session"] == "tracked"
+    assert best.tags["autodidact.version"] == t.state["best_version"]
+    assert best.source == str(record["path"] or record["model"])
+    assert best.run_id == t.run().info.run_id
+    found = resolve(f"models:/{name}@best", t.uri)
+    assert found.source == best.source
+    if record["probe"]:
+        assert found.probe == (t.root / "sessions/tracked" / record["probe"]).resolve()
+        assert found.thresholds == record["thresholds"]
+    with pytest.raises(ValueError, match="is not in the model registry"):
+        resolve(f"models:/{name}@nope", t.uri)
+
+
+def test_eval_takes_a_registered_model_with_its_gate(tracked_session, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from cli.app import make_app
+    from cli.common import Loaders
+    from engines.hf import HFEngine
+
+    t = tracked_session
+    name = t.run().data.tags["registered_model"]
+
+    def load(model: str) -> Any:
+        return HFEngine.load(model) if Path(model).is_dir() else tiny_engine()
+
+    argv = ["eval", "--model", f"models:/{name}@best", "--root", str(t.root)]
+    argv += [
+        "--task",
+        "arithmetic",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        str(tmp_path),
+    ]
+    result = CliRunner().invoke(make_app(Loaders(load_engine=load)), argv)
+    assert result.exit_code == 0, result.output
+    (summary,) = tmp_path.glob("eval-*/summary.json")
+    best = t.state["versions"][t.state["best_version"]]
+    assert json.loads(summary.read_text())["fingerprint"] == best["fingerprint"]
+    missing = CliRunner().invoke(
+        make_app(Loaders(load_engine=load)),
+        ["eval", "--model", f"models:/{name}@nope", "--root", str(t.root)],
+    )
+    assert missing.exit_code == 2 and "is not in the model registry" in missing.output
