@@ -6,15 +6,17 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
 from agents import learnability
 from agents.config import StageConfig
 from agents.learnability import Evidence
+from agents.planning import RULES_REASON, Bound, Checked, clamp, history_rows, shown_bounds
+from agents.records import CycleMetrics, Plan, Stage
 from engines.base import (
     Engine,
     LayeredRiskFn,
@@ -461,3 +463,98 @@ def learnable(
         (abs(risk - 0.5), index) for index, risk in enumerate(risks) if min_risk <= risk <= max_risk
     )
     return [pool[index] for _, index in ranked[:count]]
+
+
+# -- planning: acquire's choices (agents.planning.StagePlanning) ----------------------------
+
+
+class AcquirePlan(Plan):
+    """How much data to acquire this cycle."""
+
+    prompts: int = Field(description="train-split prompts to sample this cycle")
+    synthesize: int = Field(
+        default=0, description="new prompts the model should write (self-instruct)"
+    )
+    min_risk: float = Field(
+        default=0.0, description="skip prompts whose probe risk is below (0..1)"
+    )
+    max_risk: float = Field(
+        default=1.0, description="skip prompts whose probe risk is above (0..1)"
+    )
+
+
+class AcquireSections(Protocol):
+    """The session policy's sections acquire's planning reads."""
+
+    @property
+    def acquire(self) -> AcquirePolicy: ...
+
+
+@dataclass(frozen=True)
+class AcquireFacts:
+    """What acquire's planning knows besides the policy."""
+
+    cycle: int
+    history: Sequence[CycleMetrics]
+
+
+RISK = Bound(0.0, 1.0, "a risk is in [0, 1]")  # not the policy's: what a risk is
+
+
+def acquire_bounds(policy: AcquirePolicy) -> dict[str, Bound]:
+    """What a planner may ask for: shown to it, and enforced on its proposal."""
+    return {
+        "prompts": Bound(1, policy.prompts_per_cycle, "acquire.prompts_per_cycle"),
+        "synthesize": Bound(0, policy.max_synthesize_prompts, "acquire.max_synthesize_prompts"),
+    }
+
+
+class AcquirePlanning:
+    """The prompts to sample, the prompts to write, and the band of risk to keep."""
+
+    stage: Stage = "acquire"
+    schema = AcquirePlan
+    guide = (
+        "Choose how many train prompts to sample this cycle, how many new prompts the model "
+        "should write itself, and the band of probe risk (difficulty) to keep."
+    )
+
+    def rules(self, policy: AcquireSections, facts: AcquireFacts) -> tuple[dict[str, Any], str]:
+        a = policy.acquire
+        choice = {
+            "prompts": a.prompts_per_cycle,
+            "synthesize": a.synthesize_prompts,
+            "min_risk": a.min_risk,
+            "max_risk": a.max_risk,
+        }
+        return choice, RULES_REASON
+
+    def situation(
+        self, policy: AcquireSections, facts: AcquireFacts, rules: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "cycle": facts.cycle,
+            "history": history_rows(facts.history),
+            "bounds": shown_bounds(acquire_bounds(policy.acquire)),
+            "rules_choice": rules,
+        }
+
+    def check(
+        self,
+        plan: AcquirePlan,
+        policy: AcquireSections,
+        facts: AcquireFacts,
+        rules: Mapping[str, Any],
+    ) -> Checked:
+        a, notes = policy.acquire, list[str]()
+        bounds = acquire_bounds(a) | {"min_risk": RISK, "max_risk": RISK}
+        final = {name: clamp(name, getattr(plan, name), b, notes) for name, b in bounds.items()}
+        if final["min_risk"] >= final["max_risk"]:
+            notes.append(
+                f"empty risk band [{final['min_risk']}, {final['max_risk']}] -> the policy's band"
+            )
+            final.update(min_risk=a.min_risk, max_risk=a.max_risk)
+        return Checked(final, notes)
+
+
+ACQUIRE_PLANNING = AcquirePlanning()

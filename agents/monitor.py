@@ -23,14 +23,15 @@ back like a regression, with the reason in the evidence.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
 from agents.config import StageConfig
-from agents.records import Action, CycleMetrics, Decision, Evidence
+from agents.planning import Checked
+from agents.records import Action, CycleMetrics, Decision, Evidence, Plan, PlannedChoice, Stage
 from agents.training_health import HealthRules, StepHealth, collapse
 from probes.metrics import auroc_drop_is_clear
 
@@ -762,3 +763,91 @@ def decide(
 ) -> Decision:
     """The rules' Decision for the latest evaluation."""
     return apply_rules(assess(history, policy, inputs), policy)[1]
+
+
+# -- planning: the monitor's choice (agents.planning.StagePlanning) -------------------------
+
+
+class DecisionPlan(Plan):
+    """The monitor's next action."""
+
+    action: Action = Field(description="loop, retrain, refit_probe, rollback or stop")
+
+
+class MonitorSections(Protocol):
+    """The session policy's sections the monitor's planning reads."""
+
+    @property
+    def monitor(self) -> MonitorPolicy: ...
+
+
+class MonitorPlanning:
+    """The next action. A planner picks only among the actions the facts admit, and only
+    when no hard rule fired: the rules and the regression guard have the last word."""
+
+    stage: Stage = "monitor"
+    schema = DecisionPlan
+    guide = (
+        "Choose the session's next action from the allowed ones: loop (new cycle), retrain "
+        "(same data, adjusted settings), refit_probe, rollback (restore the best version) or stop."
+    )
+
+    def rules(self, policy: MonitorSections, facts: Assessment) -> tuple[dict[str, Any], str]:
+        decision = apply_rules(facts, policy.monitor)[1]
+        return _choice(decision), decision.reason
+
+    def situation(
+        self, policy: MonitorSections, facts: Assessment, rules: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "evidence": facts.evidence(policy.monitor),
+            "allowed_actions": sorted(admissible_actions(facts, policy.monitor)),
+            "rules_choice": rules["action"],
+        }
+
+    def check(
+        self,
+        plan: DecisionPlan,
+        policy: MonitorSections,
+        facts: Assessment,
+        rules: Mapping[str, Any],
+    ) -> Checked:
+        rule, rules_decision = apply_rules(facts, policy.monitor)
+        if plan.action == rules_decision.action:
+            return Checked(dict(rules), reason=plan.reason or rules_decision.reason)
+        if rule in HARD_RULES or plan.action not in admissible_actions(facts, policy.monitor):
+            why = (
+                f"the {rule} rule has the last word"
+                if rule in HARD_RULES
+                else f"{plan.action} is not allowed now"
+            )
+            note = f"planner proposed {plan.action}: {why}"
+            reason = f"{rules_decision.reason} ({note})"
+            return Checked({**rules, "reason": reason}, [note], reason)
+        reason = f"planner: {plan.reason or plan.action} (rules would {rules_decision.action}: {rules_decision.reason})"
+        return Checked(
+            _choice(make_decision(facts, policy.monitor, plan.action, reason)), [], reason
+        )
+
+
+def planned_decision(a: Assessment, policy: MonitorPolicy, choice: PlannedChoice) -> Decision:
+    """The Decision a planned monitor choice stands for: the rules' own where it kept their
+    action (with the recorded reason and source), else the planner's admissible action,
+    the rules' one in its evidence."""
+    rules_decision = apply_rules(a, policy)[1]
+    if choice.source == "rules":
+        return rules_decision
+    action, reason = choice.final["action"], choice.final["reason"]
+    decision = (
+        rules_decision
+        if action == rules_decision.action
+        else make_decision(a, policy, action, reason, rules_action=rules_decision.action)
+    )
+    return decision.model_copy(update={"source": choice.source, "reason": reason})
+
+
+def _choice(decision: Decision) -> dict[str, Any]:
+    return {"action": decision.action, "reason": decision.reason, "promote": decision.promote}
+
+
+MONITOR_PLANNING = MonitorPlanning()

@@ -10,14 +10,17 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
 from agents.config import StageConfig
+from agents.monitor import MonitorPolicy, policy_gains
+from agents.planning import RULES_REASON, Bound, Checked, clamp, history_rows, shown_bounds
+from agents.records import CycleMetrics, Plan, Stage
 from agents.rewards import RewardName
 from agents.selection import PreferencePair, SFTExample
 
@@ -388,3 +391,156 @@ def _save_version(peft_model: Any, tokenizer: Any, version_dir: Path, work: Path
     tokenizer.save_pretrained(SessionLayout.merged_of(tmp))
     tmp.replace(version_dir)
     shutil.rmtree(work, ignore_errors=True)
+
+
+# -- planning: optimize's choices (agents.planning.StagePlanning) ---------------------------
+
+
+class OptimizePlan(Plan):
+    """Training settings for this run."""
+
+    learning_rate: float = Field(description="learning rate")
+    epochs: float = Field(default=1.0, description="passes over the data")
+
+
+class OptimizeSections(Protocol):
+    """The session policy's sections optimize's planning reads."""
+
+    @property
+    def optimize(self) -> OptimizePolicy: ...
+    @property
+    def monitor(self) -> MonitorPolicy: ...
+
+
+@dataclass(frozen=True)
+class OptimizeFacts:
+    """What optimize's planning knows besides the policy: with `previous` (a retrain) the
+    rules adjust that run's settings, by the last evaluation's gain unless `last_gain` is
+    given; else a `recipe` chosen after a rollback (its settings and `why`) replaces the
+    policy's."""
+
+    cycle: int
+    history: Sequence[CycleMetrics]
+    examples: int
+    previous: Mapping[str, Any] | None = None
+    last_gain: float | None = None
+    recipe: Mapping[str, Any] | None = None
+
+
+def optimize_bounds(policy: OptimizePolicy) -> dict[str, Bound]:
+    """What a planner may ask for: shown to it, and enforced on its proposal."""
+    return {
+        "learning_rate": Bound(
+            policy.min_learning_rate,
+            policy.max_learning_rate,
+            "optimize.min_learning_rate/max_learning_rate",
+        ),
+        "epochs": Bound(0, policy.max_epochs, "optimize.max_epochs"),
+    }
+
+
+def retrain_settings(
+    previous: Mapping[str, Any], policy: OptimizePolicy, last_gain: float | None
+) -> tuple[dict[str, Any], str]:
+    """Settings for a retrain on the same data: gentler after an update that lost accuracy,
+    longer (or, at max_epochs, faster) after one that did not move; always within bounds."""
+    settings = _train_settings(previous, policy)
+    epochs = float(settings["epochs"])
+    if last_gain is not None and last_gain < 0:
+        return gentler_settings(previous, policy, f"the update lost accuracy ({last_gain:+.1%})")
+    if epochs < policy.max_epochs:
+        settings["epochs"] = min(epochs + 1, policy.max_epochs)
+        return (
+            settings,
+            f"the update did not move accuracy: epochs {epochs:g} -> {settings['epochs']:g}",
+        )
+    lr = float(settings["learning_rate"])
+    new_lr = min(lr / policy.retrain_lr_factor, policy.max_learning_rate)
+    settings["learning_rate"] = new_lr
+    return (
+        settings,
+        f"the update did not move accuracy at max epochs: learning rate {lr:g} -> {new_lr:g}",
+    )
+
+
+def gentler_settings(
+    previous: Mapping[str, Any], policy: OptimizePolicy, because: str
+) -> tuple[dict[str, Any], str]:
+    """`previous` run's settings with the learning rate times `retrain_lr_factor` (never
+    under min_learning_rate), and why (`because`, then the change).
+
+    >>> gentler_settings({"learning_rate": 2e-4}, OptimizePolicy(), "v2 was rolled back")[1]
+    'v2 was rolled back: learning rate 0.0002 -> 0.0001'
+    >>> gentler_settings({"learning_rate": 1e-5}, OptimizePolicy(), "v2 collapsed")[1]
+    'v2 collapsed: learning rate 1e-05 is at optimize.min_learning_rate, kept'
+    """
+    settings = _train_settings(previous, policy)
+    lr = float(settings["learning_rate"])
+    new_lr = max(lr * policy.retrain_lr_factor, policy.min_learning_rate)
+    settings["learning_rate"] = new_lr
+    if new_lr == lr:
+        return settings, f"{because}: learning rate {lr:g} is at optimize.min_learning_rate, kept"
+    return settings, f"{because}: learning rate {lr:g} -> {new_lr:g}"
+
+
+def _train_settings(previous: Mapping[str, Any], policy: OptimizePolicy) -> dict[str, Any]:
+    return {key: getattr(policy, key) for key in TRAIN_KEYS} | {
+        k: v for k, v in previous.items() if k in TRAIN_KEYS
+    }
+
+
+class OptimizePlanning:
+    """The training settings (`TrainSettings` fields, less the seed); a planner chooses the
+    learning rate and the epochs."""
+
+    stage: Stage = "optimize"
+    schema = OptimizePlan
+    guide = "Choose the learning rate and the number of epochs for this LoRA training run."
+
+    def rules(self, policy: OptimizeSections, facts: OptimizeFacts) -> tuple[dict[str, Any], str]:
+        o, cycle = policy.optimize, facts.cycle
+        if facts.previous is not None:
+            last_gain = facts.last_gain
+            if last_gain is None and len(facts.history) > 1:
+                last_gain = policy_gains(facts.history, policy.monitor)[-1]  # the retried update
+            return retrain_settings(facts.previous, o, last_gain)
+        settings, why = _train_settings({}, o), RULES_REASON
+        if facts.recipe is not None:
+            settings, why = _train_settings(facts.recipe, o), str(facts.recipe.get("why", ""))
+        settings["method"] = method_at(o, cycle)
+        if settings["method"] != o.method:
+            why = f"GRPO's warm-up (cycle {cycle} of {o.grpo_warmup_cycles}): sft"
+        return settings, why
+
+    def situation(
+        self, policy: OptimizeSections, facts: OptimizeFacts, rules: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "cycle": facts.cycle,
+            "history": history_rows(facts.history),
+            "examples": facts.examples,
+            "retrain": facts.previous is not None,
+            "bounds": shown_bounds(optimize_bounds(policy.optimize)),
+            "rules_choice": {"learning_rate": rules["learning_rate"], "epochs": rules["epochs"]},
+        }
+
+    def check(
+        self,
+        plan: OptimizePlan,
+        policy: OptimizeSections,
+        facts: OptimizeFacts,
+        rules: Mapping[str, Any],
+    ) -> Checked:
+        notes: list[str] = []
+        final = dict(rules)
+        kinds = {"learning_rate": "a rate", "epochs": "a number of passes"}
+        for name, bound in optimize_bounds(policy.optimize).items():
+            value = getattr(plan, name)
+            if not math.isfinite(value) or value <= 0:
+                notes.append(f"{name} {value} is not {kinds[name]} -> {rules[name]:g}")
+            else:
+                final[name] = clamp(name, value, bound, notes)
+        return Checked(final, notes)
+
+
+OPTIMIZE_PLANNING = OptimizePlanning()

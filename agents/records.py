@@ -2,9 +2,10 @@
 the choice finally made. Records are a file format: each carries a `schema_version`, and
 changing a field means bumping it.
 
-Proposals (`*Plan`) are what a planner chat model is asked to fill in: plain types only,
-no bounds, so an out-of-range value reaches the rules (which clamp it with a recorded
-reason) instead of failing as malformed; extra keys a model adds are ignored.
+Proposals (`Plan`, which each stage's module extends: `agents.acquire.AcquirePlan`, ...)
+are what a planner chat model is asked to fill in: plain types only, no bounds, so an
+out-of-range value reaches the rules (which clamp it with a recorded reason) instead of
+failing as malformed; extra keys a model adds are ignored.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from agents.selection import SelectStrategy
 
 # One version per record layout; changing a record's fields means bumping its own.
 METRICS_SCHEMA_VERSION = 3  # 3: answered_precision and probe_aurc
@@ -121,56 +120,13 @@ class Decision(_Record):
 # -- planner proposals ------------------------------------------------------------------
 
 
-class _Plan(BaseModel):
+class Plan(BaseModel):
+    """The base of every stage's proposal (`AcquirePlan` in `agents.acquire`, ...)."""
+
     model_config = ConfigDict(extra="ignore")
 
     schema_version: int = Field(default=PLAN_SCHEMA_VERSION, description="leave as 1")
     reason: str = Field(default="", description="one sentence: why this choice")
-
-
-class AcquirePlan(_Plan):
-    """How much data to acquire this cycle."""
-
-    prompts: int = Field(description="train-split prompts to sample this cycle")
-    synthesize: int = Field(
-        default=0, description="new prompts the model should write (self-instruct)"
-    )
-    min_risk: float = Field(
-        default=0.0, description="skip prompts whose probe risk is below (0..1)"
-    )
-    max_risk: float = Field(
-        default=1.0, description="skip prompts whose probe risk is above (0..1)"
-    )
-
-
-class SelectPlan(_Plan):
-    """How to choose training examples from the labelled samples."""
-
-    strategy: SelectStrategy = Field(
-        description="correct_only, risk_weighted, self_judge or learn_abstention"
-    )
-    max_per_prompt: int = Field(default=1, description="distinct correct samples kept per prompt")
-
-
-class OptimizePlan(_Plan):
-    """Training settings for this run."""
-
-    learning_rate: float = Field(description="learning rate")
-    epochs: float = Field(default=1.0, description="passes over the data")
-
-
-class DecisionPlan(_Plan):
-    """The monitor's next action."""
-
-    action: Action = Field(description="loop, retrain, refit_probe, rollback or stop")
-
-
-PLAN_SCHEMAS: dict[Stage, type[_Plan]] = {
-    "acquire": AcquirePlan,
-    "select": SelectPlan,
-    "optimize": OptimizePlan,
-    "monitor": DecisionPlan,
-}
 
 
 class PlannedChoice(_Record):

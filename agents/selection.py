@@ -5,15 +5,18 @@ Strategies are pure functions over labelled attempts, named in `STRATEGIES`."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
-from agents.acquire import Attempt
+from agents.acquire import AcquirePolicy, Attempt
 from agents.config import StageConfig
-from agents.refine import ABSTAIN_TEXT, is_abstention
+from agents.monitor import MonitorPolicy
+from agents.planning import RULES_REASON, Bound, Checked, clamp, history_rows, shown_bounds
+from agents.records import CycleMetrics, Plan, Stage
+from agents.refine import ABSTAIN_TEXT, RefinePolicy, is_abstention
 from engines.base import Engine, Sample, SamplingParams
 from tasks.base import Task
 from tasks.verifiers import normalize, yes_no_match
@@ -402,3 +405,124 @@ def usable_count(method: str, sft: int, pairs: int, groups: int = 0) -> int:
     5
     """
     return {"dpo": pairs, "grpo": groups}.get(method, sft)
+
+
+# -- planning: select's choices (agents.planning.StagePlanning) -----------------------------
+
+
+class SelectPlan(Plan):
+    """How to choose training examples from the labelled samples."""
+
+    strategy: SelectStrategy = Field(
+        description="correct_only, risk_weighted, self_judge or learn_abstention"
+    )
+    max_per_prompt: int = Field(default=1, description="distinct correct samples kept per prompt")
+
+
+class SelectSections(Protocol):
+    """The session policy's sections select's planning reads."""
+
+    @property
+    def select(self) -> SelectPolicy: ...
+    @property
+    def acquire(self) -> AcquirePolicy: ...
+    @property
+    def monitor(self) -> MonitorPolicy: ...
+    @property
+    def refine(self) -> RefinePolicy: ...
+
+
+@dataclass(frozen=True)
+class SelectFacts:
+    """What select's planning knows besides the policy."""
+
+    cycle: int
+    history: Sequence[CycleMetrics]
+    data: Mapping[str, Any] | None = None
+    has_verifier: bool = True
+
+    @property
+    def probe_auroc(self) -> float | None:
+        return self.history[-1].probe_auroc if self.history else None
+
+
+def select_bounds(policy: SelectSections) -> dict[str, Bound]:
+    """What a planner may ask for: shown to it, and enforced on its proposal."""
+    k = policy.acquire.samples_per_prompt
+    return {"max_per_prompt": Bound(1, k, "acquire.samples_per_prompt")}
+
+
+def select_rules(policy: SelectSections) -> dict[str, Any]:
+    rules = {"strategy": policy.select.strategy, "max_per_prompt": policy.select.max_per_prompt}
+    return rules | abstention_settings(policy, policy.select.strategy)
+
+
+def abstention_settings(policy: SelectSections, strategy: str) -> dict[str, Any]:
+    """What an abstaining strategy reads besides the labels (none for the others): the
+    policy's abstention text (shared with refine and evaluate), pass-rate threshold and
+    the cap on the share of abstention examples."""
+    if strategy not in ABSTAINING:
+        return {}
+    return {
+        "abstention_text": policy.refine.abstention_text,
+        "abstain_max_pass_rate": policy.select.abstain_max_pass_rate,
+        "abstain_max_share": policy.select.abstain_max_share,
+    }
+
+
+class SelectPlanning:
+    """The selection strategy and the samples kept per prompt."""
+
+    stage: Stage = "select"
+    schema = SelectPlan
+    guide = (
+        "Choose how to pick training examples from the labelled samples: correct_only "
+        "(rejection sampling), risk_weighted (solved prompts the probe found risky), self_judge, "
+        "or learn_abstention (teach abstaining on prompts the model gets wrong)."
+    )
+
+    def rules(self, policy: SelectSections, facts: SelectFacts) -> tuple[dict[str, Any], str]:
+        return select_rules(policy), RULES_REASON
+
+    def situation(
+        self, policy: SelectSections, facts: SelectFacts, rules: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "cycle": facts.cycle,
+            "history": history_rows(facts.history),
+            "data": dict(facts.data or {}),
+            "probe_auroc": facts.probe_auroc,
+            "has_verifier": facts.has_verifier,
+            "bounds": shown_bounds(select_bounds(policy)),
+            "rules_choice": rules,
+        }
+
+    def check(
+        self, plan: SelectPlan, policy: SelectSections, facts: SelectFacts, rules: Mapping[str, Any]
+    ) -> Checked:
+        notes: list[str] = []
+        final: dict[str, Any] = {"strategy": plan.strategy}
+        for name, bound in select_bounds(policy).items():
+            final[name] = clamp(name, getattr(plan, name), bound, notes)
+        rules_strategy, trust = policy.select.strategy, policy.monitor.min_probe_auroc_to_trust
+        auroc = facts.probe_auroc
+        if plan.strategy == "risk_weighted" and (auroc is None or auroc < trust):
+            shown = "unknown" if auroc is None else f"{auroc:.2f}"
+            notes.append(
+                f"risk_weighted needs a trusted probe (AUROC {shown} < {trust}) -> {rules_strategy}"
+            )
+            final["strategy"] = rules_strategy
+        if plan.strategy == "self_judge" and facts.has_verifier:
+            notes.append(f"self_judge would replace the task's verifier labels -> {rules_strategy}")
+            final["strategy"] = rules_strategy
+        switches = plan.strategy in ABSTAINING and rules_strategy not in ABSTAINING
+        if switches and policy.monitor.score == "accuracy":
+            notes.append(
+                f"{plan.strategy} teaches abstentions, which monitor.score 'accuracy' counts as "
+                f"wrong answers -> {rules_strategy}"
+            )
+            final["strategy"] = rules_strategy
+        return Checked(final | abstention_settings(policy, final["strategy"]), notes)
+
+
+SELECT_PLANNING = SelectPlanning()

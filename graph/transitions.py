@@ -10,8 +10,7 @@ from typing import Any, Literal
 from agents.acquire import CyclePrompts
 from agents.evaluate import Measurement
 from agents.monitor import MonitorInputs, MonitorPolicy, candidate_gain, finalize_minutes
-from agents.optimize import OptimizePolicy, TrainResult, TrainSettings, method_at
-from agents.planner import gentler_settings
+from agents.optimize import OptimizePolicy, TrainResult, TrainSettings, gentler_settings, method_at
 from agents.probe import FittedProbe
 from agents.records import CycleMetrics, Decision, PlannedChoice
 from agents.refine import RefinePolicy

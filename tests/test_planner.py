@@ -15,8 +15,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
 
 from agents.monitor import MonitorInputs
-from agents.optimize import TRAIN_KEYS
-from agents.planner import Planner, extract_json, retrain_settings
+from agents.optimize import TRAIN_KEYS, retrain_settings
+from agents.planner import Planner, extract_json
 from agents.records import CycleMetrics
 from graph.policy import SessionPolicy, resolve_policy
 

@@ -55,7 +55,7 @@ def test_honesty_preset_teaches_abstention_on_capitals() -> None:
     assert honest.acquire.max_new_tokens == honest.evaluate.max_new_tokens == 32
     assert honest.monitor.max_wall_minutes <= 12
     # the planner's select plan carries the abstention text refine and evaluate use
-    from agents.planner import select_rules
+    from agents.selection import select_rules
 
     assert select_rules(honest)["abstention_text"] == honest.refine.abstention_text
 
