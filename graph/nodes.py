@@ -15,7 +15,7 @@ from agents import acquire as acquiring
 from agents import selection
 from agents.cluster import ClusterPolicy
 from agents.distributed import train_version_on_ray
-from agents.evaluate import measure
+from agents.evaluate import final_test_items, measure
 from agents.optimize import StepFn, TrainResult, TrainSettings, train_version
 from agents.planner import Planner
 from agents.probe import (
@@ -28,7 +28,7 @@ from agents.probe import (
 )
 from agents.records import CycleMetrics
 from engines.base import Engine, RiskFn
-from graph import cycle_data, reporting
+from graph import closing_report, cycle_data
 from graph.events import Emitter, Failure, ProbeSaved, Progress, SessionEnd
 from graph.policy import SessionPolicy
 from graph.state import SessionState
@@ -59,7 +59,7 @@ from graph.transitions import (
 from graph.versions import ModelVersions, version_record
 from storage import ArtifactStore
 from storage.layout import SessionLayout
-from tasks.base import Task
+from tasks.base import Item, Task
 
 Ctx = Runtime[SessionPolicy]
 
@@ -227,7 +227,7 @@ class Nodes:
         """Decide loop | retrain | refit_probe | rollback | stop, and promote or not."""
         policy, cycle, history = runtime.context, state.get("cycle", 0), history_of(state)
         emit = _emitter(runtime, "monitor", cycle)
-        n_test = len(reporting.test_items(self.task, policy))
+        n_test = len(self._test_items(policy))
         inputs = monitor_inputs(state, history, n_test=n_test, now=time.time())
         decision, choice = self.planner.decide(policy, history, inputs)
         emit(f"{decision.action}: {decision.reason}", decision)
@@ -244,8 +244,9 @@ class Nodes:
         policy = runtime.context
         emit = _emitter(runtime, "finalize", state.get("cycle", 0))
         engine_of = lambda version: self.versions.engine(state, version)  # noqa: E731
-        final = reporting.final_report(
-            engine_of, self._risk_fn(state), state, self.task, policy, emit
+        test = self._test_items(policy)
+        final = closing_report.final_report(
+            engine_of, self._risk_fn(state), state, self.task, test, policy, emit
         )
         self.artifacts.write_json(SessionLayout.REPORT_JSON, final)
         emit(f"finished: {final['stop_reason']}", SessionEnd(**final))
@@ -253,6 +254,10 @@ class Nodes:
         return {"final": final, "status": "finished"}
 
     # -- helpers (not nodes) ----------------------------------------------------------------
+
+    def _test_items(self, policy: SessionPolicy) -> list[Item]:
+        """The test items scored at the end (the monitor budgets time for them)."""
+        return final_test_items(self.task, policy.seed, policy.evaluate)
 
     def _risk_fn(self, state: SessionState) -> RiskFn | None:
         """The session's probe as a risk function (None: no probe yet)."""
