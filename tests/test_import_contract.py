@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("benchmarks", "cli", "graph", "agents", "probes", "engines", "tasks", "storage")
+PACKAGES = (
+    "benchmarks",
+    "cli",
+    "views",
+    "graph",
+    "agents",
+    "probes",
+    "engines",
+    "tasks",
+    "storage",
+)
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
@@ -53,6 +63,14 @@ def test_an_upward_import_breaks_it(copy: Path) -> None:
     assert result.returncode == 1
     assert "agents is not allowed to import graph" in result.stdout
     assert "agents.evaluate -> graph.policy" in result.stdout
+
+
+def test_the_graph_importing_its_views_breaks_it(copy: Path) -> None:
+    add_line(copy / "graph" / "session.py", "import views.report_html  # noqa")
+    result = lint_imports(copy)
+    assert result.returncode == 1
+    assert "graph is not allowed to import views" in result.stdout
+    assert "graph.session -> views.report_html" in result.stdout
 
 
 def test_a_lazy_upward_import_breaks_it_too(copy: Path) -> None:

@@ -24,12 +24,12 @@ from mlflow import MlflowClient
 from agents.records import CycleMetrics
 from graph.events import NodeEnd, NodeStart, Payload, envelope
 from graph.session import Session
-from graph.tracking import SessionTracker, tracked
 from storage import Event, open_store
 from storage.tracking import default_artifact_root, default_tracking_uri
 from tests.browser_support import chromium_or_skip, screenshot_folder
 from tests.test_graph import coin_flip_task, tiny_policy
 from tests.tiny_models import tiny_engine
+from views.mlflow_logging import SessionTracker, tracked
 
 NODES = {"acquire", "select", "refit", "optimize", "evaluate", "monitor"}
 
@@ -347,6 +347,9 @@ def test_run_through_the_cli_tracks_to_the_store_under_root(
     experiments = [e.experiment_id for e in client.search_experiments()]
     (run,) = client.search_runs(experiments, "tags.`autodidact.session_id` = 'cli'")
     assert run.info.status == "FINISHED" and run.data.params["monitor.max_cycles"] == "2"
+    assert (root / "sessions/cli/report.html").is_file(), "the CLI writes the finished page"
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.json", "report.html"} <= logged, "written before the tracker closed"
     traces = client.search_traces(locations=experiments, run_id=run.info.run_id)
     assert {t.info.tags["autodidact.trace_key"] for t in traces} == {
         "cycle-0",
