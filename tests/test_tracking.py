@@ -144,6 +144,9 @@ def test_samples_tables_say_which_samples_were_trained_on(tracked_session) -> No
     assert selected == {(e["item_id"], e["completion"]) for e in sft} and selected
     assert all(r["verdict"] == "right" for r in rows if r["selected_for_training"])
     assert {r["verdict"] for r in rows} <= {"right", "wrong", "cut off"}
+    saved = (t.root / "sessions/tracked/cycle-1/verdicts.jsonl").read_text().splitlines()
+    verdicts = [right for line in saved for right in json.loads(line)["correct"]]
+    assert [r["verdict"] == "right" for r in rows] == verdicts, "the verdicts select saved"
 
 
 def test_one_trace_per_cycle_with_a_span_per_node(tracked_session) -> None:  # type: ignore[no-untyped-def]
@@ -209,12 +212,12 @@ def test_resume_continues_the_same_run_and_writes_missing_cycles(
         event("c0/baseline/2", "baseline", 0, NodeEnd(seconds=1.0)),
         event("c1/acquire/0", "acquire", 1, NodeStart()),
     ]
-    tracker = SessionTracker(run, "s1", tmp_path, coin_flip_task(), 2)
+    tracker = SessionTracker(run, "s1", tmp_path, 2)
     tracker.catch_up(logged, run.traced_keys())
     assert tracker.error is None and run.traced_keys() == {"cycle-0"}
     tracker(logged[-1])  # re-emitted by the node that runs again: kept once
     assert [e.key for e in tracker.pending["cycle-1"]] == ["c1/acquire/0"]
-    later = SessionTracker(run, "s1", tmp_path, coin_flip_task(), 2)
+    later = SessionTracker(run, "s1", tmp_path, 2)
     later.catch_up(logged, run.traced_keys())
     assert run.traced_keys() == {"cycle-0"}, "a cycle already traced is not written again"
     history = MlflowClient(uri).get_metric_history(run.run_id, "dev_accuracy")
