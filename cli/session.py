@@ -76,7 +76,7 @@ def session_tracking(policy: Any, session: Any, root: Path, *, resume: bool) -> 
     `--no-tracking`, or AUTODIDACT_TRACKING=off). Without MLflow installed
     a session still runs, and says how to turn tracking on; an explicit tracking URI
     without it is an error."""
-    from storage.tracking import (
+    from storage.mlflow_store import (
         INSTALL_HINT,
         artifact_root_for,
         tracking_available,

@@ -25,7 +25,7 @@ from agents.records import CycleMetrics
 from graph.events import NodeEnd, NodeStart, Payload, envelope
 from graph.session import Session
 from storage import Event, open_store
-from storage.tracking import default_artifact_root, default_tracking_uri
+from storage.mlflow_store import default_artifact_root, default_tracking_uri
 from tests.browser_support import chromium_or_skip, screenshot_folder
 from tests.test_graph import coin_flip_task, tiny_policy
 from tests.tiny_models import tiny_engine
@@ -185,7 +185,7 @@ def test_resume_continues_the_same_run_and_writes_missing_cycles(
 ) -> None:  # type: ignore[no-untyped-def]
     """The tracker of a resumed session takes the event log's cycles its run lacks (on
     the module's store: creating an MLflow database takes minutes on a loaded machine)."""
-    from storage.tracking import open_run
+    from storage.mlflow_store import open_run
 
     uri, root = tracked_session.uri, tracked_session.root
     run = open_run(uri, "autodidact/t", "s1", default_artifact_root(root))

@@ -24,7 +24,7 @@ from agents.records import CycleMetrics, Decision
 from graph.events import NodeEnd, SessionEnd, TestScores, payload, records_of
 from storage import ArtifactStore, Event, mask_password
 from storage.layout import SessionLayout
-from storage.tracking import SpanRecord, TraceRecord, TrackedRun, open_run
+from storage.mlflow_store import SpanRecord, TraceRecord, TrackedRun, open_run
 from views.report_data import cycle_samples, read_jsonl
 
 if TYPE_CHECKING:
