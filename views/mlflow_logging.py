@@ -205,16 +205,16 @@ def sample_rows(samples: list[dict[str, Any]]) -> list[list[Any]]:
     [['a', '1+1?', True, 'right', 0.2, '2']]
     """
     return [
-        [s["item_id"], s["prompt"], s["selected"], verdict(s), s["risk"], s["text"]]
+        [s["item_id"], s["prompt"], s["selected"], sample_verdict(s), s["risk"], s["text"]]
         for s in samples
     ]
 
 
-def verdict(sample: dict[str, Any]) -> str:
+def sample_verdict(sample: dict[str, Any]) -> str:
     """A sample's verdict in the table: an answer cut at the token budget, never right,
     is `cut off` rather than wrong.
 
-    >>> [verdict({"correct": c, "finish_reason": f}) for c, f in
+    >>> [sample_verdict({"correct": c, "finish_reason": f}) for c, f in
     ...     [(True, "stop"), (False, "stop"), (False, "length"), (None, "stop")]]
     ['right', 'wrong', 'cut off', 'not labelled']
     """
