@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from pydantic import Field
 
@@ -271,6 +272,62 @@ def measure(
     ]
     _, stale_auroc, stale_ece = probe_on_fresh_labels(scored)
     return replace(measurement, stale_auroc=stale_auroc, stale_ece=stale_ece)
+
+
+def final_test_items(task: Task, seed: int, config: EvaluatePolicy) -> list[Item]:
+    """The test items the session scores once, at its end, for the initial and the final
+    model (the monitor budgets time for them): the task's test split, cut at
+    `config.test_limit`."""
+    return task.split("test", seed=seed)[: config.test_limit]
+
+
+def score_on_test(
+    engine: Engine,
+    task: Task,
+    items: Sequence[Item],
+    config: EvaluatePolicy,
+    *,
+    refine: RefinePolicy,
+    seed: int,
+    on_progress: ProgressFn | None = None,
+    risk_fn: RiskFn | None = None,
+) -> dict[str, Any]:
+    """One version on the test `items`: greedy answers within `config.max_new_tokens`
+    (risk by the probe `risk_fn`), abstentions as `refine` words them, scored
+    (`held_out_scores`)."""
+    measured = measure(
+        engine,
+        task,
+        items,
+        max_new_tokens=config.max_new_tokens,
+        refine=refine,
+        seed=seed,
+        on_progress=on_progress,
+        risk_fn=risk_fn,
+    )
+    return held_out_scores(measured)
+
+
+def held_out_scores(measured: Measurement) -> dict[str, Any]:
+    """A version's test-split numbers: the four rates (accuracy and hallucination rate
+    over all questions, abstention rate, precision of the answered ones) and the probe's
+    AURC on the version's fresh labels.
+
+    >>> s = EvalSummary(n=4, accuracy=0.5, hallucination_rate=0.25, abstention_rate=0.25,
+    ...                 truncated=0, answered_precision=2 / 3)
+    >>> sorted(held_out_scores(Measurement([], s, None, None, None)))[:3]
+    ['n_test', 'test_abstention_rate', 'test_accuracy']
+    """
+    s = measured.summary
+    return {
+        "test_accuracy": s.accuracy,
+        "test_hallucination_rate": s.hallucination_rate,
+        "test_abstention_rate": s.abstention_rate,
+        "test_answered_precision": s.answered_precision,
+        "test_probe_aurc": measured.probe_aurc,
+        "test_truncated": s.truncated,
+        "n_test": s.n,
+    }
 
 
 def refined_result(

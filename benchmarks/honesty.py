@@ -6,8 +6,8 @@ countries the session never trained on?
 
 Per split seed (`seed=N` picks which countries are train, dev and test: a seeded hash of
 the country, `tasks.base.split_of`), one `--preset honesty` session (any `--set` added),
-then, on the session's own held-out TEST countries (`graph.reporting.test_items`), side by
-side:
+then, on the session's own held-out TEST countries (`agents.evaluate.final_test_items`),
+side by side:
 
   (a) the initial model, greedy;
   (b) the initial model with the probe gate only: abstain (`refine`'s `abstain` route,
@@ -63,13 +63,18 @@ from typing import Any
 
 import numpy as np
 
-from agents.evaluate import EvalSummary, ItemResult, refined_result, score_generation
+from agents.evaluate import (
+    EvalSummary,
+    ItemResult,
+    final_test_items,
+    refined_result,
+    score_generation,
+)
 from agents.probe import risk_scorer
 from agents.refine import refine_answers
 from benchmarks.compare_report import HONESTY, read_runs, save_run, still_to_run
 from engines import load_model
 from engines.base import Engine, Generation, SamplingParams
-from graph import reporting
 from graph.policy import SessionPolicy, resolve_policy
 from graph.session import Session, new_session_id
 from graph.state import RECORD_TYPES
@@ -331,7 +336,8 @@ def score_arms(
     """Dev and test answers of the initial and the final model, the gates' cut-offs chosen
     on dev, every arm's test answers (per item) and dev rates."""
     dev = task.split("dev", seed=policy.seed)[: policy.evaluate.dev_limit]
-    test, tokens = reporting.test_items(task, policy), policy.evaluate.max_new_tokens
+    test = final_test_items(task, policy.seed, policy.evaluate)
+    tokens = policy.evaluate.max_new_tokens
     final = state["best_version"]
     versions = state["versions"]
     probes = {

@@ -27,9 +27,9 @@ from typing import Any
 
 from graph.policy import resolve_policy
 from graph.session import Session, new_session_id
-from graph.tracking import tracked
 from storage import open_store
-from storage.tracking import default_artifact_root, default_tracking_uri, open_run
+from storage.mlflow_store import default_artifact_root, default_tracking_uri, open_run
+from views.mlflow_logging import tracked
 
 
 def tiny_session_parts() -> tuple[Any, Any, Any, Any]:
@@ -52,8 +52,8 @@ def default_session_parts() -> tuple[Any, Any, Any, Any]:
 # what a new session process has imported when its tracking opens, then the import timed
 FRESH_IMPORT = (
     "import time\n"
-    "import engines.hf, graph.session, graph.tracking, tasks\n"
-    "from storage.tracking import mlflow_module\n"
+    "import engines.hf, graph.session, views.mlflow_logging, tasks\n"
+    "from storage.mlflow_store import mlflow_module\n"
     "started = time.perf_counter()\n"
     "mlflow_module()\n"
     "print(time.perf_counter() - started)\n"

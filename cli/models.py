@@ -259,8 +259,8 @@ def registry_model(uri: str, root: Path) -> SessionModel:
     $MLFLOW_TRACKING_URI): its weights, and the gate registered with it."""
     import os
 
+    from storage.mlflow_store import default_tracking_uri
     from storage.registry import resolve
-    from storage.tracking import default_tracking_uri
 
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
     try:

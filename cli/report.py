@@ -29,8 +29,8 @@ def report(
     """Rebuild a session's report.html: metrics per cycle, per-layer probe AUROC, risk of
     right vs wrong answers, every decision with its reason and evidence, the stop reason,
     and the samples table with filters. One file, opens from disk, no network."""
-    from graph.report_html import render_session_report, write_session_report
     from storage.layout import SessionLayout
+    from views.report_html import render_session_report, write_session_report
 
     with open_existing_store(store, root) as opened:
         if opened.events.get_session(session_id) is None:

@@ -76,7 +76,7 @@ def session_tracking(policy: Any, session: Any, root: Path, *, resume: bool) -> 
     `--no-tracking`, or AUTODIDACT_TRACKING=off). Without MLflow installed
     a session still runs, and says how to turn tracking on; an explicit tracking URI
     without it is an error."""
-    from storage.tracking import (
+    from storage.mlflow_store import (
         INSTALL_HINT,
         artifact_root_for,
         tracking_available,
@@ -92,8 +92,8 @@ def session_tracking(policy: Any, session: Any, root: Path, *, resume: bool) -> 
         err_console.print(f"[yellow]MLflow tracking off:[/] not installed ({INSTALL_HINT})")
         yield None
         return
-    from graph.tracking import tracked
     from storage.urls import mask_password
+    from views.mlflow_logging import tracked
 
     uri = tracking_uri_for(root, policy.tracking_uri, dict(os.environ))
     with contextlib.ExitStack() as stack:
@@ -105,6 +105,15 @@ def session_tracking(policy: Any, session: Any, root: Path, *, resume: bool) -> 
         yield tracker
     if tracker.error is not None:
         err_console.print(f"[yellow]warning:[/] MLflow tracking stopped: {tracker.error}")
+
+
+def write_report(session: Any, state: Any) -> None:
+    """A finished session's `report.html`, written into its folder from its event log and
+    artifacts (an interrupted one gets its page from `autodidact report`)."""
+    from views.report_html import write_session_report
+
+    if state.get("status") == "finished":
+        write_session_report(session.store, session.session_id)
 
 
 def fan_out(*sinks: Any) -> Callable[[Any], None]:
@@ -333,6 +342,7 @@ class SessionCommands:
                     )
                     with ending_on_signals(last_words(session, shown), farewell(hint)):
                         state = session.run(resume=resume, on_event=fan_out(view, tracker))
+                        write_report(session, state)  # before the tracker closes: it logs it
             except KeyboardInterrupt:  # Ctrl-C outside `ending_on_signals`
                 err_console.print(stop_line(signal.SIGINT, hint), highlight=False, soft_wrap=True)
                 raise typer.Exit(exit_code(signal.SIGINT)) from None

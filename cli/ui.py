@@ -39,7 +39,7 @@ def server_command(root: Path, host: str, port: int) -> list[str]:
     >>> server_command(Path("/r"), "127.0.0.1", 5000)[4:8]
     ['--backend-store-uri', 'sqlite:////r/mlflow.db', '--default-artifact-root', '/r/mlartifacts']
     """
-    from storage.tracking import default_artifact_root, default_tracking_uri
+    from storage.mlflow_store import default_artifact_root, default_tracking_uri
 
     return [
         sys.executable,
@@ -109,7 +109,7 @@ def ui(
     """Show the sessions tracked under --root in the browser (MLflow's UI): each session
     a run with per-cycle metric charts, every decision and why, samples tables (selected
     for training or not), one trace per cycle. Prints the URL; Ctrl-C stops it."""
-    from storage.tracking import INSTALL_HINT, tracking_available
+    from storage.mlflow_store import INSTALL_HINT, tracking_available
 
     if not tracking_available():
         raise fail(f"`autodidact ui` needs MLflow, which is not installed: {INSTALL_HINT}")

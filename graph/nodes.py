@@ -15,7 +15,7 @@ from langgraph.types import Command
 from agents import acquire as acquiring
 from agents import grpo, selection
 from agents.distributed import train_version_on_ray
-from agents.evaluate import measure
+from agents.evaluate import final_test_items, measure
 from agents.optimize import StepFn, TrainResult, TrainSettings, method_at, train_version
 from agents.planner import Planner
 from agents.probe import (
@@ -29,7 +29,7 @@ from agents.probe import (
 )
 from agents.records import CycleMetrics
 from engines.base import Engine, RiskFn
-from graph import cycle_data, reporting
+from graph import closing_report, cycle_data
 from graph.events import Emitter, Failure, ProbeSaved, Progress, SessionEnd
 from graph.policy import SessionPolicy
 from graph.state import SessionState
@@ -62,7 +62,7 @@ from graph.transitions import (
 from graph.versions import ModelVersions, version_record
 from storage import ArtifactStore
 from storage.layout import SessionLayout
-from tasks.base import Task
+from tasks.base import Item, Task
 
 Ctx = Runtime[SessionPolicy]
 
@@ -234,10 +234,7 @@ class Nodes:
         """Decide loop | retrain | refit_probe | rollback | stop, and promote or not."""
         policy, cycle, history = runtime.context, state.get("cycle", 0), history_of(state)
         emit = _emitter(runtime, "monitor", cycle)
-        n_test, refits = (
-            len(reporting.test_items(self.task, policy)),
-            policy.probe.refit_every_cycle,
-        )
+        n_test, refits = len(self._test_items(policy)), policy.probe.refit_every_cycle
         now = time.time()
         inputs = monitor_inputs(state, history, n_test=n_test, now=now, refit_each_cycle=refits)
         decision, choice = self.planner.decide(policy, history, inputs)
@@ -256,8 +253,9 @@ class Nodes:
         probe = self._final_probe(state, policy, emit)
         state = {**state, **probe}  # type: ignore[typeddict-item]
         engine_of = lambda version: self.versions.engine(state, version)  # noqa: E731
-        final = reporting.final_report(
-            engine_of, self._risk_fn(state), state, self.task, policy, emit
+        test = self._test_items(policy)
+        final = closing_report.final_report(
+            engine_of, self._risk_fn(state), state, self.task, test, policy, emit
         )
         self.artifacts.write_json(SessionLayout.REPORT_JSON, final)
         self.artifacts.write_json(SessionLayout.MODEL_JSON, best_model_record(state, policy))
@@ -295,6 +293,10 @@ class Nodes:
         )
         self._record_probe(fitted, emit)
         return loop_probe_update(fitted, fingerprint, state)
+
+    def _test_items(self, policy: SessionPolicy) -> list[Item]:
+        """The test items scored at the end (the monitor budgets time for them)."""
+        return final_test_items(self.task, policy.seed, policy.evaluate)
 
     def _risk_fn(self, state: SessionState) -> RiskFn | None:
         """The session's probe as a risk function (None: no probe yet)."""

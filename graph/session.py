@@ -20,7 +20,6 @@ from langgraph.checkpoint.base.id import uuid6
 from engines.base import Engine
 from graph.build import build_graph
 from graph.policy import SessionPolicy
-from graph.report_html import write_session_report
 from graph.state import SessionState
 from graph.versions import EngineLoader, version_loader
 from storage import ArtifactStore, Event, SessionInfo, Store, mask_password
@@ -127,8 +126,6 @@ class Session:
         state: SessionState = graph.get_state(self.config).values  # type: ignore[assignment]
         finished = state.get("status") == "finished"
         self._record_session("finished" if finished else "interrupted", graph)
-        if finished:
-            write_session_report(self.store, self.session_id)
         return state
 
     def mark_interrupted(self) -> None:

@@ -1,7 +1,8 @@
 """What a session made, in MLflow's model registry: its initial and best versions as
 versions of one registered model, by path (no copies: a version is about 0.5 GB), with
-the aliases `initial` and `best`, the gate (probe folder, thresholds, abstention text) and
-the lineage (session, cycle, version, run) as tags. `models:/NAME@best` then names the
+the aliases `initial` and `best` (the latest finished session's) and `SESSION-initial`,
+`SESSION-best` (each session's own), the gate (probe folder, thresholds, abstention text)
+and the lineage (session, cycle, version, run) as tags. `models:/NAME@best` then names the
 model with its gate for `answer`, `eval` and `serve`.
 
 The registered model is named from the task and the base model's fingerprint (every
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage.tracking import mlflow_module
+from storage.mlflow_store import mlflow_module
 
 SESSION_TAG, VERSION_TAG = "autodidact.session", "autodidact.version"
 
@@ -48,7 +49,8 @@ def register_session(
             run_id=run_id,
             tags=_tags(record, entry, session_id),
         )
-        client.set_registered_model_alias(name, alias, version.version)
+        for named in (alias, f"{session_id}-{alias}"):  # the latest session's, and this one's
+            client.set_registered_model_alias(name, named, version.version)
         aliases[alias] = str(version.version)
     return aliases
 

@@ -33,10 +33,10 @@ from graph.events import (
     payload,
     records_of,
 )
-from graph.report_data import collect_report
-from graph.tracking import cycle_metrics, cycle_trace, decision_rows
 from storage import Event, EventDataError, EventVersionError, SessionInfo, open_store
 from storage.events import decode_event, encode_event
+from views.mlflow_logging import cycle_metrics, cycle_trace, decision_rows
+from views.report_data import collect_report
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_V1 = Path(__file__).parent / "fixtures" / "session-v1.jsonl"  # a tiny session's log

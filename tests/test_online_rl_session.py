@@ -41,7 +41,9 @@ def test_a_grpo_session_trains_on_the_sampled_groups(store) -> None:  # type: ig
     version = Path(store.root) / "sessions/grpo/versions/v1/merged"
     assert (version / "config.json").is_file(), "the candidate was written like an SFT one"
     assert state["history"][-1].version == "v1", "and evaluated on dev"
-    report = (Path(store.root) / "sessions/grpo/report.html").read_text()
+    from views.report_html import write_session_report
+
+    report = write_session_report(store, "grpo").read_text()
     assert "Training health (GRPO)" in report, "the run's steps are in the report"
 
 

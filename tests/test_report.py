@@ -1,4 +1,4 @@
-"""`report.html`: written at the end of a tiny session, rebuilt by `autodidact report`;
+"""`report.html`: written once a tiny session finished, rebuilt by `autodidact report`;
 self-contained (no URL outside the page), with every cycle, decision, the stop reason and
 the samples selected for training."""
 
@@ -31,6 +31,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     from engines.hf import HFEngine
     from graph.session import Session
     from tests.tiny_models import tiny_engine
+    from views.report_html import write_session_report
 
     root = tmp_path_factory.mktemp("report")
     with open_store(f"sqlite:///{root}/autodidact.db", root) as store:
@@ -43,6 +44,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
             load_engine=lambda p: HFEngine.load(str(p)),
         )
         state = session.run()
+        write_session_report(store, "s1")  # what `autodidact run` does once a session finished
     return root, dict(state)
 
 
@@ -71,7 +73,7 @@ def test_the_session_writes_a_report_with_every_cycle_decision_and_the_stop(
 def test_the_samples_table_marks_what_was_selected_for_training(
     finished: tuple[Path, dict[str, Any]],
 ) -> None:
-    from graph.report_data import read_jsonl
+    from views.report_data import read_jsonl
 
     root, _ = finished
     folder = root / "sessions/s1"

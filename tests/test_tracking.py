@@ -24,12 +24,12 @@ from mlflow import MlflowClient
 from agents.records import CycleMetrics
 from graph.events import NodeEnd, NodeStart, Payload, envelope
 from graph.session import Session
-from graph.tracking import SessionTracker, tracked
 from storage import Event, open_store
-from storage.tracking import default_artifact_root, default_tracking_uri
+from storage.mlflow_store import default_artifact_root, default_tracking_uri
 from tests.browser_support import chromium_or_skip, screenshot_folder
 from tests.test_graph import coin_flip_task, tiny_policy
 from tests.tiny_models import tiny_engine
+from views.mlflow_logging import SessionTracker, tracked
 
 NODES = {"acquire", "select", "refit", "optimize", "evaluate", "monitor"}
 
@@ -144,6 +144,9 @@ def test_samples_tables_say_which_samples_were_trained_on(tracked_session) -> No
     assert selected == {(e["item_id"], e["completion"]) for e in sft} and selected
     assert all(r["verdict"] == "right" for r in rows if r["selected_for_training"])
     assert {r["verdict"] for r in rows} <= {"right", "wrong", "cut off"}
+    saved = (t.root / "sessions/tracked/cycle-1/verdicts.jsonl").read_text().splitlines()
+    verdicts = [right for line in saved for right in json.loads(line)["correct"]]
+    assert [r["verdict"] == "right" for r in rows] == verdicts, "the verdicts select saved"
 
 
 def test_one_trace_per_cycle_with_a_span_per_node(tracked_session) -> None:  # type: ignore[no-untyped-def]
@@ -182,7 +185,7 @@ def test_resume_continues_the_same_run_and_writes_missing_cycles(
 ) -> None:  # type: ignore[no-untyped-def]
     """The tracker of a resumed session takes the event log's cycles its run lacks (on
     the module's store: creating an MLflow database takes minutes on a loaded machine)."""
-    from storage.tracking import open_run
+    from storage.mlflow_store import open_run
 
     uri, root = tracked_session.uri, tracked_session.root
     run = open_run(uri, "autodidact/t", "s1", default_artifact_root(root))
@@ -209,12 +212,12 @@ def test_resume_continues_the_same_run_and_writes_missing_cycles(
         event("c0/baseline/2", "baseline", 0, NodeEnd(seconds=1.0)),
         event("c1/acquire/0", "acquire", 1, NodeStart()),
     ]
-    tracker = SessionTracker(run, "s1", tmp_path, coin_flip_task(), 2)
+    tracker = SessionTracker(run, "s1", tmp_path, 2)
     tracker.catch_up(logged, run.traced_keys())
     assert tracker.error is None and run.traced_keys() == {"cycle-0"}
     tracker(logged[-1])  # re-emitted by the node that runs again: kept once
     assert [e.key for e in tracker.pending["cycle-1"]] == ["c1/acquire/0"]
-    later = SessionTracker(run, "s1", tmp_path, coin_flip_task(), 2)
+    later = SessionTracker(run, "s1", tmp_path, 2)
     later.catch_up(logged, run.traced_keys())
     assert run.traced_keys() == {"cycle-0"}, "a cycle already traced is not written again"
     history = MlflowClient(uri).get_metric_history(run.run_id, "dev_accuracy")
@@ -347,6 +350,9 @@ def test_run_through_the_cli_tracks_to_the_store_under_root(
     experiments = [e.experiment_id for e in client.search_experiments()]
     (run,) = client.search_runs(experiments, "tags.`autodidact.session_id` = 'cli'")
     assert run.info.status == "FINISHED" and run.data.params["monitor.max_cycles"] == "2"
+    assert (root / "sessions/cli/report.html").is_file(), "the CLI writes the finished page"
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.json", "report.html"} <= logged, "written before the tracker closed"
     traces = client.search_traces(locations=experiments, run_id=run.info.run_id)
     assert {t.info.tags["autodidact.trace_key"] for t in traces} == {
         "cycle-0",
@@ -360,7 +366,7 @@ def test_training_steps_are_step_metrics_one_run_after_another(tmp_path: Path) -
     """GRPO's per-step health goes to MLflow as `train/...` metrics; a second run's steps
     (the next cycle's, or a retrain's) follow the first's."""
     from graph.events import Emitter
-    from graph.tracking import SessionTracker
+    from views.mlflow_logging import SessionTracker
 
     logged: list[tuple[dict[str, float], int]] = []
 
@@ -377,7 +383,7 @@ def test_training_steps_are_step_metrics_one_run_after_another(tmp_path: Path) -
         emit = Emitter(sent.append, "optimize", cycle)
         steps = [{"step": s, "reward": 0.1 * s + cycle, "entropy": 0.5} for s in (1, 2)]
         emit.end(f"v{cycle}", steps=2, step_logs=steps)
-    tracker = SessionTracker(Run(), "s", tmp_path, coin_flip_task(), 2)  # type: ignore[arg-type]
+    tracker = SessionTracker(Run(), "s", tmp_path, 2)  # type: ignore[arg-type]
     for raw in sent:
         tracker(Event(session_id="s", **raw))  # type: ignore[arg-type]
     tracker._flush(next(iter(tracker.pending)))
@@ -397,13 +403,13 @@ def test_the_session_registers_its_initial_and_best_versions(tracked_session) ->
     record = json.loads((t.root / "sessions/tracked/model.json").read_text())
     name = t.run().data.tags["registered_model"]
     assert name == f"arithmetic-{record['base_fingerprint'][:12]}"
-    best = t.client.get_model_version_by_alias(name, "best")
-    initial = t.client.get_model_version_by_alias(name, "initial")
+    best = t.client.get_model_version_by_alias(name, "tracked-best")  # the session's own
+    initial = t.client.get_model_version_by_alias(name, "tracked-initial")
     assert best.tags["autodidact.session"] == initial.tags["autodidact.session"] == "tracked"
     assert best.tags["autodidact.version"] == t.state["best_version"]
     assert best.source == str(record["path"] or record["model"])
     assert best.run_id == t.run().info.run_id
-    found = resolve(f"models:/{name}@best", t.uri)
+    found = resolve(f"models:/{name}@tracked-best", t.uri)
     assert found.source == best.source
     if record["probe"]:
         assert found.probe == (t.root / "sessions/tracked" / record["probe"]).resolve()
@@ -425,7 +431,7 @@ def test_eval_takes_a_registered_model_with_its_gate(tracked_session, tmp_path: 
     def load(model: str) -> Any:
         return HFEngine.load(model) if Path(model).is_dir() else tiny_engine()
 
-    argv = ["eval", "--model", f"models:/{name}@best", "--root", str(t.root)]
+    argv = ["eval", "--model", f"models:/{name}@tracked-best", "--root", str(t.root)]
     argv += [
         "--task",
         "arithmetic",

@@ -21,16 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.records import CycleMetrics, Decision
-from graph import cycle_data
 from graph.events import NodeEnd, SessionEnd, TestScores, payload, records_of
 from storage import ArtifactStore, Event, mask_password
 from storage.layout import SessionLayout
+from storage.mlflow_store import SpanRecord, TraceRecord, TrackedRun, open_run
 from storage.registry import register_session, registered_name
-from storage.tracking import SpanRecord, TraceRecord, TrackedRun, open_run
+from views.report_data import cycle_samples, read_jsonl
 
 if TYPE_CHECKING:
     from graph.session import Session
-    from tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -227,39 +226,47 @@ def cycle_trace(key: str, events: list[Event], session_id: str) -> TraceRecord:
 SAMPLE_COLUMNS = ["item_id", "prompt", "selected_for_training", "verdict", "risk", "answer"]
 
 
-def sample_rows(task: Task, attempts: list[Any], trained: set[tuple[str, str]]) -> list[list[Any]]:
-    """One row per sample: its verdict by the task's verifier (an answer cut at the token
-    budget counts as wrong), the prompt's risk, and whether it was trained on."""
-    from agents.selection import label_with_verifier
+def sample_rows(samples: list[dict[str, Any]]) -> list[list[Any]]:
+    """One row per sample (`report_data.cycle_samples`): the verdict select saved, the
+    prompt's risk, and whether it was trained on.
 
-    rows = []
-    for labelled in label_with_verifier(task, attempts):
-        item = labelled.attempt.item
-        for sample, right in zip(labelled.attempt.samples, labelled.correct, strict=True):
-            verdict = (
-                "right" if right else ("cut off" if sample.finish_reason != "stop" else "wrong")
-            )
-            chosen = (item.id, sample.text) in trained
-            rows.append([item.id, item.prompt, chosen, verdict, labelled.attempt.risk, sample.text])
-    return rows
+    >>> sample_rows([{"item_id": "a", "prompt": "1+1?", "selected": True, "correct": True,
+    ...     "finish_reason": "stop", "risk": 0.2, "text": "2"}])
+    [['a', '1+1?', True, 'right', 0.2, '2']]
+    """
+    return [
+        [s["item_id"], s["prompt"], s["selected"], sample_verdict(s), s["risk"], s["text"]]
+        for s in samples
+    ]
 
 
-def selection_tables(
-    artifacts: ArtifactStore, task: Task, cycle: int
-) -> dict[str, tuple[list[str], list[list[Any]]]]:
+def sample_verdict(sample: dict[str, Any]) -> str:
+    """A sample's verdict in the table: an answer cut at the token budget, never right,
+    is `cut off` rather than wrong.
+
+    >>> [sample_verdict({"correct": c, "finish_reason": f}) for c, f in
+    ...     [(True, "stop"), (False, "stop"), (False, "length"), (None, "stop")]]
+    ['right', 'wrong', 'cut off', 'not labelled']
+    """
+    if sample["correct"] is None:
+        return "not labelled"
+    if sample["correct"]:
+        return "right"
+    return "cut off" if sample["finish_reason"] != "stop" else "wrong"
+
+
+def selection_tables(folder: Path, cycle: int) -> dict[str, tuple[list[str], list[list[Any]]]]:
     """The cycle's samples and training examples as tables (none before select ran)."""
     attempts_name, sft_name = SessionLayout.attempts_name(cycle), SessionLayout.sft_name(cycle)
-    manifest = artifacts.manifest()
+    manifest = ArtifactStore(folder).manifest()
     if manifest.find(attempts_name) is None or manifest.find(sft_name) is None:
         return {}
-    sft = cycle_data.read_jsonl(artifacts, sft_name)
-    trained = {(row["item_id"], row["completion"]) for row in sft}
-    attempts = cycle_data.load_attempts(artifacts, attempts_name)
+    sft = read_jsonl(folder / sft_name)
     training = [[r["item_id"], r["prompt"], r["completion"], r["risk"]] for r in sft]
     return {
         f"tables/cycle-{cycle}-samples.json": (
             SAMPLE_COLUMNS,
-            sample_rows(task, attempts, trained),
+            sample_rows(cycle_samples(folder, cycle)),
         ),
         f"tables/cycle-{cycle}-training.json": (
             ["item_id", "prompt", "completion", "risk"],
@@ -334,7 +341,6 @@ class SessionTracker:
     run: TrackedRun
     session_id: str
     folder: Path
-    task: Task
     samples_per_prompt: int
     pending: dict[str, list[Event]] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
@@ -418,7 +424,7 @@ class SessionTracker:
                 "tables/decisions.json", columns, [list(d.values()) for d in self.decisions]
             )
         if any(e.node == "select" and e.kind == "node_end" for e in events):
-            tables = selection_tables(ArtifactStore(self.folder), self.task, cycle)
+            tables = selection_tables(self.folder, cycle)
             for path, (columns, rows) in tables.items():
                 self.run.write_table(path, columns, rows)
         self.run.write_trace(cycle_trace(key, events, self.session_id))
@@ -486,7 +492,6 @@ def tracked(
         run,
         session.session_id,
         session.folder,
-        session.task,
         session.policy.acquire.samples_per_prompt,
         registered_name=session.policy.registered_name,
     )

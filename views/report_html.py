@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from graph import report_charts
-from graph.report_data import ProbeSweep, SessionReport, collect_report
 from storage import ArtifactStore, Store
 from storage.layout import SessionLayout
+from views import report_charts
+from views.report_data import ProbeSweep, SessionReport, collect_report
 
 TEMPLATES = Path(__file__).parent / "templates"
 

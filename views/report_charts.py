@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from graph.report_data import ProbeSweep
+from views.report_data import ProbeSweep
 
 CYCLE_RATES = (
     ("accuracy", "dev accuracy"),

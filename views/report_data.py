@@ -123,20 +123,25 @@ def dev_answers(folder: Path, cycles: Iterable[dict[str, Any]]) -> list[dict[str
 
 
 def samples(folder: Path) -> list[dict[str, Any]]:
-    """Every completion acquire sampled, one row each: its cycle, prompt, text, the
-    prompt's risk, the verdict (None before select labelled it) and whether select put
-    it in the training set."""
+    """Every completion acquire sampled, one row each, cycle by cycle (`cycle_samples`)."""
+    cycles = sorted(_cycle_number(path) for path in folder.glob(SessionLayout.ATTEMPTS_GLOB))
+    return [row for cycle in cycles for row in cycle_samples(folder, cycle)]
+
+
+def cycle_samples(folder: Path, cycle: int) -> list[dict[str, Any]]:
+    """Every completion acquire sampled in `cycle`, one row each: its prompt, text, the
+    prompt's risk, the verdict select saved (None before select labelled it) and whether
+    select put it in the training set. The one reader of saved verdicts: the page and
+    MLflow's samples table both show these."""
+    verdicts = read_jsonl(folder / SessionLayout.verdicts_name(cycle))
+    chosen = {
+        (row["item_id"], row["completion"])
+        for row in read_jsonl(folder / SessionLayout.sft_name(cycle))
+    }
     rows = []
-    for attempts_path in sorted(folder.glob(SessionLayout.ATTEMPTS_GLOB), key=_cycle_number):
-        cycle = _cycle_number(attempts_path)
-        verdicts = read_jsonl(folder / SessionLayout.verdicts_name(cycle))
-        chosen = {
-            (row["item_id"], row["completion"])
-            for row in read_jsonl(folder / SessionLayout.sft_name(cycle))
-        }
-        for index, attempt in enumerate(read_jsonl(attempts_path)):
-            labels = verdicts[index]["correct"] if index < len(verdicts) else []
-            rows += attempt_rows(cycle, attempt, labels, chosen)
+    for index, attempt in enumerate(read_jsonl(folder / SessionLayout.attempts_name(cycle))):
+        labels = verdicts[index]["correct"] if index < len(verdicts) else []
+        rows += attempt_rows(cycle, attempt, labels, chosen)
     return rows
 
 
