@@ -205,7 +205,7 @@ def cycle_nodes(
     node without going past its last (whose routes start the next cycle or end the
     session).
 
-    >>> edges = [("__start__", "probe"), ("probe", "acquire"), ("acquire", "train"),
+    >>> edges = [("__start__", "fit"), ("fit", "acquire"), ("acquire", "train"),
     ...          ("acquire", "monitor"), ("train", "monitor"), ("monitor", "acquire"),
     ...          ("monitor", "finalize"), ("finalize", "__end__")]
     >>> sorted(cycle_nodes(edges))
@@ -226,9 +226,9 @@ def cycle_nodes(
 
 def session_nodes(edges: Sequence[tuple[str, str]], cycles: int) -> int:
     """Nodes a session of `cycles` cycles runs: each cycle's nodes once per cycle, every
-    other node of the graph (probe, baseline, finalize) once.
+    other node of the graph (fit_probe_on_answers, baseline, finalize) once.
 
-    >>> session_nodes([("__start__", "probe"), ("probe", "acquire"), ("acquire", "monitor"),
+    >>> session_nodes([("__start__", "fit"), ("fit", "acquire"), ("acquire", "monitor"),
     ...                ("monitor", "acquire"), ("monitor", "finalize")], cycles=4)
     10
     """

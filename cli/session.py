@@ -140,14 +140,19 @@ def resume_hint(session_id: str, display_url: str, root: Path) -> str:
 
 
 def check_checkpoint(store: Any, session_id: str, root: Path, *, resume: bool) -> None:
-    """Before any model loads: `resume` needs the session's checkpoint in this store, and
-    `run` must not start over on top of an existing one."""
+    """Before any model loads: `resume` needs the session's checkpoint in this store, one
+    it can go on from, and `run` must not start over on top of an existing one."""
+    from graph.session import renamed_node_problem
+
     saved = store.checkpointer.get_tuple({"configurable": {"thread_id": session_id}})
     if resume and saved is None:
         raise fail(
             f"no checkpoint of session {session_id!r} in {store.display_url}: pass the "
             "--store it ran with (`autodidact sessions --store URL` lists a store's sessions)"
         )
+    problem = resume and saved and renamed_node_problem(session_id, saved.checkpoint)
+    if problem:
+        raise fail(problem)
     if not resume and saved is not None:
         raise fail(
             f"session {session_id!r} already exists in {store.display_url}: "

@@ -21,12 +21,12 @@ from graph.versions import version_record
 from probes.calibration import Thresholds
 from storage.layout import SessionLayout
 
-MonitorRoute = Literal["acquire", "optimize", "probe", "finalize"]
+MonitorRoute = Literal["acquire", "optimize", "fit_probe_on_answers", "finalize"]
 MONITOR_ROUTES: dict[str, MonitorRoute] = {
     "loop": "acquire",
     "rollback": "acquire",
     "retrain": "optimize",
-    "refit_probe": "probe",
+    "refit_probe": "fit_probe_on_answers",
     "stop": "finalize",
 }
 
@@ -197,7 +197,7 @@ def trained_update(
 # -- evaluate and monitor -----------------------------------------------------------------
 
 
-def cycle_metrics(measured: Measurement, *, cycle: int, version: str, refine: str) -> CycleMetrics:
+def metrics_record(measured: Measurement, *, cycle: int, version: str, refine: str) -> CycleMetrics:
     s, risk = measured.summary, measured.mean_risk
     return CycleMetrics(
         cycle=cycle,

@@ -37,6 +37,7 @@ from graph.report_data import collect_report
 from graph.tracking import cycle_metrics, cycle_trace, decision_rows
 from storage import Event, EventDataError, EventVersionError, SessionInfo, open_store
 from storage.events import decode_event, encode_event
+from storage.records import RENAMED_NODES
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_V1 = Path(__file__).parent / "fixtures" / "session-v1.jsonl"  # a tiny session's log
@@ -93,7 +94,7 @@ def test_the_examples_cover_every_data_type() -> None:
 def test_each_record_is_read_back_as_written(record: Payload) -> None:
     event = written(record)
     kind, data_type, data = envelope(record)
-    assert (event.schema_version, event.kind, event.data_type) == (2, kind, data_type)
+    assert (event.schema_version, event.kind, event.data_type) == (3, kind, data_type)
     read = decode_event(encode_event(event), seq=1)
     assert read.data == data
     assert payload(read) == record and type(payload(read)) is type(record)
@@ -225,15 +226,42 @@ def test_trace_and_report_read_a_version_1_session(tmp_path: Path) -> None:
     assert collected.stop_reason == "cycle budget spent (2 of 2 cycles)"
 
 
-def test_a_version_1_session_resumed_logs_version_2_beside_it(tmp_path: Path) -> None:
+def test_a_version_1_session_resumed_logs_version_3_beside_it(tmp_path: Path) -> None:
     store_with_log(tmp_path, SESSION_V1.read_text().splitlines())
     later = written(Decision(cycle=3, action="stop", reason="resumed"), node="monitor", cycle=3)
     with open_store(f"sqlite:///{tmp_path}/autodidact.db", tmp_path) as store:
         store.events.append(later.model_copy(update={"key": "c3/monitor/1"}))
         events = store.events.read("s1")
-    assert [e.schema_version for e in events[-2:]] == [1, 2]
+    assert [e.schema_version for e in events[-2:]] == [1, 3]
     decisions = [(d.cycle, d.action) for d in records_of(Decision, events)]
     assert decisions == [(1, "loop"), (2, "stop"), (3, "stop")]
+
+
+def test_events_before_version_3_read_with_the_renamed_nodes(tmp_path: Path) -> None:
+    """The version-1 log names the probe fits `probe` and `refit`, as version 2 did: read
+    back, they carry the graph's names now, in the node and the key; other nodes as written."""
+    store_with_log(tmp_path, SESSION_V1.read_text().splitlines())
+    with open_store(f"sqlite:///{tmp_path}/autodidact.db", tmp_path) as store:
+        events = store.events.read("s1")
+    nodes = {e.node for e in events}
+    assert {"fit_probe_on_answers", "refit_probe_on_samples", "acquire"} <= nodes
+    assert not nodes & set(RENAMED_NODES), "no old name left"
+    assert events[0].key == "c0/fit_probe_on_answers/0"
+    raw = [json.loads(line) for line in SESSION_V1.read_text().splitlines()]
+    assert [e.key.split("/")[0] for e in events] == [r["key"].split("/")[0] for r in raw]
+    v2 = decode_event(json.dumps(raw[0] | {"schema_version": 2, "data_type": "node_start"}), 1)
+    assert (v2.node, v2.key) == ("fit_probe_on_answers", "c0/fit_probe_on_answers/0")
+    v3 = decode_event(json.dumps(raw[0] | {"schema_version": 3, "data_type": "node_start"}), 1)
+    assert v3.node == "probe", "a version-3 event is read as written"
+
+
+def test_the_renamed_nodes_are_the_graphs() -> None:
+    from graph.build import wire
+    from graph.nodes import Nodes
+
+    graph = wire(Nodes(None, None, None, None))  # type: ignore[arg-type]
+    assert set(RENAMED_NODES.values()) <= set(graph.nodes)
+    assert not set(RENAMED_NODES) & set(graph.nodes)
 
 
 def test_the_tracker_reads_a_version_1_cycle(v1_events: list[Event]) -> None:
@@ -257,8 +285,8 @@ def test_the_tracker_reads_a_version_1_cycle(v1_events: list[Event]) -> None:
 
 
 def test_a_newer_version_is_refused_in_one_line(tmp_path: Path) -> None:
-    newer = json.loads(SESSION_V1.read_text().splitlines()[0]) | {"schema_version": 3}
-    with pytest.raises(EventVersionError, match="schema version 3, newer than"):
+    newer = json.loads(SESSION_V1.read_text().splitlines()[0]) | {"schema_version": 4}
+    with pytest.raises(EventVersionError, match="schema version 4, newer than"):
         decode_event(json.dumps(newer), seq=1)
     store_with_log(tmp_path, [json.dumps(newer)])
     app = make_app()
@@ -266,7 +294,7 @@ def test_a_newer_version_is_refused_in_one_line(tmp_path: Path) -> None:
         result = runner.invoke(app, [*command, "--root", str(tmp_path)])
         assert result.exit_code == 2, result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
-        assert "event 'c0/probe/0' of session 's1' has schema version 3" in result.output
+        assert "event 'c0/probe/0' of session 's1' has schema version 4" in result.output
 
 
 def test_a_newer_record_inside_an_event_is_refused_in_one_line() -> None:

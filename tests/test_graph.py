@@ -117,7 +117,7 @@ def test_the_probe_is_refit_every_cycle_from_the_loops_own_samples(store) -> Non
     state, events = run_with_verifier(
         store, odd_length, "refit", **{"acquire.prompts_per_cycle": "24"}
     )
-    refits = [e for e in events if e.node == "refit" and e.kind == "node_end"]
+    refits = [e for e in events if e.node == "refit_probe_on_samples" and e.kind == "node_end"]
     assert len(refits) == state["cycle"] >= 1, "one refit per cycle"
     assert state["probe"] == f"probes/cycle-{state['cycle']}", refits[-1].message
     assert (Path(store.root) / "sessions/refit" / state["probe"] / "card.json").is_file()
@@ -135,7 +135,7 @@ def test_a_session_whose_start_probe_fails_gets_one_from_its_first_cycle(store) 
         "late-probe",
         **{"probe.items": "8", "acquire.prompts_per_cycle": "24", "monitor.max_cycles": "1"},
     )
-    start = next(e for e in events if e.node == "probe" and e.kind == "error")
+    start = next(e for e in events if e.node == "fit_probe_on_answers" and e.kind == "error")
     assert "no probe fitted" in start.message
     assert state["probe"] == "probes/cycle-1", "fitted from cycle 1's samples"
     assert state["history"][-1].mean_risk is not None, "cycle 1's evaluation carries risk"
@@ -148,6 +148,6 @@ def test_all_wrong_samples_keep_waiting_and_say_how_many_of_each(store) -> None:
         "all-wrong",
         **{"acquire.prompts_per_cycle": "24", "monitor.max_cycles": "1"},
     )
-    (refit,) = [e for e in events if e.node == "refit" and e.kind == "node_end"]
+    (refit,) = [e for e in events if e.node == "refit_probe_on_samples" and e.kind == "node_end"]
     assert "24 prompts, 0 right and 48 wrong samples" in refit.message
     assert state["probe"] in (None, "probes/probe-0"), "no refit: the session keeps its probe"

@@ -30,7 +30,7 @@ from tests.session_worker import (
 )
 
 BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.integration)]
-DONE_BEFORE_OPTIMIZE = {(0, "probe"), (0, "baseline"), (1, "acquire"), (1, "select")}
+DONE_BEFORE_OPTIMIZE = {(0, "fit_probe_on_answers"), (0, "baseline"), (1, "acquire"), (1, "select")}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -148,3 +148,40 @@ def test_run_over_an_existing_session_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "already exists" in result.output and "autodidact resume taken" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("old", ["probe", "refit"])
+def test_resume_before_a_renamed_node_is_one_line(tmp_path: Path, old: str) -> None:
+    """A session checkpointed before the probe nodes were renamed, stopped right before
+    one of them (LangGraph's trigger channel `branch:to:<node>` set), has no node to go on
+    to here: refused in one line, exit 2, before any model loads. (A checkpoint before
+    any other node resumes: only the two names changed.)"""
+    from tests.test_graph import tiny_policy
+
+    url = f"sqlite:///{tmp_path}/autodidact.db"
+    saved = SessionLayout.of(tmp_path, "old").policy
+    saved.parent.mkdir(parents=True)
+    saved.write_text(tiny_policy().model_dump_json())
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"cycle": 1, "probe": "probes/probe-0", f"branch:to:{old}": None}
+    checkpoint["channel_versions"] = {"cycle": 1, f"branch:to:{old}": 1}
+    with open_store(url, tmp_path) as store:
+        config: RunnableConfig = {"configurable": {"thread_id": "old", "checkpoint_ns": ""}}
+        store.checkpointer.put(config, checkpoint, {"source": "loop", "step": 4}, {})
+    result = CliRunner().invoke(
+        make_app(Loaders(load_engine=no_model)),
+        ["resume", "old", "--store", url, "--root", str(tmp_path)],
+    )
+    assert result.exit_code == 2, result.output
+    assert f"before its node {old!r}, which is now" in result.output
+    assert "cannot resume there" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_an_older_checkpoint_before_any_other_node_is_not_refused() -> None:
+    """The state key `probe` (the session's probe) is no node: only a trigger channel of
+    a renamed node stops a resume."""
+    from graph.session import renamed_node_problem
+
+    channels = {"probe": "probes/probe-0", "branch:to:optimize": None}
+    assert renamed_node_problem("s", {"channel_values": channels}) is None  # type: ignore[typeddict-item]

@@ -21,7 +21,16 @@ from tests.session_worker import REPO, TIMEOUT_S, launch
 
 runner = CliRunner()
 app = make_app()
-NODES = ("probe", "baseline", "acquire", "select", "optimize", "evaluate", "monitor", "finalize")
+NODES = (
+    "fit_probe_on_answers",
+    "baseline",
+    "acquire",
+    "select",
+    "optimize",
+    "evaluate",
+    "monitor",
+    "finalize",
+)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from tests.browser_support import chromium_or_skip, screenshot_folder
 from tests.test_graph import coin_flip_task, tiny_policy
 from tests.tiny_models import tiny_engine
 
-NODES = {"acquire", "select", "refit", "optimize", "evaluate", "monitor"}
+NODES = {"acquire", "select", "refit_probe_on_samples", "optimize", "evaluate", "monitor"}
 
 
 @dataclass
@@ -167,7 +167,7 @@ def test_one_trace_per_cycle_with_a_span_per_node(tracked_session) -> None:  # t
         assert "seconds" in span.outputs
     size = sum(len(json.dumps(s.to_dict())) for s in cycle_1.data.spans)
     assert size < 100_000, "lean spans: ids, counts, metrics, the decision, not the state"
-    assert {s.name for s in by_key["cycle-0"].data.spans} >= {"probe", "baseline"}
+    assert {s.name for s in by_key["cycle-0"].data.spans} >= {"fit_probe_on_answers", "baseline"}
 
 
 def test_a_finished_cycle_is_readable_while_the_next_one_runs(tracked_session) -> None:  # type: ignore[no-untyped-def]

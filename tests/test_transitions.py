@@ -16,7 +16,7 @@ from graph.transitions import (
     MONITOR_ROUTES,
     after_probe,
     after_select,
-    cycle_metrics,
+    metrics_record,
     monitor_inputs,
     next_version_name,
     probe_fits,
@@ -101,7 +101,7 @@ def test_thresholds_policy_over_chosen_over_defaults() -> None:
     assert session_thresholds(RefinePolicy(), {}) == Thresholds()
 
 
-def test_cycle_metrics_from_a_measurement() -> None:
+def test_metrics_record_from_a_measurement() -> None:
     summary = EvalSummary(
         n=4,
         accuracy=0.5,
@@ -113,7 +113,7 @@ def test_cycle_metrics_from_a_measurement() -> None:
     measured = Measurement(
         [], summary, mean_risk=0.4, probe_auroc=0.7, probe_ece=0.1, probe_aurc=0.2
     )
-    m = cycle_metrics(measured, cycle=2, version="v2", refine="abstain")
+    m = metrics_record(measured, cycle=2, version="v2", refine="abstain")
     assert (m.cycle, m.version, m.accuracy, m.hallucination_rate) == (2, "v2", 0.5, 0.25)
     assert (m.abstention_rate, m.truncation_rate, m.n_dev) == (0.25, 0.25, 4)
     assert (m.answered_precision, m.probe_aurc) == (2 / 3, 0.2)
