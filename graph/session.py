@@ -19,11 +19,11 @@ from langgraph.checkpoint.base.id import uuid6
 
 from engines.base import Engine
 from graph.build import build_graph
-from graph.policy import SessionPolicy
+from graph.policy import SessionPolicy, masked_policy
 from graph.report_html import write_session_report
 from graph.state import SessionState
 from graph.versions import EngineLoader, version_loader
-from storage import ArtifactStore, Event, SessionInfo, Store, mask_password
+from storage import ArtifactStore, Event, SessionInfo, Store
 from storage.layout import SessionLayout
 from storage.records import RENAMED_NODES
 from tasks.base import Task
@@ -115,9 +115,7 @@ class Session:
         ArtifactStore(self.folder).remove_partial_writes()
         if not resume:
             self.folder.mkdir(parents=True, exist_ok=True)
-            saved = self.policy.model_dump(mode="json")
-            for key in ("store", "tracking_uri"):  # no secret on disk
-                saved[key] = saved[key] and mask_password(saved[key])
+            saved = masked_policy(self.policy)  # no secret on disk
             ArtifactStore(self.folder).write_json(SessionLayout.POLICY, saved)
         inputs = (
             None if resume else initial_state(self.session_id, self.policy, self.engine, self.task)

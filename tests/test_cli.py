@@ -88,3 +88,32 @@ def test_the_cycle_tables_fit_80_columns_without_cutting_a_number() -> None:
     assert "…" not in text
     for shown in ("123456", "refit_probe", "0.612", "0.599", "0.556", "0.544", "81%", "19%"):
         assert shown in text
+
+
+def test_answer_takes_its_sampling_defaults_from_the_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """k, the temperature and the token budget are the policy's (refine.k,
+    refine.temperature, evaluate.max_new_tokens), not copies of them."""
+    import agents.refine
+    from agents.evaluate import EvaluatePolicy
+    from agents.refine import RefinePolicy
+    from cli.common import Loaders
+    from tests.tiny_models import tiny_engine
+
+    seen: dict[str, object] = {}
+
+    def spy(engine, prompts, **options):  # type: ignore[no-untyped-def]
+        seen.update(options)
+        return real(engine, prompts, **options)
+
+    real = agents.refine.refine_answers
+    monkeypatch.setattr(agents.refine, "refine_answers", spy)
+    loaders = Loaders(load_engine=lambda _model: tiny_engine())
+    result = runner.invoke(make_app(loaders), ["answer", "2+2?", "--refine", "self_consistency"])
+    assert result.exit_code == 0, result.output
+    assert (seen["k"], seen["temperature"], seen["max_new_tokens"]) == (
+        RefinePolicy().k,
+        RefinePolicy().temperature,
+        EvaluatePolicy().max_new_tokens,
+    )
