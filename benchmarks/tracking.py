@@ -34,7 +34,7 @@ from storage.tracking import default_artifact_root, default_tracking_uri, open_r
 
 def tiny_session_parts() -> tuple[Any, Any, Any, Any]:
     from engines.hf import HFEngine
-    from tests.test_graph import coin_flip_task, tiny_policy
+    from tests.session_support import coin_flip_task, tiny_policy
     from tests.tiny_models import tiny_engine
 
     return tiny_policy(), coin_flip_task(), tiny_engine(), lambda p: HFEngine.load(str(p))

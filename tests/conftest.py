@@ -45,8 +45,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Any:
     its default settings, run in this process (same engine, task, policy and seed): what an
     interrupted and resumed worker session must end like."""
     from storage import open_store
+    from tests.session_support import run_tiny_session
     from tests.session_worker import outcome
-    from tests.test_graph import run_tiny_session
 
     root = tmp_path_factory.mktemp("reference")
     with open_store(f"sqlite:///{root}/autodidact.db", root) as store:

@@ -20,8 +20,8 @@ import torch
 from storage import open_store
 from storage.layout import SessionLayout
 from tests.cluster_support import LOGPROB_TOLERANCE, require_ray
+from tests.session_support import run_tiny_session
 from tests.session_worker import launch, outcome, wait_for_key
-from tests.test_graph import run_tiny_session
 
 pytestmark = pytest.mark.cluster
 

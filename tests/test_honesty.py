@@ -216,7 +216,7 @@ def test_a_tiny_honesty_session_teaches_abstentions_and_reports_the_rates(tmp_pa
     from graph.policy import resolve_policy
     from graph.session import Session
     from storage import open_store
-    from tests.test_graph import coin_flip_task
+    from tests.session_support import coin_flip_task
     from tests.tiny_models import tiny_engine
 
     overrides = [

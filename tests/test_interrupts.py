@@ -52,7 +52,7 @@ STALL_S = 60.0  # optimize's stall: the signal must end it long before this
 @pytest.fixture(scope="module")
 def unbudgeted(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     """The uninterrupted tiny session, in this process, with the wall-clock rule off."""
-    from tests.test_graph import run_tiny_session
+    from tests.session_support import run_tiny_session
 
     root = tmp_path_factory.mktemp("unbudgeted")
     with open_store(f"sqlite:///{root}/autodidact.db", root) as store:

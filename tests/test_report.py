@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cli.app import make_app
 from storage import open_store
 from tests.browser_support import chromium_or_skip, screenshot_folder
-from tests.test_graph import coin_flip_task, tiny_policy
+from tests.session_support import coin_flip_task, tiny_policy
 
 runner = CliRunner()
 EXTERNAL = re.compile(

@@ -121,7 +121,7 @@ def no_model(_model: str) -> NoReturn:
 def test_resume_of_a_session_the_store_does_not_hold_is_one_line(tmp_path: Path) -> None:
     """E.g. `resume` without the --store the session ran with: exit 2 before any model
     loads, not an empty run recorded as interrupted."""
-    from tests.test_graph import tiny_policy
+    from tests.session_support import tiny_policy
 
     saved = SessionLayout.of(tmp_path, "elsewhere").policy
     saved.parent.mkdir(parents=True)
@@ -156,7 +156,7 @@ def test_resume_before_a_renamed_node_is_one_line(tmp_path: Path, old: str) -> N
     one of them (LangGraph's trigger channel `branch:to:<node>` set), has no node to go on
     to here: refused in one line, exit 2, before any model loads. (A checkpoint before
     any other node resumes: only the two names changed.)"""
-    from tests.test_graph import tiny_policy
+    from tests.session_support import tiny_policy
 
     url = f"sqlite:///{tmp_path}/autodidact.db"
     saved = SessionLayout.of(tmp_path, "old").policy

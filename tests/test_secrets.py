@@ -24,8 +24,8 @@ from cli.app import make_app
 from storage import open_store
 from storage.urls import PASSWORD_ENV, REDIS_URL_ENV
 from tests.ci_rules import skip_or_fail_in_ci
+from tests.session_support import tiny_policy
 from tests.session_worker import stand_in_loaders
-from tests.test_graph import tiny_policy
 
 pytestmark = pytest.mark.integration
 

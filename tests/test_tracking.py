@@ -28,7 +28,7 @@ from graph.tracking import SessionTracker, tracked
 from storage import Event, open_store
 from storage.tracking import default_artifact_root, default_tracking_uri
 from tests.browser_support import chromium_or_skip, screenshot_folder
-from tests.test_graph import coin_flip_task, tiny_policy
+from tests.session_support import coin_flip_task, tiny_policy
 from tests.tiny_models import tiny_engine
 
 NODES = {"acquire", "select", "refit_probe_on_samples", "optimize", "evaluate", "monitor"}
