@@ -35,6 +35,7 @@ from graph.state import SessionState
 from graph.transitions import (
     MONITOR_ROUTES,
     MonitorRoute,
+    ProbeRoute,
     acquisition_record,
     after_probe,
     after_select,
@@ -81,9 +82,7 @@ class Nodes:
         self.planner = planner
         self.fallback = fallback
 
-    def fit_probe_on_answers(
-        self, state: SessionState, runtime: Ctx
-    ) -> Command[Literal["baseline", "acquire"]]:
+    def fit_probe_on_answers(self, state: SessionState, runtime: Ctx) -> Command[ProbeRoute]:
         """Fit the hallucination-risk probe on the current model's greedy train-split
         answers, its layer chosen by a sweep (at the start, and on a `refit_probe` decision)."""
         policy, fits = runtime.context, probe_fits(state)

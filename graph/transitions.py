@@ -21,6 +21,7 @@ from graph.versions import version_record
 from probes.calibration import Thresholds
 from storage.layout import SessionLayout
 
+ProbeRoute = Literal["baseline", "acquire"]  # after a fit on answers: a first fit, or a refit
 MonitorRoute = Literal["acquire", "optimize", "fit_probe_on_answers", "finalize"]
 MONITOR_ROUTES: dict[str, MonitorRoute] = {
     "loop": "acquire",
@@ -47,7 +48,7 @@ def probe_fits(state: SessionState) -> int:
     return state.get("probe_refits", 0) + (1 if state.get("history") else 0)
 
 
-def after_probe(state: SessionState) -> Literal["baseline", "acquire"]:
+def after_probe(state: SessionState) -> ProbeRoute:
     """The first fit is followed by the initial model's baseline; a refit by a new cycle.
 
     >>> after_probe({}), after_probe({"history": [...]})
