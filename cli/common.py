@@ -62,7 +62,7 @@ StoreOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 PolicyFileOption = Annotated[Path | None, typer.Option("--policy", help="Policy YAML file.")]
 # graph.policy.PRESETS' names, copied: importing graph.policy here would add about a second
-# to every command's start; tests/test_cli.py keeps the two equal.
+# to every command's start; tests/cli/test_cli.py keeps the two equal.
 PRESET_NAMES = ("default", "quick", "honesty")
 PresetOption = Annotated[
     str | None,

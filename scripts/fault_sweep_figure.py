@@ -1,10 +1,10 @@
 """The README's fault-injection figure: kills injected and sessions resumed identical, per
-backend, then one row per kill point, from the JSON lines tests/test_fault_sweep.py
+backend, then one row per kill point, from the JSON lines tests/sessions/test_fault_sweep.py
 appends to AUTODIDACT_FAULT_SWEEP_OUT (one per attempt; a sweep run again appends, and
 every attempt is counted, so a kill point that fails only sometimes shows as flaky).
 
     AUTODIDACT_FAULT_SWEEP_OUT=sweep.jsonl bash scripts/with-redis.sh \\
-        .venv/bin/python -m pytest tests/test_fault_sweep.py -m ""
+        .venv/bin/python -m pytest tests/sessions/test_fault_sweep.py -m ""
     python scripts/fault_sweep_figure.py sweep.jsonl [--out figure.md]
 """
 

@@ -10,7 +10,7 @@ import pytest
 from tests.ci_rules import skip_or_fail_in_ci
 
 # Sessions the tests run through the CLI are not tracked in MLflow (creating an MLflow
-# store costs seconds to minutes); tests/test_tracking.py tracks its own session.
+# store costs seconds to minutes); tests/views/test_tracking.py tracks its own session.
 os.environ.setdefault("AUTODIDACT_TRACKING", "off")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # tests import mlflow directly
 

@@ -216,6 +216,15 @@ class Outcome:
     status: str | None  # in the sessions registry
 
 
+def assert_same_session(resumed: Outcome, reference: Outcome) -> None:
+    """A resumed session ended as the uninterrupted `reference` did."""
+    assert resumed.status == "finished"
+    assert resumed.keys == reference.keys, "events missing, extra or out of order"
+    assert resumed.decisions == reference.decisions
+    assert resumed.history == reference.history
+    assert resumed.hashes == reference.hashes, "datasets or model weights differ"
+
+
 def checkpoint_values(store: Any, session: str) -> dict[str, Any]:
     """Channel values of the session's latest checkpoint ({} when there is none)."""
     saved = store.checkpointer.get_tuple({"configurable": {"thread_id": session}})

@@ -276,9 +276,9 @@ def test_refused_before_the_model_loads(
 def stale_probe(folder: Path) -> Path:
     """A real probe folder, made for another model than `stand_in_engine`."""
     from probes.fit import EstimatorConfig, export_weights, fit_estimator
-    from tests.test_probes_artifact import _data, make_probe
+    from tests.probe_fakes import make_probe, toy_rows
 
-    x, y = _data()
+    x, y = toy_rows()
     weights = export_weights(fit_estimator(x, y, EstimatorConfig()))
     return make_probe(weights, fingerprint="other-model").save(folder / "probe")
 

@@ -94,7 +94,7 @@ def test_a_cycle_is_the_six_nodes_from_acquire_to_monitor() -> None:
     assert cycle_nodes(session_graph_edges()) == {
         "acquire",
         "select",
-        "refit",
+        "refit_probe_on_samples",
         "optimize",
         "evaluate",
         "monitor",

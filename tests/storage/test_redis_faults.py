@@ -37,12 +37,12 @@ from tests.ci_rules import skip_or_fail_in_ci
 from tests.session_worker import (
     Outcome,
     Worker,
+    assert_same_session,
     checkpoint_values,
     launch,
     outcome,
     wait_for_key,
 )
-from tests.test_resume import assert_same_session
 from tests.warm_workers import WarmWorkers
 
 runner = CliRunner()

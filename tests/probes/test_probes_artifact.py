@@ -15,11 +15,8 @@ from engines.base import SamplingParams
 from probes.artifact import (
     CARD_FILE,
     WEIGHTS_FILE,
-    Probe,
-    ProbeCard,
     ProbeLoadError,
     ProbeMismatchError,
-    SplitInfo,
     StaleProbeError,
     load_probe,
 )
@@ -27,46 +24,14 @@ from probes.calibration import Calibrator, sigmoid
 from probes.features import INDEX_FILE, FeatureSet, FeatureSpec, prompt_template_hash
 from probes.fit import EstimatorConfig, export_weights, fit_estimator
 from probes.runtime import RiskScorer
-from tests.probe_fakes import FakeEngine
-
-
-def _data(n: int = 200, d: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(3.0, 2.0, (n, d)).astype(np.float32)
-    y = (x[:, 0] + x[:, 1] ** 2 / 4 + rng.normal(0, 1, n) > 4.0).astype(np.int64)
-    return x, y
-
-
-def make_probe(
-    weights: dict[str, np.ndarray],
-    *,
-    layers: tuple[int, ...] = (2,),
-    kind: str = "query_token",
-    calibrator: Calibrator | None = None,
-    fingerprint: str = "fake-fingerprint-0",
-    template_hash: str = "t0",
-) -> Probe:
-    card = ProbeCard(
-        model_name="fake",
-        fingerprint=fingerprint,
-        template_hash=template_hash,
-        feature=FeatureSpec(kind, layers).name,
-        layers=list(layers),
-        feature_kind=kind,
-        input_dim=int(weights["scaler.mean"].shape[0]),
-        estimator="mlp" if "mlp.0.weight" in weights else "logreg",
-        task="toy",
-        split=SplitInfo(seed=0, fractions=(0.6, 0.2, 0.2), sizes={"train": 1}),
-        calibration=(calibrator or Calibrator()).to_json(),
-    )
-    return Probe(card, weights)
+from tests.probe_fakes import FakeEngine, make_probe, toy_rows
 
 
 @pytest.mark.parametrize(
     "config", [EstimatorConfig("logreg", C=0.5), EstimatorConfig("mlp", hidden=(16, 8), alpha=0.1)]
 )
 def test_risk_scorer_matches_sklearn_predict_proba(config: EstimatorConfig) -> None:
-    x, y = _data()
+    x, y = toy_rows()
     pipeline = fit_estimator(x, y, config)
     scorer = RiskScorer(make_probe(export_weights(pipeline)))
     expected = pipeline.predict_proba(x)[:, 1]
@@ -76,7 +41,7 @@ def test_risk_scorer_matches_sklearn_predict_proba(config: EstimatorConfig) -> N
 
 
 def test_risk_scorer_applies_the_calibration() -> None:
-    x, y = _data()
+    x, y = toy_rows()
     pipeline = fit_estimator(x, y, EstimatorConfig())
     calibrated = RiskScorer(
         make_probe(export_weights(pipeline), calibrator=Calibrator("platt", a=0.5, b=-1.0))
@@ -101,7 +66,7 @@ def test_risk_scorer_reads_prompt_states() -> None:
 
 def test_run_time_scoring_needs_no_scikit_learn(tmp_path: Path) -> None:
     """Loading and scoring are numpy only (microseconds: the probe benchmark times them)."""
-    x, y = _data()
+    x, y = toy_rows()
     folder = make_probe(export_weights(fit_estimator(x, y, EstimatorConfig()))).save(tmp_path / "p")
     code = (
         "import sys, numpy as np\n"
@@ -110,19 +75,19 @@ def test_run_time_scoring_needs_no_scikit_learn(tmp_path: Path) -> None:
         f"RiskScorer(load_probe({str(folder)!r})).score(np.zeros((2, 12)))\n"
         "assert not [m for m in sys.modules if m.startswith('sklearn')], 'sklearn imported'\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=300)
 
 
 def test_risk_scorer_refuses_features_of_another_width() -> None:
-    x, y = _data(d=12)
+    x, y = toy_rows(d=12)
     scorer = RiskScorer(make_probe(export_weights(fit_estimator(x, y, EstimatorConfig()))))
     with pytest.raises(ValueError, match="expects features of width 12, got shape \\(3, 10\\)"):
         scorer.score(np.zeros((3, 10)))
 
 
 def test_probe_round_trip(tmp_path: Path) -> None:
-    x, y = _data()
+    x, y = toy_rows()
     for config in (EstimatorConfig(), EstimatorConfig("mlp", hidden=(8,))):
         probe = make_probe(
             export_weights(fit_estimator(x, y, config)),
@@ -152,7 +117,7 @@ def test_probe_round_trip(tmp_path: Path) -> None:
 
 
 def test_a_probe_refuses_a_model_with_another_fingerprint(tmp_path: Path) -> None:
-    x, y = _data()
+    x, y = toy_rows()
     folder = make_probe(
         export_weights(fit_estimator(x, y, EstimatorConfig())), fingerprint="aaa111"
     ).save(tmp_path / "p")
@@ -167,7 +132,7 @@ def test_a_probe_refuses_a_model_with_another_fingerprint(tmp_path: Path) -> Non
 
 
 def test_corrupt_or_foreign_probe_folders_are_refused(tmp_path: Path) -> None:
-    x, y = _data()
+    x, y = toy_rows()
     folder = make_probe(export_weights(fit_estimator(x, y, EstimatorConfig()))).save(tmp_path / "p")
     with pytest.raises(ProbeLoadError, match="not a probe"):
         load_probe(tmp_path)

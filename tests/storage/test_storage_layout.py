@@ -12,7 +12,7 @@ import pytest
 
 from storage.layout import SessionLayout
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = [
     "agents",
     "graph",

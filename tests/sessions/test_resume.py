@@ -22,6 +22,7 @@ from storage import Event, Store, open_store
 from storage.layout import SessionLayout
 from tests.session_worker import (
     Outcome,
+    assert_same_session,
     checkpoint_values,
     launch,
     outcome,
@@ -38,14 +39,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/autodidact.db"
     return str(request.getfixturevalue("redis_url"))  # sessions get unique ids
-
-
-def assert_same_session(resumed: Outcome, reference: Outcome) -> None:
-    assert resumed.status == "finished"
-    assert resumed.keys == reference.keys, "events missing, extra or out of order"
-    assert resumed.decisions == reference.decisions
-    assert resumed.history == reference.history
-    assert resumed.hashes == reference.hashes, "datasets or model weights differ"
 
 
 def assert_checkpoint_is_select(store: Store, session: str) -> None:

@@ -16,7 +16,7 @@ from storage import ArtifactStore, open_store
 from tasks import get_task
 from tests.tiny_models import tiny_engine
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def structure(compiled: Any) -> tuple[set[str], set[tuple[str, str, bool]]]:
@@ -49,7 +49,8 @@ def test_the_studio_graph_has_the_session_graphs_nodes_and_edges(tmp_path: Path)
     studio = studio_factory()()
     nodes, edges = structure(studio)
     assert (nodes, edges) == structure(session_graph)
-    assert {"probe", "acquire", "select", "refit", "optimize", "evaluate", "monitor"} <= nodes
+    assert {"fit_probe_on_answers", "acquire", "select", "refit_probe_on_samples"} <= nodes
+    assert {"optimize", "evaluate", "monitor"} <= nodes
     assert ("monitor", "finalize", True) in edges, "the monitor's routes come through"
     assert studio.context_schema is SessionPolicy, "Studio's context form is the policy"
     assert studio.checkpointer is None, "the LangGraph server brings its own persistence"

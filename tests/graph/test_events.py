@@ -39,8 +39,8 @@ from storage import Event, EventDataError, EventVersionError, SessionInfo, open_
 from storage.events import decode_event, encode_event
 from storage.records import RENAMED_NODES
 
-REPO = Path(__file__).resolve().parent.parent
-SESSION_V1 = Path(__file__).parent / "fixtures" / "session-v1.jsonl"  # a tiny session's log
+REPO = Path(__file__).resolve().parents[2]
+SESSION_V1 = REPO / "tests" / "fixtures" / "session-v1.jsonl"  # a tiny session's log
 runner = CliRunner()
 
 EXAMPLES: list[Payload] = [

@@ -24,10 +24,10 @@ from engines.cluster import ClusterEngine, PoolOptions
 from engines.hf import HFEngine
 from engines.vllm import VLLMEngine
 from graph.versions import ModelVersions, version_loader
+from tests.agents.test_agents import ScriptedWriter
+from tests.agents.test_chat_model import FakeEngine as ChatFakeEngine
+from tests.agents.test_honesty import ScriptedEngine
 from tests.probe_fakes import FakeEngine
-from tests.test_agents import ScriptedWriter
-from tests.test_chat_model import FakeEngine as ChatFakeEngine
-from tests.test_honesty import ScriptedEngine
 from tests.tiny_models import tiny_engine
 
 # Every class that is, or stands in for, an engine.

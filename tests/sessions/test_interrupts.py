@@ -35,6 +35,7 @@ from storage import Event, open_store
 from storage.events import SqliteEventLog
 from tests.session_worker import (
     Outcome,
+    assert_same_session,
     checkpoint_values,
     cli_args,
     launch,
@@ -65,14 +66,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/autodidact.db"
     return str(request.getfixturevalue("redis_url"))  # sessions get unique ids
-
-
-def assert_same_session(resumed: Outcome, reference: Outcome) -> None:
-    assert resumed.status == "finished"
-    assert resumed.keys == reference.keys, "events missing, extra or out of order"
-    assert resumed.decisions == reference.decisions
-    assert resumed.history == reference.history
-    assert resumed.hashes == reference.hashes, "datasets or model weights differ"
 
 
 def autodidact(args: list[str]) -> Result:
@@ -156,7 +149,7 @@ def test_last_words_that_cannot_finish_neither_keep_the_process_alive_nor_silenc
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", STUCK_LAST_WORDS],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=60,

@@ -20,7 +20,7 @@ from cli.probe import print_report_table
 from storage import Event, SessionInfo, open_store
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LONG_IDS = ("20261129-150102-arithmetic-1a2b3c", "20261129-150317-capitals-9f8e7d")
 
 
@@ -53,11 +53,11 @@ def two_sessions(root: Path) -> None:
             store.events.append(
                 Event(
                     session_id=session_id,
-                    key="c0/probe/0",
+                    key="c0/fit_probe_on_answers/0",
                     kind="node_start",
-                    node="probe",
+                    node="fit_probe_on_answers",
                     cycle=0,
-                    message="probe started",
+                    message="fit_probe_on_answers started",
                     ts=now,
                 )
             )
@@ -124,5 +124,5 @@ def test_trace_of_an_interrupted_session_says_where_it_stopped(tmp_path: Path) -
     result = runner.invoke(make_app(), ["trace", LONG_IDS[1], "--root", str(tmp_path)])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "session interrupted in probe (cycle 0) after 1 logged events" in text
+    assert "session interrupted in fit_probe_on_answers (cycle 0) after 1 logged events" in text
     assert f"autodidact resume {LONG_IDS[1]}" in text

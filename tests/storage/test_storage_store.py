@@ -21,7 +21,7 @@ from storage import (
     open_store,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_default_store_url_is_a_sqlite_file_in_root(tmp_path: Path) -> None:
