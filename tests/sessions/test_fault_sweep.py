@@ -38,8 +38,8 @@ UNBUDGETED = ("monitor.project_wall_budget=false", "monitor.max_wall_minutes=100
 SUMMARY_ENV = "AUTODIDACT_FAULT_SWEEP_OUT"
 
 # NAME:N dies the N-th time the session reaches NAME (tests/kill_points.py). The tiny
-# session: probe, baseline, then acquire, select, refit, optimize, evaluate, monitor twice,
-# then finalize.
+# session: fit_probe_on_answers, baseline, then acquire, select, refit_probe_on_samples,
+# optimize, evaluate, monitor twice, then finalize.
 NODE_KILLS = [
     f"node.{node}:{2 if node in ('acquire', 'evaluate', 'monitor') else 1}" for node in NODES
 ]
@@ -117,7 +117,8 @@ class Backend:
 
         Drawn from the count of each point, not from their order (which two threads
         interleave), so one seed picks the same moment on every run and machine."""
-        start = self.moments.index("emit.probe")  # one thread so far; the input checkpointed
+        # one thread so far; the input checkpointed
+        start = self.moments.index("emit.fit_probe_on_answers")
         early, counts = Counter(self.moments[:start]), Counter(self.moments)
         moments = [
             f"{name}:{n}"
