@@ -69,7 +69,7 @@ test: $(DEV_STAMP) $(VLLM_STAMP)  ## create both venvs, lint and type-check, sta
 	AUTODIDACT_TEST_ARTIFACTS=test-artifacts bash scripts/with-redis.sh $(PY) -m pytest -m "not vllm" --durations=15
 	$(MAKE) test-vllm
 
-VLLM_TESTS := tests/test_engine_contract.py tests/test_vllm_engine.py
+VLLM_TESTS := tests/engines/test_engine_contract.py tests/engines/test_vllm_engine.py
 test-vllm: $(VLLM_STAMP)  ## the vllm tier: Engine contract and parity with transformers, in .venv-vllm
 	$(VLLM_PY) -m pytest -m vllm $(VLLM_TESTS)
 

@@ -3,7 +3,7 @@
 `backend: local` (the default) is one process and never imports Ray. `backend: ray` puts
 generation on persistent Ray actors (`engines.cluster.ClusterEngine`) and optimize's
 training in Ray Train's `TorchTrainer` (`agents.distributed`), with the same results as one
-process (tests/test_cluster_*.py).
+process (tests/cluster/test_cluster_*.py).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ last batch that does not fill every rank is padded by accelerate with the epoch'
 examples (`even_batches`); `LastBatchMask` masks those rows out of SFT's loss, so that step
 too trains on what one process's last step sees (17 examples at batch 16 would otherwise
 train every second step on 16 rows, 15 of them repeats, instead of 1). Measured here:
-losses equal to 1e-5 relative, LoRA weights within 1e-4 (tests/test_cluster_training.py).
+losses equal to 1e-5 relative, LoRA weights within 1e-4 (tests/cluster/test_cluster_training.py).
 DPO averages its loss over each rank's pairs, so its padded last batch still differs.
 
 Ray Train 2.60 (Train V2) keeps metrics only with a reported checkpoint, so rank 0 writes

@@ -37,8 +37,8 @@ FIXED = (
     "monitor.max_probe_refits=0",
     "tracking=false",
 )
-STAGES = ("probe", "baseline", "acquire", "select", "refit", "optimize", "evaluate", "monitor")
-STAGES += ("finalize",)
+STAGES = ("fit_probe_on_answers", "baseline", "acquire", "select", "refit_probe_on_samples")
+STAGES += ("optimize", "evaluate", "monitor", "finalize")
 
 
 def stage_seconds(events: Sequence[Event]) -> dict[str, float]:
@@ -47,8 +47,8 @@ def stage_seconds(events: Sequence[Event]) -> dict[str, float]:
     >>> def e(ts, kind, node):
     ...     return Event(session_id="s", seq=0, key="k", ts=ts, kind=kind, node=node,
     ...                  cycle=0, message="")
-    >>> stage_seconds([e(1.0, "node_start", "probe"), e(3.5, "node_end", "probe")])
-    {'probe': 2.5}
+    >>> stage_seconds([e(1.0, "node_start", "fit_probe_on_answers"), e(3.5, "node_end", "fit_probe_on_answers")])
+    {'fit_probe_on_answers': 2.5}
     """
     started: dict[str, float] = {}
     seconds: dict[str, float] = {}

@@ -7,10 +7,10 @@ process) take their tolerances from what this prints.
 Each arm is a fresh process: torch threads 1 or 2 (`OMP_NUM_THREADS`, which the engine
 honours) times `ATEN_CPU_CAPABILITY` unset (this CPU's own kernels) or `default` (no
 vector kernels). Every arm runs
-- the cluster engine test's workload on the tiny random Llama (tests/test_cluster_engine.py):
+- the cluster engine test's workload on the tiny random Llama (tests/cluster/test_cluster_engine.py):
   7 prompts in batches of 2, 3 samples at T=1 (seed 11) and greedy, their log-probabilities,
   prefill states (query token, prompt mean) and a risk read from the query token;
-- the one-cycle tiny session of tests/test_cluster_session.py (fixed cycles, budget rule
+- the one-cycle tiny session of tests/cluster/test_cluster_session.py (fixed cycles, budget rule
   off): every JSONL artifact row and v1's LoRA weights.
 The first arm (2 threads, own kernels: what one process runs here) is the reference; the
 table shows each arm's largest absolute difference from it, and whether the discrete
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 ARMS = [(2, ""), (1, ""), (2, "default"), (1, "default")]  # (threads, ATEN_CPU_CAPABILITY)
-PROMPTS = [f"What is {a} + {a + 3}?" for a in range(7)]  # as tests/test_cluster_engine.py
+PROMPTS = [f"What is {a} + {a + 3}?" for a in range(7)]  # as tests/cluster/test_cluster_engine.py
 SESSION_SETS = [
     "monitor.max_cycles=1",
     "monitor.max_wall_minutes=10000",

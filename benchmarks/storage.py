@@ -205,7 +205,7 @@ def cycle_nodes(
     node without going past its last (whose routes start the next cycle or end the
     session).
 
-    >>> edges = [("__start__", "probe"), ("probe", "acquire"), ("acquire", "train"),
+    >>> edges = [("__start__", "fit"), ("fit", "acquire"), ("acquire", "train"),
     ...          ("acquire", "monitor"), ("train", "monitor"), ("monitor", "acquire"),
     ...          ("monitor", "finalize"), ("finalize", "__end__")]
     >>> sorted(cycle_nodes(edges))
@@ -226,9 +226,9 @@ def cycle_nodes(
 
 def session_nodes(edges: Sequence[tuple[str, str]], cycles: int) -> int:
     """Nodes a session of `cycles` cycles runs: each cycle's nodes once per cycle, every
-    other node of the graph (probe, baseline, finalize) once.
+    other node of the graph (fit_probe_on_answers, baseline, finalize) once.
 
-    >>> session_nodes([("__start__", "probe"), ("probe", "acquire"), ("acquire", "monitor"),
+    >>> session_nodes([("__start__", "fit"), ("fit", "acquire"), ("acquire", "monitor"),
     ...                ("monitor", "acquire"), ("monitor", "finalize")], cycles=4)
     10
     """
@@ -263,7 +263,7 @@ def resume_in_process(store: Store, session_id: str) -> float:
     built); the session then runs to its end."""
     from graph.policy import SessionPolicy
     from graph.session import Session
-    from tests.test_graph import coin_flip_task
+    from tests.session_support import coin_flip_task
     from tests.tiny_models import tiny_engine
 
     saved = SessionLayout.of(store.root, session_id).policy
@@ -346,7 +346,7 @@ class StoreTimer:
 def warm_up(root: Path) -> None:
     """One unmeasured tiny session: lazy imports and first-call costs (TRL, sklearn)
     would otherwise land in the first measured session's wall time."""
-    from tests.test_graph import run_tiny_session
+    from tests.session_support import run_tiny_session
 
     folder = root / "warm-up"
     with open_store(default_store_url(folder), folder) as store:
@@ -356,7 +356,7 @@ def warm_up(root: Path) -> None:
 def bench_share(url: str, root: Path) -> dict[str, float]:
     """A whole tiny session with the checkpointer and event log timed."""
     from graph.session import Session
-    from tests.test_graph import coin_flip_task, tiny_policy
+    from tests.session_support import coin_flip_task, tiny_policy
     from tests.tiny_models import tiny_engine
 
     session_id = f"bench-share-{uuid.uuid4().hex[:8]}"

@@ -34,7 +34,7 @@ from views.mlflow_logging import tracked
 
 def tiny_session_parts() -> tuple[Any, Any, Any, Any]:
     from engines.hf import HFEngine
-    from tests.test_graph import coin_flip_task, tiny_policy
+    from tests.session_support import coin_flip_task, tiny_policy
     from tests.tiny_models import tiny_engine
 
     return tiny_policy(), coin_flip_task(), tiny_engine(), lambda p: HFEngine.load(str(p))

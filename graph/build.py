@@ -34,8 +34,8 @@ def build_graph(
     artifacts: ArtifactStore,
     load_engine: EngineLoader = load_engine_from,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """Wire probe -> baseline -> (acquire -> select -> refit -> optimize -> evaluate ->
-    monitor)* -> finalize, checkpointed by the store's checkpointer (thread id = session id).
+    """Wire fit_probe_on_answers -> baseline -> (acquire -> select -> refit_probe_on_samples
+    -> optimize -> evaluate -> monitor)* -> finalize, checkpointed by the store's checkpointer (thread id = session id).
 
     `policy` builds the planners (chat models named in it); the run's behaviour reads the
     policy passed as context to `invoke`/`stream`."""
@@ -46,19 +46,19 @@ def build_graph(
 
 
 def wire(nodes: Nodes) -> StateGraph[Any, Any, Any, Any]:
-    """The session's nodes and fixed edges; the routes after probe, select, refit and
+    """The session's nodes and fixed edges; the routes after the two probe fits, select and
     monitor are in their `Command[Literal[...]]` return types."""
     graph = StateGraph(SessionState, context_schema=SessionPolicy)
-    graph.add_node("probe", nodes.probe)
+    graph.add_node("fit_probe_on_answers", nodes.fit_probe_on_answers)
     graph.add_node("baseline", nodes.baseline)
     graph.add_node("acquire", nodes.acquire)
     graph.add_node("select", nodes.select)
-    graph.add_node("refit", nodes.refit)
+    graph.add_node("refit_probe_on_samples", nodes.refit_probe_on_samples)
     graph.add_node("optimize", nodes.optimize)
     graph.add_node("evaluate", nodes.evaluate)
     graph.add_node("monitor", nodes.monitor)
     graph.add_node("finalize", nodes.finalize)
-    graph.add_edge(START, "probe")
+    graph.add_edge(START, "fit_probe_on_answers")
     graph.add_edge("baseline", "acquire")
     graph.add_edge("acquire", "select")
     graph.add_edge("optimize", "evaluate")

@@ -36,14 +36,15 @@ from graph.state import SessionState
 from graph.transitions import (
     MONITOR_ROUTES,
     MonitorRoute,
+    ProbeRoute,
     acquisition_record,
     after_probe,
     after_select,
     best_model_record,
     candidate_metrics,
-    cycle_metrics,
     history_of,
     loop_probe_update,
+    metrics_record,
     monitor_inputs,
     next_version_name,
     plan_record,
@@ -84,10 +85,11 @@ class Nodes:
         self.planner = planner
         self.fallback = fallback
 
-    def probe(self, state: SessionState, runtime: Ctx) -> Command[Literal["baseline", "acquire"]]:
-        """Fit the hallucination-risk probe on the current model's train-split answers."""
+    def fit_probe_on_answers(self, state: SessionState, runtime: Ctx) -> Command[ProbeRoute]:
+        """Fit the hallucination-risk probe on the current model's greedy train-split
+        answers, its layer chosen by a sweep (at the start, and on a `refit_probe` decision)."""
         policy, fits = runtime.context, probe_fits(state)
-        emit = _emitter(runtime, "probe", state.get("cycle", 0))
+        emit = _emitter(runtime, "fit_probe_on_answers", state.get("cycle", 0))
         engine, name = self.versions.engine(state), SessionLayout.session_probe_name(fits)
         fitted = fit_session_probe(
             engine,
@@ -143,7 +145,7 @@ class Nodes:
 
     def select(
         self, state: SessionState, runtime: Ctx
-    ) -> Command[Literal["refit", "optimize", "monitor"]]:
+    ) -> Command[Literal["refit_probe_on_samples", "optimize", "monitor"]]:
         """Verifier (or self-judge) labels -> an SFT set and preference pairs."""
         policy, cycle = runtime.context, state["cycle"]
         emit = _emitter(runtime, "select", cycle)
@@ -163,14 +165,17 @@ class Nodes:
             emit.note(note)
         emit.end()
         update = {"data": data, "plans": [plan_record(choice, cycle, emit)]}
-        return Command(goto="refit" if policy.probe.refit_every_cycle else route, update=update)
+        refit = policy.probe.refit_every_cycle
+        return Command(goto="refit_probe_on_samples" if refit else route, update=update)
 
-    def refit(self, state: SessionState, runtime: Ctx) -> Command[Literal["optimize", "monitor"]]:
+    def refit_probe_on_samples(
+        self, state: SessionState, runtime: Ctx
+    ) -> Command[Literal["optimize", "monitor"]]:
         """Refit the probe on the current version's own samples: each acquired prompt
         labelled by the share of its K samples that were wrong, its features the prefill
         its generation captured (every cycle that sampled this version contributes)."""
         policy, cycle = runtime.context, state["cycle"]
-        emit = _emitter(runtime, "refit", cycle)
+        emit = _emitter(runtime, "refit_probe_on_samples", cycle)
         fingerprint = self.versions.engine(state).fingerprint
         fitted = self._refit_on_samples(policy, cycle, fingerprint)
         self._record_probe(fitted, emit)
@@ -487,7 +492,7 @@ class Nodes:
             risk_fn=self._risk_fn(state),
         )
         cycle_data.save_dev_answers(self.artifacts, cycle, version, measured.results)
-        metrics = cycle_metrics(
+        metrics = metrics_record(
             measured, cycle=cycle, version=version, refine=policy.evaluate.refine
         )
         return metrics.model_copy(update={"eval_seconds": time.time() - started})

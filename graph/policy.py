@@ -36,8 +36,13 @@ from agents.refine import RefinePolicy
 from agents.selection import SelectPolicy
 from engines.loading import DEFAULT_MODEL, EngineKind
 from storage.urls import mask_password
+from tasks import missing_file
 from tasks.textfile import read_utf8
 from tasks.verifiers import VERIFIERS
+
+# the policy's fields that may hold a URL with a password: masked wherever the policy is
+# written (policy.json, `policy show`, MLflow's params)
+SECRET_KEYS = ("store", "tracking_uri")
 
 
 class PolicyError(ValueError):
@@ -143,8 +148,9 @@ def _cross_component_problems(p: SessionPolicy) -> Iterator[str]:
             f"select.min_examples ({p.select.min_examples}) is more than a cycle can select "
             f"({most}): lower select.min_examples or raise acquire.prompts_per_cycle"
         )
-    if p.task == "jsonl" and not p.task_path:
-        yield "task 'jsonl' needs a file: set task_path (or pass --path FILE.jsonl)"
+    missing = missing_file(p.task, p.task_path)
+    if missing:
+        yield missing
     if p.refine.fallback_model and p.evaluate.refine != "risk_adaptive":
         yield (
             "refine.fallback_model is used only by risk_adaptive: set "
@@ -469,15 +475,25 @@ def policy_schema() -> dict[str, Any]:
     return SessionPolicy.model_json_schema()
 
 
+def masked_policy(policy: SessionPolicy) -> dict[str, Any]:
+    """The policy as JSON data, the password of each URL in `SECRET_KEYS` masked (`***`):
+    what is written anywhere; resume takes the password from the environment.
+
+    >>> masked_policy(SessionPolicy(store="redis://:hunter2@host:6379/0"))["store"]
+    'redis://:***@host:6379/0'
+    """
+    data = policy.model_dump(mode="json")
+    for key in SECRET_KEYS:
+        if data.get(key):
+            data[key] = mask_password(data[key])
+    return data
+
+
 def dump_policy(policy: SessionPolicy) -> str:
-    """The policy as YAML, in field order: loadable again with `resolve_policy(file=...)`.
-    A store password is masked (`***`): resume takes it from the environment.
+    """The policy as YAML, in field order, passwords masked (`masked_policy`): loadable
+    again with `resolve_policy(file=...)`.
 
     >>> "hunter2" in dump_policy(SessionPolicy(store="redis://:hunter2@host:6379/0"))
     False
     """
-    data = policy.model_dump(mode="json")
-    for key in ("store", "tracking_uri"):
-        if data.get(key):
-            data[key] = mask_password(data[key])
-    return yaml.safe_dump(data, sort_keys=False)
+    return yaml.safe_dump(masked_policy(policy), sort_keys=False)

@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import copy_checkpoint
+from langgraph.checkpoint.base import Checkpoint, copy_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
 from engines.base import Engine
 from graph.build import build_graph
-from graph.policy import SessionPolicy
+from graph.policy import SessionPolicy, masked_policy
 from graph.state import SessionState
 from graph.versions import EngineLoader, version_loader
-from storage import ArtifactStore, Event, SessionInfo, Store, mask_password
+from storage import ArtifactStore, Event, SessionInfo, Store
 from storage.layout import SessionLayout
+from storage.records import RENAMED_NODES
 from tasks.base import Task
 
 EventSink = Callable[[Event], None]
@@ -51,6 +52,25 @@ def initial_state(
         train={},
         status="running",
     )
+
+
+def renamed_node_problem(session_id: str, checkpoint: Checkpoint) -> str | None:
+    """Why a checkpoint cannot resume, if it stopped before a node this graph calls by
+    another name (`RENAMED_NODES`): LangGraph would find nothing to run and end the session
+    there. Every other checkpoint of an older session resumes.
+
+    >>> problem = renamed_node_problem("s", {"channel_values": {"branch:to:refit": None}})
+    >>> problem.split(", and")[0]
+    "session 's' stopped before its node 'refit', which is now 'refit_probe_on_samples'"
+    """
+    for old in RENAMED_NODES:
+        if f"branch:to:{old}" in checkpoint["channel_values"]:
+            return (
+                f"session {session_id!r} stopped before its node {old!r}, which is now "
+                f"{RENAMED_NODES[old]!r}, and its checkpoint cannot resume there: finish it "
+                "with the autodidact that ran it, or start a new session"
+            )
+    return None
 
 
 @dataclass
@@ -94,14 +114,13 @@ class Session:
         ArtifactStore(self.folder).remove_partial_writes()
         if not resume:
             self.folder.mkdir(parents=True, exist_ok=True)
-            saved = self.policy.model_dump(mode="json")
-            for key in ("store", "tracking_uri"):  # no secret on disk
-                saved[key] = saved[key] and mask_password(saved[key])
+            saved = masked_policy(self.policy)  # no secret on disk
             ArtifactStore(self.folder).write_json(SessionLayout.POLICY, saved)
         inputs = (
             None if resume else initial_state(self.session_id, self.policy, self.engine, self.task)
         )
         if resume:
+            self._refuse_renamed_node()
             self._rerun_unfinished_step(graph)
         self._record_session("running", graph)
         # durability="sync": a node starts only once the previous one's checkpoint is
@@ -137,6 +156,12 @@ class Session:
         # best effort: with the store gone this fails too, and must not hide why
         with contextlib.suppress(Exception):
             self._record_session("interrupted", graph)
+
+    def _refuse_renamed_node(self) -> None:
+        saved = self.store.checkpointer.get_tuple(self.config)
+        problem = saved and renamed_node_problem(self.session_id, saved.checkpoint)
+        if problem:
+            raise ValueError(problem)
 
     def _rerun_unfinished_step(self, graph: Any) -> None:
         """Make `resume` run again the step that was under way when the session stopped.

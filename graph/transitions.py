@@ -23,12 +23,13 @@ from graph.versions import version_record
 from probes.calibration import Thresholds
 from storage.layout import SessionLayout
 
-MonitorRoute = Literal["acquire", "optimize", "probe", "finalize"]
+ProbeRoute = Literal["baseline", "acquire"]  # after a fit on answers: a first fit, or a refit
+MonitorRoute = Literal["acquire", "optimize", "fit_probe_on_answers", "finalize"]
 MONITOR_ROUTES: dict[str, MonitorRoute] = {
     "loop": "acquire",
     "rollback": "acquire",
     "retrain": "optimize",
-    "refit_probe": "probe",
+    "refit_probe": "fit_probe_on_answers",
     "stop": "finalize",
 }
 
@@ -49,7 +50,7 @@ def probe_fits(state: SessionState) -> int:
     return state.get("probe_refits", 0) + (1 if state.get("history") else 0)
 
 
-def after_probe(state: SessionState) -> Literal["baseline", "acquire"]:
+def after_probe(state: SessionState) -> ProbeRoute:
     """The first fit is followed by the initial model's baseline; a refit by a new cycle.
 
     >>> after_probe({}), after_probe({"history": [...]})
@@ -205,7 +206,7 @@ def trained_update(
 # -- evaluate and monitor -----------------------------------------------------------------
 
 
-def cycle_metrics(measured: Measurement, *, cycle: int, version: str, refine: str) -> CycleMetrics:
+def metrics_record(measured: Measurement, *, cycle: int, version: str, refine: str) -> CycleMetrics:
     s, risk = measured.summary, measured.mean_risk
     return CycleMetrics(
         cycle=cycle,

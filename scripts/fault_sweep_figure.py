@@ -1,10 +1,10 @@
 """The README's fault-injection figure: kills injected and sessions resumed identical, per
-backend, then one row per kill point, from the JSON lines tests/test_fault_sweep.py
+backend, then one row per kill point, from the JSON lines tests/sessions/test_fault_sweep.py
 appends to AUTODIDACT_FAULT_SWEEP_OUT (one per attempt; a sweep run again appends, and
 every attempt is counted, so a kill point that fails only sometimes shows as flaky).
 
     AUTODIDACT_FAULT_SWEEP_OUT=sweep.jsonl bash scripts/with-redis.sh \\
-        .venv/bin/python -m pytest tests/test_fault_sweep.py -m ""
+        .venv/bin/python -m pytest tests/sessions/test_fault_sweep.py -m ""
     python scripts/fault_sweep_figure.py sweep.jsonl [--out figure.md]
 """
 
@@ -24,12 +24,12 @@ def figure(lines: list[dict[str, Any]]) -> str:
     resumed identical only some of the times shows as flaky.
 
     >>> print(figure([
-    ...     {"backend": "sqlite", "kill": "node.probe:1", "point": "node.probe:1",
-    ...      "where": "in probe", "identical": True},
-    ...     {"backend": "redis", "kill": "node.probe:1", "point": "node.probe:1",
-    ...      "where": "in probe", "identical": False},
-    ...     {"backend": "redis", "kill": "node.probe:1", "point": "node.probe:1",
-    ...      "where": "in probe", "identical": True},
+    ...     {"backend": "sqlite", "kill": "node.fit_probe_on_answers:1", "point": "node.fit_probe_on_answers:1",
+    ...      "where": "in fit_probe_on_answers", "identical": True},
+    ...     {"backend": "redis", "kill": "node.fit_probe_on_answers:1", "point": "node.fit_probe_on_answers:1",
+    ...      "where": "in fit_probe_on_answers", "identical": False},
+    ...     {"backend": "redis", "kill": "node.fit_probe_on_answers:1", "point": "node.fit_probe_on_answers:1",
+    ...      "where": "in fit_probe_on_answers", "identical": True},
     ... ]))
     | backend | kills injected | resumed identical | flaky kill points |
     |---|---:|---:|---:|
@@ -38,7 +38,7 @@ def figure(lines: list[dict[str, Any]]) -> str:
     <BLANKLINE>
     | kill point | where | SQLite | Redis |
     |---|---|---|---|
-    | `node.probe:1` | in probe | yes | **flaky**: 1 of 2 identical |
+    | `node.fit_probe_on_answers:1` | in fit_probe_on_answers | yes | **flaky**: 1 of 2 identical |
     """
     backends = sorted({line["backend"] for line in lines}, key=list(BACKEND_NAMES).index)
     attempts: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -80,7 +80,7 @@ def verdict(attempts: list[dict[str, Any]]) -> str:
 def cell(attempts: list[dict[str, Any]], drawn: bool) -> str:
     """One kill point's attempts on one backend; a random moment names where it fell.
 
-    >>> cell([{"identical": True, "point": "a:1", "where": "in probe"}] * 2, drawn=True)
+    >>> cell([{"identical": True, "point": "a:1", "where": "in fit_probe_on_answers"}] * 2, drawn=True)
     'yes (2 of 2): `a:1` (in probe)'
     >>> cell([{"identical": False}], drawn=False)
     '**no**'

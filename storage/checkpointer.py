@@ -3,7 +3,7 @@
 `sqlite:///path.db` and `sqlite:///:memory:` give langgraph's `SqliteSaver`;
 `redis://[:password@]host:port/db` gives `langgraph-checkpoint-plainredis`'s sync
 `RedisSaver` (core commands only, Redis 5+, no modules). Both pass LangGraph's
-checkpointer conformance suite (tests/test_storage_conformance.py)."""
+checkpointer conformance suite (tests/storage/test_storage_conformance.py)."""
 
 from __future__ import annotations
 

@@ -8,11 +8,14 @@ import os
 import socket
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storage.urls import mask_password
 
-EVENT_SCHEMA_VERSION = 2  # 2: `data_type` names the record `data` holds
+EVENT_SCHEMA_VERSION = 3  # 2: `data_type` names the record `data` holds; 3: RENAMED_NODES
+# The graph's nodes that version 3 named for what they do: an older event's `node` and key
+# read with the new name, so readers filter on one vocabulary.
+RENAMED_NODES = {"probe": "fit_probe_on_answers", "refit": "refit_probe_on_samples"}
 SESSION_SCHEMA_VERSION = 1
 
 EventKind = Literal[
@@ -77,6 +80,25 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(
         default_factory=dict, description="Structured payload (JSON-serializable values)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_nodes(cls, fields: Any) -> Any:
+        """An event written before version 3 names its node (and key) as the graph now does.
+
+        >>> Event(schema_version=2, session_id="s", key="c0/probe/1", ts=0, kind="error",
+        ...       node="probe").key
+        'c0/fit_probe_on_answers/1'
+        """
+        if not isinstance(fields, dict) or fields.get("schema_version", EVENT_SCHEMA_VERSION) >= 3:
+            return fields
+        node = RENAMED_NODES.get(fields.get("node") or "")
+        if node is None:
+            return fields
+        parts = str(fields.get("key", "")).split("/")  # c{cycle}/{node}/{n}
+        renamed = len(parts) > 2 and parts[1] == fields["node"]
+        key = "/".join([parts[0], node, *parts[2:]]) if renamed else fields.get("key")
+        return {**fields, "node": node, "key": key}
 
 
 class SessionInfo(BaseModel):

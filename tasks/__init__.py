@@ -20,6 +20,19 @@ from tasks.base import (
 from tasks.verifiers import ANSWER_KEYS, VERIFIERS, normalize
 
 
+def missing_file(task: str, path: object) -> str | None:
+    """Why `task` cannot load as given: the `jsonl` task reads its items from a file.
+
+    >>> missing_file("jsonl", None)
+    'task jsonl needs a file: pass --path FILE.jsonl (or set task_path in the policy)'
+    >>> missing_file("arithmetic", None) is None
+    True
+    """
+    if task == "jsonl" and not path:
+        return "task jsonl needs a file: pass --path FILE.jsonl (or set task_path in the policy)"
+    return None
+
+
 @dataclass(frozen=True)
 class TaskInfo:
     name: str
@@ -49,7 +62,7 @@ def _jsonl(path: str | None = None, **options: Any) -> Task:
     from tasks.jsonl import load_jsonl_task
 
     if path is None:
-        raise TaskError("task jsonl needs a file: pass --path FILE.jsonl")
+        raise TaskError(missing_file("jsonl", path))
     task, _problems = load_jsonl_task(path, **options)
     return task
 

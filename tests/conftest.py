@@ -10,7 +10,7 @@ import pytest
 from tests.ci_rules import skip_or_fail_in_ci
 
 # Sessions the tests run through the CLI are not tracked in MLflow (creating an MLflow
-# store costs seconds to minutes); tests/test_tracking.py tracks its own session.
+# store costs seconds to minutes); tests/views/test_tracking.py tracks its own session.
 os.environ.setdefault("AUTODIDACT_TRACKING", "off")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # tests import mlflow directly
 
@@ -45,8 +45,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Any:
     its default settings, run in this process (same engine, task, policy and seed): what an
     interrupted and resumed worker session must end like."""
     from storage import open_store
+    from tests.session_support import run_tiny_session
     from tests.session_worker import outcome
-    from tests.test_graph import run_tiny_session
 
     root = tmp_path_factory.mktemp("reference")
     with open_store(f"sqlite:///{root}/autodidact.db", root) as store:

@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Any
 
 NODES = (
-    "probe",
+    "fit_probe_on_answers",
     "baseline",
     "acquire",
     "select",
-    "refit",
+    "refit_probe_on_samples",
     "optimize",
     "evaluate",
     "monitor",
@@ -87,7 +87,7 @@ def parse(spec: str) -> tuple[str, int]:
     ('event.append', 1)
     >>> parse("node.train")
     Traceback (most recent call last):
-    ValueError: unknown kill point 'node.train': one of node.probe, node.baseline, ...
+    ValueError: unknown kill point 'node.train': one of node.fit_probe_on_answers, node.baseline, ...
     """
     name, _, n = spec.partition(":")
     if name not in POINTS:
@@ -101,8 +101,8 @@ def parse(spec: str) -> tuple[str, int]:
 def where(name: str) -> str:
     """Where the kill point `name` lands, in a few words.
 
-    >>> where("node.refit")
-    'in refit: its work done, its update not yet returned'
+    >>> where("node.refit_probe_on_samples")
+    'in refit_probe_on_samples: its work done, its update not yet returned'
     """
     kind, _, node = name.partition(".")
     return WHERE[name] if name in WHERE else WHERE[kind].format(node=node)

@@ -1,5 +1,6 @@
 """A scripted engine and toy task for probe tests: random prefill states with a planted
-signal (whether the engine "knows" the answer) in one layer and feature kind."""
+signal (whether the engine "knows" the answer) in one layer and feature kind; toy feature
+rows and a probe made up from given weights."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from engines.base import (
     SamplingParams,
     score_risk,
 )
+from probes.artifact import Probe, ProbeCard, SplitInfo
+from probes.calibration import Calibrator
+from probes.features import FeatureSpec
 from tasks.base import Item, Task
 from tasks.verifiers import alias_match
 
@@ -140,3 +144,37 @@ class FakeEngine:
             PromptStates(s.query_token[: until_layer + 1], s.prompt_mean[: until_layer + 1])
             for s in states
         ]
+
+
+def toy_rows(n: int = 200, d: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`n` feature rows of width `d` and labels that depend on two of them, nonlinearly."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(3.0, 2.0, (n, d)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] ** 2 / 4 + rng.normal(0, 1, n) > 4.0).astype(np.int64)
+    return x, y
+
+
+def make_probe(
+    weights: dict[str, np.ndarray],
+    *,
+    layers: tuple[int, ...] = (2,),
+    kind: str = "query_token",
+    calibrator: Calibrator | None = None,
+    fingerprint: str = "fake-fingerprint-0",
+    template_hash: str = "t0",
+) -> Probe:
+    """A probe of `weights` (as `export_weights` writes them) with a card made up to fit."""
+    card = ProbeCard(
+        model_name="fake",
+        fingerprint=fingerprint,
+        template_hash=template_hash,
+        feature=FeatureSpec(kind, layers).name,
+        layers=list(layers),
+        feature_kind=kind,
+        input_dim=int(weights["scaler.mean"].shape[0]),
+        estimator="mlp" if "mlp.0.weight" in weights else "logreg",
+        task="toy",
+        split=SplitInfo(seed=0, fractions=(0.6, 0.2, 0.2), sizes={"train": 1}),
+        calibration=(calibrator or Calibrator()).to_json(),
+    )
+    return Probe(card, weights)

@@ -8,7 +8,7 @@
 
 It is `autodidact run --policy FILE` / `autodidact resume ID` with two stand-ins: the tiny
 random Llama of tests/tiny_models.py for the policy's model (seeded, so every process
-builds the same one) and the coin-flip task of tests/test_graph.py for its task, with the
+builds the same one) and the coin-flip task of tests/session_support.py for its task, with the
 tiny policy of that test. Everything else is the CLI's: opening the store, the session,
 the console view, one-line errors and exit codes.
 
@@ -216,6 +216,15 @@ class Outcome:
     status: str | None  # in the sessions registry
 
 
+def assert_same_session(resumed: Outcome, reference: Outcome) -> None:
+    """A resumed session ended as the uninterrupted `reference` did."""
+    assert resumed.status == "finished"
+    assert resumed.keys == reference.keys, "events missing, extra or out of order"
+    assert resumed.decisions == reference.decisions
+    assert resumed.history == reference.history
+    assert resumed.hashes == reference.hashes, "datasets or model weights differ"
+
+
 def checkpoint_values(store: Any, session: str) -> dict[str, Any]:
     """Channel values of the session's latest checkpoint ({} when there is none)."""
     saved = store.checkpointer.get_tuple({"configurable": {"thread_id": session}})
@@ -271,7 +280,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def cli_args(args: argparse.Namespace) -> list[str]:
     """The `autodidact` command line this worker stands for."""
-    from tests.test_graph import tiny_policy
+    from tests.session_support import tiny_policy
 
     where = ["--store", args.store, "--root", str(args.root)]
     if args.resume:
@@ -287,7 +296,7 @@ def stand_in_loaders() -> Any:
     """The CLI's loaders with the tiny engine and the coin-flip task in place of the
     policy's model and task."""
     from cli.common import Loaders
-    from tests.test_graph import coin_flip_task
+    from tests.session_support import coin_flip_task
     from tests.tiny_models import tiny_engine
 
     return Loaders(

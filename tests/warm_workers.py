@@ -41,7 +41,7 @@ WARM_MODULES = (
     "cli.view",
     "tests.session_worker",
     "tests.kill_points",
-    "tests.test_graph",
+    "tests.session_support",
     "tests.tiny_models",
     "engines.hf",
     "agents.optimize",

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.records import CycleMetrics, Decision
 from graph.events import NodeEnd, SessionEnd, TestScores, payload, records_of
+from graph.policy import SECRET_KEYS
 from storage import ArtifactStore, Event, mask_password
 from storage.layout import SessionLayout
 from storage.mlflow_store import SpanRecord, TraceRecord, TrackedRun, open_run
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 NOT_METRICS = {"schema_version", "cycle", "version", "refine", "role"}
 RENAMED = {"accuracy": "dev_accuracy", "final_loss": "train_loss"}
-SECRET_KEYS = ("store", "tracking_uri")
 
 
 def trace_key(event: Event) -> str:
