@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -26,6 +24,15 @@ from cli.common import (
     positive,
     progress_bar,
     write_jsonl,
+)
+from cli.gate import (
+    HighOption,
+    LowOption,
+    ProbeOption,
+    SessionOption,
+    chosen_gate,
+    load_probe_folder,
+    probe_risk,
 )
 from engines.loading import DEFAULT_MODEL
 from probes.calibration import Thresholds
@@ -108,14 +115,7 @@ class ModelCommands:
         ] = None,
         path: PathOption = None,
         verifier: VerifierOption = None,
-        probe: Annotated[
-            Path | None,
-            typer.Option(
-                "--probe",
-                help="Probe folder (from `probe sweep` or a session): each answer's risk, "
-                "read from its own prefill, routes --refine.",
-            ),
-        ] = None,
+        probe: ProbeOption = None,
         refine: Annotated[
             str,
             typer.Option(
@@ -124,12 +124,8 @@ class ModelCommands:
                 "(need --probe), self_consistency, best_of_n.",
             ),
         ] = "none",
-        low: Annotated[
-            float, typer.Option(help="risk_adaptive: answer greedily at or below this risk.")
-        ] = Thresholds().low,
-        high: Annotated[
-            float, typer.Option(help="abstain / risk_adaptive: abstain above this risk.")
-        ] = Thresholds().high,
+        low: LowOption = Thresholds().low,
+        high: HighOption = Thresholds().high,
         session: SessionOption = None,
         root: RootOption = DEFAULT_ROOT,
         out: OutOption = DEFAULT_ROOT,
@@ -146,17 +142,10 @@ class ModelCommands:
             raise fail(f"--split must be train, dev, test or all (got {split!r})")
         if refine not in STRATEGIES:
             raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {refine!r})")
-        if not 0 <= low <= high <= 1:
-            raise fail(f"need 0 <= --low <= --high <= 1 (got {low}, {high})")
-        if session is not None or model.startswith("models:/"):
-            made = (
-                session_model(root, session, needs_probe=refine in ("abstain", "risk_adaptive"))
-                if session is not None
-                else registry_model(model, root)
-            )
-            model, probe = made.model, made.probe or probe
-            low, high = made.thresholds.low, made.thresholds.high
-        if refine in ("abstain", "risk_adaptive") and probe is None:
+        gated = refine in ("abstain", "risk_adaptive")
+        gate = chosen_gate(model, probe, low, high, session=session, root=root, needs_probe=gated)
+        model, probe, thresholds = gate.model, gate.probe, gate.thresholds
+        if gated and probe is None:
             raise fail(f"--refine {refine} routes on the probe's risk: pass --probe DIR")
         suite = with_verifier(self.loaders.load_task(task, path), verifier)
         items = list(suite.items) if split == "all" else suite.split(split)  # type: ignore[arg-type]
@@ -174,7 +163,7 @@ class ModelCommands:
                 max_new_tokens=max_new_tokens or suite.max_new_tokens,
                 strategy=refine,  # type: ignore[arg-type]
                 refine=RefinePolicy(),
-                thresholds=Thresholds(low, high),
+                thresholds=thresholds,
                 on_progress=on_progress,
                 risk_fn=risk_fn,
             )
@@ -188,7 +177,7 @@ class ModelCommands:
             "fingerprint": engine.fingerprint,
             "refine": refine,
             "probe": None if probe is None else str(probe),
-            "thresholds": {"low": low, "high": high},
+            "thresholds": {"low": thresholds.low, "high": thresholds.high},
             **vars(summary),
             "rates": {name: vars(rate) for name, rate in rates.items()},
         }
@@ -201,96 +190,6 @@ class ModelCommands:
         if refine != "none" or probe is not None:
             for name in ("hallucination_rate", "abstention_rate", "coverage", "answered_precision"):
                 console.print(f"{name.replace('_', ' ')} {rates[name].text()}", highlight=False)
-
-
-SessionOption = Annotated[
-    str | None,
-    typer.Option(
-        "--session",
-        help="A finished session under --root: its best version, the probe fitted on that "
-        "version and the thresholds chosen for it (they replace --model, --probe, --low and "
-        "--high). --model models:/NAME@best does the same from MLflow's model registry.",
-    ),
-]
-
-
-@dataclass(frozen=True)
-class SessionModel:
-    """The model a session made, with its gate (`ROOT/sessions/ID/model.json`)."""
-
-    model: str
-    probe: Path | None
-    thresholds: Thresholds
-    version: str
-
-
-def session_model(root: Path, session_id: str, *, needs_probe: bool) -> SessionModel:
-    """What session `session_id` made, read from its folder; a one-line error when it has
-    not finished, or when the gate needs a probe the session did not fit on that version."""
-    from storage.layout import SessionLayout
-
-    layout = SessionLayout.of(root, session_id)
-    try:
-        record = json.loads(layout.model_json.read_text())
-    except FileNotFoundError:
-        raise fail(
-            f"session {session_id!r} under {root} has no {layout.MODEL_JSON}: it has not finished "
-            "(resume it), or the --root is not the one it ran with"
-        ) from None
-    version = record["version"]
-    if needs_probe and record["probe"] is None:
-        raise fail(
-            f"session {session_id!r}'s probe was fitted on another version than its best, "
-            f"{version}: fit one on it (autodidact probe sweep --model {record['path']}) and "
-            "pass --model and --probe, or use --refine none"
-        )
-    chosen = record.get("thresholds") or {}
-    default = Thresholds()
-    return SessionModel(
-        model=record["path"] or record["model"],
-        probe=layout.folder / record["probe"] if record["probe"] else None,
-        thresholds=Thresholds(chosen.get("low", default.low), chosen.get("high", default.high)),
-        version=version,
-    )
-
-
-def registry_model(uri: str, root: Path) -> SessionModel:
-    """`models:/NAME@ALIAS` (or `/VERSION`) from the MLflow model registry of --root (or
-    $MLFLOW_TRACKING_URI): its weights, and the gate registered with it."""
-    import os
-
-    from storage.mlflow_store import default_tracking_uri
-    from storage.registry import resolve
-
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
-    try:
-        found = resolve(uri, tracking_uri)
-    except ValueError as error:
-        raise fail(str(error)) from None
-    default = Thresholds()
-    chosen = found.thresholds
-    return SessionModel(
-        model=found.source,
-        probe=found.probe,
-        thresholds=Thresholds(chosen.get("low", default.low), chosen.get("high", default.high)),
-        version=found.name,
-    )
-
-
-def load_probe_folder(folder: Path) -> Any:
-    """The probe in `folder`, read before any model loads (a wrong path costs nothing)."""
-    from probes.artifact import load_probe
-
-    return load_probe(folder)
-
-
-def probe_risk(fitted: Any, engine: Any, folder: Path) -> Any:
-    """The probe as a risk function on `engine`, refused when fitted on another model."""
-    from probes.artifact import check_fingerprint
-    from probes.runtime import RiskScorer
-
-    check_fingerprint(fitted.card, engine.fingerprint, where=f"probe {folder}")
-    return RiskScorer(fitted)
 
 
 def register(app: typer.Typer, loaders: Loaders) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,7 +17,15 @@ from cli.common import (
     err_console,
     fail,
 )
-from cli.models import SessionOption
+from cli.gate import (
+    HighOption,
+    LowOption,
+    ProbeOption,
+    SessionOption,
+    chosen_gate,
+    load_probe_folder,
+    probe_risk,
+)
 from engines.loading import DEFAULT_MODEL
 from probes.calibration import Thresholds
 
@@ -32,14 +39,7 @@ class ServeCommand:
     def serve(
         self,
         model: ModelOption = DEFAULT_MODEL,
-        probe: Annotated[
-            Path | None,
-            typer.Option(
-                "--probe",
-                help="Probe folder (from `probe sweep` or a session) fitted on --model: each "
-                "question's risk, read from its prefill, routes --refine.",
-            ),
-        ] = None,
+        probe: ProbeOption = None,
         refine: Annotated[
             str | None,
             typer.Option(
@@ -49,10 +49,8 @@ class ServeCommand:
                 "as each request asks; the default without a probe).",
             ),
         ] = None,
-        low: Annotated[
-            float, typer.Option(help="risk_adaptive: answer greedily at or below this risk.")
-        ] = Thresholds().low,
-        high: Annotated[float, typer.Option(help="Abstain above this risk.")] = Thresholds().high,
+        low: LowOption = Thresholds().low,
+        high: HighOption = Thresholds().high,
         name: Annotated[
             str | None,
             typer.Option(help="The model name clients ask for (default: the model's own)."),
@@ -90,26 +88,24 @@ class ServeCommand:
         import uvicorn
 
         from agents.refine import STRATEGIES
-        from cli.models import load_probe_folder, probe_risk, registry_model, session_model
         from serving.app import ServeSettings, make_app
         from serving.gate import GatedModel, measured_by
 
-        if session is not None or model.startswith("models:/"):
-            made = (
-                session_model(root, session, needs_probe=refine not in (None, "none"))
-                if session is not None
-                else registry_model(model, root)
-            )
-            model, probe = made.model, made.probe or probe
-            low, high = made.thresholds.low, made.thresholds.high
-            name = name or (f"{session}-{made.version}" if session else made.version)
+        gate = chosen_gate(
+            model,
+            probe,
+            low,
+            high,
+            session=session,
+            root=root,
+            needs_probe=refine not in (None, "none"),
+        )
+        model, probe, thresholds, name = gate.model, gate.probe, gate.thresholds, name or gate.name
         strategy = refine or ("abstain" if probe is not None else "none")
         if strategy not in STRATEGIES:
             raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
         if strategy in ("abstain", "risk_adaptive") and probe is None:
             raise fail(f"--refine {strategy} routes on the probe's risk: pass --probe DIR")
-        if not 0 <= low <= high <= 1:
-            raise fail(f"need 0 <= --low <= --high <= 1 (got {low}, {high})")
         fitted = load_probe_folder(probe) if probe is not None else None  # before the model
         engine = self.loaders.load_engine(model)
         risk_fn = None if probe is None else probe_risk(fitted, engine, probe)
@@ -119,15 +115,17 @@ class ServeCommand:
             engine,
             risk_fn,
             strategy,  # type: ignore[arg-type]
-            Thresholds(low, high),
+            thresholds,
             context_length=context,
             count_tokens=count,
         )
         key = os.environ.get(api_key_env) or None
         settings = ServeSettings(max_batch, max_wait_ms, max_queue, max_tokens, key)
-        gate = f"{strategy} (low {low:g}, high {high:g})" if probe else strategy
+        shown = (
+            f"{strategy} (low {thresholds.low:g}, high {thresholds.high:g})" if probe else strategy
+        )
         console.print(
-            f"serving {gated.name!r} at http://{host}:{port}/v1 (gate: {gate}; API key: "
+            f"serving {gated.name!r} at http://{host}:{port}/v1 (gate: {shown}; API key: "
             f"{'required' if key else 'none'})",
             highlight=False,
         )

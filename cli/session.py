@@ -32,6 +32,15 @@ from cli.common import (
     fail,
     fits,
 )
+from cli.gate import (
+    HighOption,
+    LowOption,
+    ProbeOption,
+    SessionOption,
+    chosen_gate,
+    load_probe_folder,
+    probe_risk,
+)
 from cli.interrupts import disk_full, disk_full_line, ending_on_signals, exit_code, stop_line
 from cli.view import EventView, console_view, print_cycle_table, print_event
 from engines.loading import DEFAULT_MODEL
@@ -362,22 +371,17 @@ class SessionCommands:
         self,
         question: Annotated[str, typer.Argument(help="The question.")],
         model: ModelOption = DEFAULT_MODEL,
-        probe: Annotated[
-            Path | None,
-            typer.Option("--probe", help="Probe folder (from `probe sweep` or a session)."),
-        ] = None,
+        probe: ProbeOption = None,
         refine: Annotated[
             str,
             typer.Option(
                 "--refine", help="none, self_consistency, abstain, best_of_n, risk_adaptive."
             ),
         ] = "risk_adaptive",
-        low: Annotated[
-            float, typer.Option(help="risk_adaptive: answer greedily at or below this risk.")
-        ] = Thresholds().low,
-        high: Annotated[
-            float, typer.Option(help="Abstain (or use the fallback) above this risk.")
-        ] = Thresholds().high,
+        low: LowOption = Thresholds().low,
+        high: HighOption = Thresholds().high,
+        session: SessionOption = None,
+        root: RootOption = DEFAULT_ROOT,
         k: Annotated[
             int | None,
             typer.Option(
@@ -393,26 +397,23 @@ class SessionCommands:
         k, the samples' temperature and the token budget default to the policy's."""
         from agents.evaluate import EvaluatePolicy
         from agents.refine import STRATEGIES, RefinePolicy, refine_answers
-        from probes.artifact import check_fingerprint, load_probe
 
         if refine not in STRATEGIES:
             raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {refine!r})")
-        if not 0 <= low <= high <= 1:
-            raise fail(f"need 0 <= --low <= --high <= 1 (got {low}, {high})")
-        fitted = load_probe(probe) if probe is not None else None  # before the model loads
-        engine, risk_fn = self.loaders.load_engine(model), None
-        if fitted is not None:
-            from probes.runtime import RiskScorer
-
-            check_fingerprint(fitted.card, engine.fingerprint, where=f"probe {probe}")
-            risk_fn = RiskScorer(fitted)
-        elif refine in ("abstain", "risk_adaptive"):
+        gated = refine in ("abstain", "risk_adaptive")
+        gate = chosen_gate(model, probe, low, high, session=session, root=root, needs_probe=gated)
+        fitted = (
+            load_probe_folder(gate.probe) if gate.probe is not None else None
+        )  # before the model
+        engine = self.loaders.load_engine(gate.model)
+        risk_fn = None if gate.probe is None else probe_risk(fitted, engine, gate.probe)
+        if risk_fn is None and gated:
             err_console.print("[yellow]no --probe: no risk to route on, answering greedily[/]")
         (result,) = refine_answers(
             engine,
             [question],
             strategy=refine,  # type: ignore[arg-type]
-            thresholds=Thresholds(low, high),
+            thresholds=gate.thresholds,
             k=k or RefinePolicy().k,
             temperature=RefinePolicy().temperature,
             max_new_tokens=max_new_tokens or EvaluatePolicy().max_new_tokens,

@@ -66,3 +66,8 @@ def run_tiny_session(store, session_id: str = "s1", **sets: str):  # type: ignor
 def run_with_verifier(store, verifier, session_id: str, **sets: str):  # type: ignore[no-untyped-def]
     """The tiny session on the coin-flip task judged by `verifier` instead."""
     return run_on(store, replace(coin_flip_task(), verifier=verifier), session_id, **sets)
+
+
+def odd_length(answer: str, _refs: tuple[str, ...]) -> bool:
+    """Right when the (random) answer has an odd length: samples of one prompt differ."""
+    return len(answer) % 2 == 1

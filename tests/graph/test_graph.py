@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from storage import open_store
-from tests.session_support import run_tiny_session, run_with_verifier
+from tests.session_support import odd_length, run_tiny_session, run_with_verifier
 
 
 @pytest.fixture()
@@ -50,11 +50,6 @@ def test_held_out_metrics_need_both_classes() -> None:
     assert auroc_and_ece(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9])) == (None, None)
     auroc, ece = auroc_and_ece(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]))
     assert auroc == 1.0 and ece is not None and 0.0 <= ece <= 1.0
-
-
-def odd_length(answer: str, _refs: tuple[str, ...]) -> bool:
-    """Right when the (random) answer has an odd length: samples of one prompt differ."""
-    return len(answer) % 2 == 1
 
 
 def test_the_probe_is_refit_every_cycle_from_the_loops_own_samples(store) -> None:  # type: ignore[no-untyped-def]
