@@ -388,16 +388,19 @@ def train_grpo(
     started = time.perf_counter()
     work = version_dir.parent / f".{version_dir.name}.work"
     total = planned_grpo_steps(split.kept, settings, grpo)
-    trainer = grpo_trainer(model, tokenizer, split.kept, settings, grpo, work)
+    with optimize.keeps_global_random():
+        trainer = grpo_trainer(model, tokenizer, split.kept, settings, grpo, work)
 
-    class Progress(TrainerCallback):  # type: ignore[misc]
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if on_step and logs and "loss" in logs:
-                on_step(state.global_step, total, float(logs["loss"]))
+        class Progress(TrainerCallback):  # type: ignore[misc]
+            def on_log(
+                self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any
+            ) -> None:
+                if on_step and logs and "loss" in logs:
+                    on_step(state.global_step, total, float(logs["loss"]))
 
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(Progress())
-    trainer.train()
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(Progress())
+        trainer.train()
     steps = tuple(
         {"step": entry["step"], **{key: float(entry[key]) for key in STEP_KEYS if key in entry}}
         for entry in trainer.state.log_history

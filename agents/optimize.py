@@ -7,10 +7,12 @@ by any engine). The previous version is never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -346,13 +348,35 @@ def fit(
 
     disable_progress_bars()
     args = _common_args(settings, work, total, processes)
-    trainer = _make_trainer(model, tokenizer, settings, args, peft_config, sft, pairs, Dataset)
-    if collate:
-        trainer.data_collator = collate(trainer.data_collator)
-    trainer.remove_callback(PrinterCallback)  # progress goes through on_step, not stdout
-    trainer.add_callback(Progress())
-    trainer.train()
+    with keeps_global_random():
+        trainer = _make_trainer(model, tokenizer, settings, args, peft_config, sft, pairs, Dataset)
+        if collate:
+            trainer.data_collator = collate(trainer.data_collator)
+        trainer.remove_callback(PrinterCallback)  # progress goes through on_step, not stdout
+        trainer.add_callback(Progress())
+        trainer.train()
     return trainer, losses
+
+
+@contextlib.contextmanager
+def keeps_global_random() -> Iterator[None]:
+    """Python's global `random` state as it was before: transformers' trainers reseed it
+    (`set_seed`), which made the ids OpenTelemetry draws from it repeat from one training
+    run to the next, so an MLflow trace written after a run could take the id, and the
+    place, of one written after an earlier run.
+
+    >>> import random
+    >>> before = random.random(); state = random.getstate()
+    >>> with keeps_global_random():
+    ...     random.seed(0)
+    >>> random.getstate() == state
+    True
+    """
+    state = random.getstate()
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 def _make_trainer(model, tokenizer, settings, args, peft_config, sft, pairs, dataset_cls):  # type: ignore[no-untyped-def]
