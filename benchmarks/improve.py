@@ -150,6 +150,8 @@ def run_one(task: Task, sets: Sequence[str], root: Path) -> dict[str, Any]:
         "initial_test_accuracy": final["initial"]["test_accuracy"],
         "test_accuracy": final["final"]["test_accuracy"],
         "n_test": final["final"]["n_test"],
+        "initial_dev_accuracy": final["initial"]["dev_accuracy"],
+        "dev_accuracy": final["final"]["dev_accuracy"],
         "cycles": [row for row in final["cycles"] if row["cycle"] >= 1],
         "optimize_seconds": [
             ended.seconds

@@ -232,7 +232,13 @@ def test_methods_run_each_arm_and_seed_once_and_report_the_paired_gain(
     from benchmarks.compare_report import METHODS
     from benchmarks.methods_report import METHOD_ARMS
 
-    finals = {"sft": 0.40, "grpo": 0.45, "grpo-learnability": 0.50}
+    finals = {
+        "sft": 0.40,
+        "grpo": 0.45,
+        "grpo-learnability": 0.50,
+        "sft-grpo": 0.35,
+        "sft-grpo-learnability": 0.30,
+    }
     ran: list[tuple[str, int]] = []
 
     def fake_run(task: Any, sets: list[str], root: Path) -> dict[str, Any]:
@@ -242,6 +248,7 @@ def test_methods_run_each_arm_and_seed_once_and_report_the_paired_gain(
         )
         ran.append((arm, seed))
         made = record(task.name, arm, seed, finals[arm] + 0.01 * seed, 0.6)
+        made |= {"initial_dev_accuracy": 0.25, "dev_accuracy": finals[arm] - 0.05}
         made["optimize_seconds"] = [30.0, 40.0] if arm == "sft" else [60.0, 80.0]
         return {key: made[key] for key in made if key not in ("task", "arm", "seed", "sets")}
 
@@ -270,5 +277,8 @@ def test_methods_run_each_arm_and_seed_once_and_report_the_paired_gain(
     assert "| distinct prompts drawn | 3 +- 0 (n=2) |" in report
     gain = next(x for x in report.splitlines() if x.startswith("grpo - sft"))
     assert "5.0 pts +- 0.0 (n=2); seed 0 +5.0 pts, seed 1 +5.0 pts" in gain
+    dev = next(x for x in report.splitlines() if x.startswith("| dev gain"))
+    assert "| 10.0 pts +- 0.0 (n=2) | 15.0 pts +- 0.0 (n=2) |" in dev  # sft, grpo
+    assert dev.endswith("| 5.0 pts +- 0.0 (n=2) | 0.0 pts +- 0.0 (n=2) |")  # the sft-grpo arms
     assert json.loads(out.read_text())["kind"] == "methods"
     assert "### arithmetic: training methods (seeds 0, 1)" in improve.file_report_lines(out)
