@@ -171,10 +171,20 @@ class Recipe(StageConfig):
         return (self.image_size // self.patch_size) ** 2
 
 
-# Sized from measurements on this 2-core machine (README "Shapes VLM" has the numbers): the
-# encoder reaches 0.996 validation accuracy in 1800 such steps (48-px images, 8-px patches:
-# 36 image tokens, less text-model time than 64 px and no worse); a stage-2 step of 8
-# questions (85 tokens each) was measured at 5.4 CPU-seconds on one thread, about 3 s on two.
+# The default recipe, sized from measurements on this 2-core machine while another job held
+# it (CPU-seconds of one torch thread under `nice`, so they do not depend on what the other
+# job left us; README "A VLM for shapes" has the details):
+# - stage 1: 1800 steps of 32 images reached 0.996 validation accuracy in 90 CPU-s. 48-px
+#   images in 8-px patches (36 image tokens) scored higher than 64 px (0.94 at half the
+#   steps) and cost the text model less; 16-px patches stayed near 0.87;
+# - stage 2: SmolLM2-135M with this LoRA costs about 7.9 CPU-ms per token per training step
+#   (8 prompts of 111 tokens: 7.0 CPU-s); a step of 3 images x 4 questions runs
+#   3 x 64 prefix + 12 x 19 suffix tokens = 420, about 3.3 CPU-s, so ~1.9 s on two idle
+#   cores; greedy scoring costs about 0.27 CPU-s a question.
+# 540 steps, 6 validations of 192 questions and the 400-question test come to ~22 min on two
+# idle cores (38 min were the second thread no help at all: `make vlm` caps training at 26).
+# LoRA's learning rate is `agents.optimize`'s default for this same model; the projector,
+# new, learns faster; the tower, already trained in stage 1, slower.
 DEFAULT_RECIPE = Recipe(
     name="shapes-llava-smollm2",
     text_model="default",
@@ -189,14 +199,14 @@ DEFAULT_RECIPE = Recipe(
     encoder_steps=1800,
     encoder_batch=32,
     encoder_lr=3e-3,
-    steps=480,
+    steps=540,
     batch_images=3,
     warmup_steps=30,
     lr_vision=5e-5,
     lr_projector=1e-3,
     lr_text=2e-4,
     text_training="lora",
-    eval_every=80,
+    eval_every=90,
 )
 
 TINY_RECIPE = Recipe(
