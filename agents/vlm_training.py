@@ -546,7 +546,8 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def batches(n: int, size: int, generator: torch.Generator) -> Iterator[list[int]]:
-    """Endless batches of row indices: shuffled epochs, each row once per epoch."""
+    """Endless batches of `size` row indices from shuffled epochs: a row at most once per
+    epoch (an epoch's remainder short of a batch is dropped; n < size gives all n)."""
     while True:
         order = torch.randperm(n, generator=generator).tolist()
         for start in range(0, n - size + 1 if n >= size else 1, size):
