@@ -16,7 +16,7 @@ export PIP_RESUME_RETRIES ?= 20
 export PIP_RETRIES ?= 10
 export PIP_TIMEOUT ?= 60
 
-.PHONY: help run test test-unit test-vllm install-vllm check format bench clean
+.PHONY: help run test test-unit test-vllm install-vllm check format bench vlm clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -109,6 +109,15 @@ bench: $(DEV_STAMP) $(VLLM_STAMP)  ## run every benchmark (minutes to an hour ea
 	$(PY) -m benchmarks.honesty
 	$(PY) -m benchmarks.cluster --preset default --cycles 1
 	$(PY) -m benchmarks.cluster --preset quick --cycles 1
+
+# The shapes VLM (agents/vlm_training.py): a CLIP tower trained from scratch, LLaVA's
+# projector and SmolLM2-135M-Instruct with LoRA, cached under ~/.cache/autodidact/models/
+# shapes-llava-smollm2 ($$AUTODIDACT_CACHE moves it). Estimated at ~22 min on 2 idle cores
+# (README "A VLM for shapes"); --minutes 26 caps the training, keeping the best checkpoint
+# so far, so the run ends near 30 min however busy the machine is. Progress lines go to
+# stderr, unbuffered: `nohup make vlm > vlm.log 2>&1 &` runs it in the background.
+vlm: $(STAMP)  ## train the shapes VLM on the default text model (~25 min on 2 cores) into the model cache
+	PYTHONUNBUFFERED=1 $(PY) -m agents.vlm_training --text-model default --minutes 26
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache
