@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-BACKEND_NAMES = {"sqlite": "SQLite", "redis": "Redis"}
+BACKEND_NAMES = {"sqlite": "SQLite", "redis": "Redis", "sqlite-grpo": "SQLite, GRPO optimize"}
 
 
 def figure(lines: list[dict[str, Any]]) -> str:
