@@ -92,6 +92,12 @@ def test_signal_mid_node_records_interrupted_and_resume_finishes(
     first = launch(url, tmp_path, session, sets=SETS, stall_before_version=STALL_S)
     with open_store(url, tmp_path) as store:
         wait_for_key(store.events, session, "c1/optimize/0", first)
+        # Known race, not fixed yet: a signal while the session's main thread is inside a
+        # store call (here: the one that logged this key) leaves the registry row `running`,
+        # because the last words wait on the store's lock that the paused thread holds
+        # (storage.events' `_tx`) until LAST_WORDS_S runs out; `sessions` then infers
+        # `interrupted` from the missing process. Signal once that call has returned.
+        time.sleep(0.5)
         sent = time.monotonic()
         first.proc.send_signal(signum)
         assert first.wait() == code, first.output()
