@@ -13,12 +13,14 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LAST_WORDS_S = 10.0  # the most a signal waits for `last_words` before the process ends
+FAREWELL_S = 1.0  # and then for the farewell, when the last words did not finish
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -51,11 +53,13 @@ Said = Callable[[int], None]  # given the signal's number
 @contextmanager
 def ending_on_signals(last_words: Said, farewell: Said) -> Iterator[None]:
     """While inside, SIGINT and SIGTERM end the process at once with `exit_code(signum)`,
-    skipping all cleanup, once `last_words(signum)` ran (in a thread of its own, for at
-    most LAST_WORDS_S: the main thread, paused in the handler, may hold a lock they need)
-    and then `farewell(signum)` (in the main thread: what must be said even so). The
-    previous handlers are back on the way out. Outside the main thread (where Python
-    cannot set handlers) nothing changes."""
+    skipping all cleanup, once `last_words(signum)` and then `farewell(signum)` (what must
+    be said even so) ran. Both run in the main thread, paused in the handler wherever the
+    signal found it: a reentrant lock it holds there (the stores') lets the last words
+    through, where a thread of their own would wait on it. A watchdog bounds them: after
+    LAST_WORDS_S it says the farewell itself and ends the process (a lock that is not
+    reentrant, or one another thread keeps). The previous handlers are back on the way
+    out. Outside the main thread (where Python cannot set handlers) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -72,16 +76,41 @@ def _ender(last_words: Said, farewell: Said) -> Callable[[int, FrameType | None]
     def end(signum: int, frame: FrameType | None) -> None:
         for each in SIGNALS:  # a second signal ends the process without last words
             signal.signal(each, signal.SIG_DFL)
-        speaker = threading.Thread(target=_quietly, args=(last_words, signum), daemon=True)
-        speaker.start()
-        speaker.join(LAST_WORDS_S)
-        _quietly(farewell, signum)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(exit_code(signum))
+        ending = threading.Lock()  # whoever takes it says the farewell and ends
+        watchdog = threading.Thread(
+            target=_end_if_stuck, args=(ending, farewell, signum), daemon=True
+        )
+        watchdog.start()
+        _quietly(last_words, signum)
+        if ending.acquire(blocking=False):
+            _farewell_and_exit(farewell, signum)
+        watchdog.join()  # the watchdog is ending the process
 
     return end
+
+
+def _end_if_stuck(ending: threading.Lock, farewell: Said, signum: int) -> None:
+    time.sleep(LAST_WORDS_S)
+    if ending.acquire(blocking=False):
+        # in a thread of its own: the stuck main thread may hold the stream's lock
+        speaker = threading.Thread(target=_quietly, args=(farewell, signum), daemon=True)
+        speaker.start()
+        speaker.join(FAREWELL_S)
+    else:  # the main thread is saying it
+        time.sleep(FAREWELL_S)
+    _exit(signum)
+
+
+def _farewell_and_exit(farewell: Said, signum: int) -> None:
+    _quietly(farewell, signum)
+    _exit(signum)
+
+
+def _exit(signum: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(exit_code(signum))
 
 
 def _quietly(say: Said, signum: int) -> None:

@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,7 @@ class Session:
     task: Task
     engine: Engine
     load_engine: EngineLoader | None = None  # None: the policy's engine (`version_loader`)
+    recorded: SessionInfo | None = field(default=None, init=False, repr=False)  # last row put
 
     @property
     def layout(self) -> SessionLayout:
@@ -149,8 +150,17 @@ class Session:
 
     def mark_interrupted(self) -> None:
         """Record the session `interrupted` now: for a process that is about to end without
-        unwinding (on a signal), where `run`'s own handler never runs."""
-        self._record_interrupted(self.graph())
+        unwinding (on a signal), where `run`'s own handler never runs. From the last row
+        this process put, so that nothing but the registry write runs: no graph built, no
+        checkpoint read (the signal may have paused a thread holding the checkpointer)."""
+        if self.recorded is None:
+            self._record_interrupted(self.graph())
+            return
+        interrupted = self.recorded.model_copy(
+            update={"status": "interrupted", "updated_at": time.time()}
+        )
+        with contextlib.suppress(Exception):  # best effort, as `_record_interrupted`
+            self.store.events.put_session(interrupted)
 
     def _record_interrupted(self, graph: Any) -> None:
         # best effort: with the store gone this fails too, and must not hide why
@@ -200,18 +210,18 @@ class Session:
         history = values.get("history", [])
         now = time.time()
         previous = self.store.events.get_session(self.session_id)
-        self.store.events.put_session(
-            SessionInfo(
-                session_id=self.session_id,
-                status=status,  # type: ignore[arg-type]
-                task=self.task.name,
-                model=self.engine.name,
-                store_url=self.store.url,
-                created_at=previous.created_at if previous else now,
-                updated_at=now,
-                cycles=max((h.cycle for h in history), default=0),
-                best_accuracy=max((h.accuracy for h in history), default=None),
-                pid=os.getpid(),
-                host=socket.gethostname(),
-            )
+        info = SessionInfo(
+            session_id=self.session_id,
+            status=status,  # type: ignore[arg-type]
+            task=self.task.name,
+            model=self.engine.name,
+            store_url=self.store.url,
+            created_at=previous.created_at if previous else now,
+            updated_at=now,
+            cycles=max((h.cycle for h in history), default=0),
+            best_accuracy=max((h.accuracy for h in history), default=None),
+            pid=os.getpid(),
+            host=socket.gethostname(),
         )
+        self.store.events.put_session(info)
+        self.recorded = info

@@ -135,7 +135,8 @@ class SqliteEventLog:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._conn = connect_sqlite(self.path)
-        self._lock = threading.Lock()
+        # reentrant: a signal handler in the thread that holds it still writes (cli.interrupts)
+        self._lock = threading.RLock()
         with self._tx() as cur:
             cur.executescript(SQLITE_SCHEMA)
 

@@ -92,12 +92,6 @@ def test_signal_mid_node_records_interrupted_and_resume_finishes(
     first = launch(url, tmp_path, session, sets=SETS, stall_before_version=STALL_S)
     with open_store(url, tmp_path) as store:
         wait_for_key(store.events, session, "c1/optimize/0", first)
-        # Known race, not fixed yet: a signal while the session's main thread is inside a
-        # store call (here: the one that logged this key) leaves the registry row `running`,
-        # because the last words wait on the store's lock that the paused thread holds
-        # (storage.events' `_tx`) until LAST_WORDS_S runs out; `sessions` then infers
-        # `interrupted` from the missing process. Signal once that call has returned.
-        time.sleep(0.5)
         sent = time.monotonic()
         first.proc.send_signal(signum)
         assert first.wait() == code, first.output()
@@ -163,6 +157,43 @@ def test_last_words_that_cannot_finish_neither_keep_the_process_alive_nor_silenc
     assert done.returncode == 143, done.stderr
     assert done.stdout == "" and time.monotonic() - started < 20
     assert done.stderr == f"farewell {signal.SIGTERM.value}\n", "the farewell is still said"
+
+
+INSIDE_A_STORE_CALL = """
+import os, signal, sys, time
+import cli.interrupts as interrupts
+from storage import SessionInfo
+from storage.events import SqliteEventLog
+
+interrupts.LAST_WORDS_S = 2.0
+log = SqliteEventLog(sys.argv[1])
+row = SessionInfo(session_id="s", status="running", task="t", model="m", store_url="u",
+                  created_at=0.0, updated_at=0.0)
+log.put_session(row)
+said = lambda signum: log.put_session(row.model_copy(update={"status": "interrupted"}))
+with interrupts.ending_on_signals(said, lambda signum: print("farewell", file=sys.stderr)):
+    with log._tx() as cur:  # the main thread inside a store call when the signal lands
+        cur.execute("SELECT 1")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+"""
+
+
+def test_last_words_reach_the_store_whose_call_the_signal_paused(tmp_path: Path) -> None:
+    """The race a session hit: a signal while its main thread held the event log's lock
+    left the registry row `running` (the last words waited on that lock until the time
+    for them ran out)."""
+    database = tmp_path / "events.db"
+    done = subprocess.run(
+        [sys.executable, "-c", INSIDE_A_STORE_CALL, str(database)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 143 and done.stderr == "farewell\n", done.stderr
+    info = SqliteEventLog(database).get_session("s")
+    assert info is not None and info.status == "interrupted"
 
 
 # ---------------------------------------------------------------- a full disk
