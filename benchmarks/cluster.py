@@ -37,8 +37,17 @@ FIXED = (
     "monitor.max_probe_refits=0",
     "tracking=false",
 )
-STAGES = ("fit_probe_on_answers", "baseline", "acquire", "select", "refit_probe_on_samples")
-STAGES += ("optimize", "evaluate", "monitor", "finalize")
+STAGES: tuple[str, ...] = (
+    "fit_probe_on_answers",
+    "baseline",
+    "acquire",
+    "select",
+    "refit_probe_on_samples",
+    "optimize",
+    "evaluate",
+    "monitor",
+    "finalize",
+)
 
 
 def stage_seconds(events: Sequence[Event]) -> dict[str, float]:
@@ -53,6 +62,8 @@ def stage_seconds(events: Sequence[Event]) -> dict[str, float]:
     started: dict[str, float] = {}
     seconds: dict[str, float] = {}
     for event in events:
+        if event.node is None:
+            continue
         if event.kind == "node_start":
             started[event.node] = event.ts
         elif event.kind == "node_end" and event.node in started:

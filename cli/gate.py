@@ -72,12 +72,10 @@ def session_model(root: Path, session_id: str, *, needs_probe: bool) -> SessionM
             f"{version}: fit one on it (autodidact probe sweep --model {record['path']}) and "
             "pass --model and --probe, or use --refine none"
         )
-    chosen = record.get("thresholds") or {}
-    default = Thresholds()
     return SessionModel(
         model=record["path"] or record["model"],
         probe=layout.folder / record["probe"] if record["probe"] else None,
-        thresholds=Thresholds(chosen.get("low", default.low), chosen.get("high", default.high)),
+        thresholds=Thresholds.chosen(record.get("thresholds")),
         version=version,
     )
 
@@ -95,12 +93,10 @@ def registry_model(uri: str, root: Path) -> SessionModel:
         found = resolve(uri, tracking_uri)
     except ValueError as error:
         raise fail(str(error)) from None
-    default = Thresholds()
-    chosen = found.thresholds
     return SessionModel(
         model=found.source,
         probe=found.probe,
-        thresholds=Thresholds(chosen.get("low", default.low), chosen.get("high", default.high)),
+        thresholds=Thresholds.chosen(found.thresholds),
         version=found.name,
     )
 

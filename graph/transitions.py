@@ -121,15 +121,10 @@ def session_thresholds(policy: RefinePolicy, state: SessionState) -> Thresholds:
     >>> session_thresholds(RefinePolicy(), {}) == Thresholds()
     True
     """
-    chosen = state.get("thresholds") or {}
-    default = Thresholds()
+    chosen = Thresholds.chosen(state.get("thresholds"))
     return Thresholds(
-        low=policy.low_threshold
-        if policy.low_threshold is not None
-        else chosen.get("low", default.low),
-        high=policy.high_threshold
-        if policy.high_threshold is not None
-        else chosen.get("high", default.high),
+        low=chosen.low if policy.low_threshold is None else policy.low_threshold,
+        high=chosen.high if policy.high_threshold is None else policy.high_threshold,
     )
 
 

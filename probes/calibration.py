@@ -137,6 +137,18 @@ class Thresholds:
     low: float = 0.3  # risk at or below: answer greedily
     high: float = 0.7  # risk above: abstain or route to the fallback model
 
+    @classmethod
+    def chosen(cls, saved: Mapping[str, float] | None) -> Thresholds:
+        """The thresholds a session saved (`{"low": .., "high": ..}`), the default for
+        any it did not choose.
+
+        >>> Thresholds.chosen({"low": 0.1}), Thresholds.chosen(None) == Thresholds()
+        (Thresholds(low=0.1, high=0.7), True)
+        """
+        default = cls()
+        saved = saved or {}
+        return cls(saved.get("low", default.low), saved.get("high", default.high))
+
 
 def threshold_for_precision(
     risks: Sequence[float], correct: Sequence[float], target: float
