@@ -1,7 +1,10 @@
 """`jsonl`: a user's file, one JSON object a line: `question`, `answer` or `answers`,
-optional `group`, `id` and `label` (1 = the model's answer is known wrong, for probes).
-Malformed rows, and the later rows of a repeated id, are reported with their line numbers
-and skipped.
+optional `group`, `id`, `label` (1 = the model's answer is known wrong, for probes) and
+`image`: an image file for vision-language models, relative to the JSONL file's folder (or
+absolute), opened with PIL into `Item.image`; a row with an image and no `group` is grouped
+by its image file, so an image never spans two splits. Malformed rows, rows whose image is
+missing or unreadable, and the later rows of a repeated id, are reported with their line
+numbers and skipped.
 
 Answers are judged by `numeric` when every answer is a number, else by `alias`; pass
 `verifier` to choose."""
@@ -9,10 +12,12 @@ Answers are judged by `numeric` when every answer is a number, else by `alias`; 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.base import Item, Task, TaskError
@@ -29,6 +34,9 @@ class JsonlRow(BaseModel):
     group: str | None = Field(None, description="rows sharing a group share a split")
     id: str | None = Field(None, description="a stable row id (default: line number)")
     label: int | None = Field(None, ge=0, le=1, description="1 = hallucinated, for probes")
+    image: str | None = Field(
+        None, min_length=1, description="an image file, relative to the JSONL file's folder"
+    )
 
     @model_validator(mode="after")
     def _has_reference(self) -> JsonlRow:
@@ -42,6 +50,12 @@ class JsonlRow(BaseModel):
     def item_id(self, line: int) -> str:
         """The item's id: the row's own, else its line number."""
         return self.id or f"line-{line}"
+
+    def item_group(self, line: int, folder: Path) -> str:
+        """The item's group: the row's own, else its image file's, else its id."""
+        if self.group:
+            return self.group
+        return image_group(folder, self.image) if self.image else self.item_id(line)
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,56 @@ def drop_repeated_ids(
     return kept, repeats
 
 
+def image_group(folder: Path, name: str) -> str:
+    """The group of the rows naming image `name`: the file it resolves to, relative to the
+    JSONL file's `folder`, so every name of one file gives one group wherever the folder is.
+
+    >>> image_group(Path("/data"), "cats/../cat.png"), image_group(Path("/data"), "/data/cat.png")
+    ('image:cat.png', 'image:cat.png')
+    """
+    return "image:" + os.path.relpath((folder / name).resolve(), folder.resolve())
+
+
+def open_image(path: Path) -> Image.Image:
+    """The image at `path` as RGB, read in full (the file is closed on return)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def read_image(folder: Path, name: str) -> Image.Image | str:
+    """The image `name` names (relative to `folder`, or absolute), or why it cannot be read."""
+    path = folder / name
+    if not path.exists():
+        return f"image {name!r} not found (looked in {path.parent})"
+    try:
+        return open_image(path)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        return f"image {name!r} is not an image PIL can read ({error})"
+
+
+def read_row_images(
+    rows: Sequence[tuple[int, JsonlRow]], folder: Path
+) -> tuple[list[tuple[int, JsonlRow, Image.Image | None]], list[RowProblem]]:
+    """Each row with the image it names (None for a row without one); a row whose image
+    cannot be read is reported instead. Rows naming one file share one image, read once."""
+    read: dict[Path, Image.Image | str] = {}
+    kept: list[tuple[int, JsonlRow, Image.Image | None]] = []
+    problems = []
+    for line, row in rows:
+        if row.image is None:
+            kept.append((line, row, None))
+            continue
+        resolved = (folder / row.image).resolve()
+        if resolved not in read:
+            read[resolved] = read_image(folder, row.image)
+        image = read[resolved]
+        if isinstance(image, str):
+            problems.append(RowProblem(line, image))
+        else:
+            kept.append((line, row, image))
+    return kept, problems
+
+
 def default_verifier(rows: Sequence[JsonlRow]) -> str:
     """`numeric` when every answer of every row is a number, else `alias`.
 
@@ -120,7 +184,7 @@ def default_verifier(rows: Sequence[JsonlRow]) -> str:
 
 def load_jsonl_task(path: str | Path, verifier: str | None = None) -> tuple[Task, list[RowProblem]]:
     """The task from a JSONL file, and the problems of the rows left out; `verifier`
-    None: `default_verifier` of the clean rows.
+    None: `default_verifier` of the clean rows. Images are read relative to the file's folder.
 
     Fails (TaskError) when the file is missing or holds no clean row."""
     path = Path(path)
@@ -131,19 +195,23 @@ def load_jsonl_task(path: str | Path, verifier: str | None = None) -> tuple[Task
             f"jsonl: unknown verifier {verifier!r}; choose one of {', '.join(VERIFIERS)}"
         )
     rows, problems = parse_jsonl(read_utf8(path))
-    if not rows:
+    folder = path.absolute().parent
+    loaded, image_problems = read_row_images(rows, folder)
+    problems = sorted(problems + image_problems, key=lambda problem: problem.line)
+    if not loaded:
         detail = f"; first problem: {problems[0]}" if problems else ""
         raise TaskError(f"jsonl: {path} has no usable row{detail}")
-    verifier = verifier or default_verifier([row for _, row in rows])
+    verifier = verifier or default_verifier([row for _, row, _ in loaded])
     items = tuple(
         Item(
             id=row.item_id(line),
             prompt=row.question,
             answers=row.references(),
-            group=row.group or row.item_id(line),
+            group=row.item_group(line, folder),
+            image=image,
             meta={"label": str(row.label)} if row.label is not None else {},
         )
-        for line, row in rows
+        for line, row, image in loaded
     )
     task = Task(
         name=f"jsonl:{path.name}",
