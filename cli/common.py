@@ -115,6 +115,19 @@ def load_task(name: str, path: Path | None) -> Task:
     return task
 
 
+def text_task(task: Task) -> Task:
+    """`task`, refused in one line when its items carry images: the commands that run a
+    model on a task (`run`, `eval`, `probe sweep`, `probe eval`) run text models, which
+    would answer questions about pictures they cannot see."""
+    if any(item.image is not None for item in task.items):
+        raise fail(
+            f"task {task.name!r} asks about images, and this command runs text models only: "
+            "a vision-language model is trained and scored with `make vlm` "
+            "(python -m agents.vlm_training)"
+        )
+    return task
+
+
 def load_engine(model: str) -> Engine:
     """The model's engine, with a spinner while it loads."""
     from engines.factory import load_engine as load_kind

@@ -23,6 +23,7 @@ from cli.common import (
     new_output_dir,
     positive,
     progress_bar,
+    text_task,
     write_jsonl,
 )
 from cli.gate import (
@@ -147,7 +148,7 @@ class ModelCommands:
         model, probe, thresholds = gate.model, gate.probe, gate.thresholds
         if gated and probe is None:
             raise fail(f"--refine {refine} routes on the probe's risk: pass --probe DIR")
-        suite = with_verifier(self.loaders.load_task(task, path), verifier)
+        suite = with_verifier(text_task(self.loaders.load_task(task, path)), verifier)
         items = list(suite.items) if split == "all" else suite.split(split)  # type: ignore[arg-type]
         items = items[:limit] if limit else items
         if not items:

@@ -23,6 +23,7 @@ from cli.common import (
     new_output_dir,
     positive,
     progress_bar,
+    text_task,
 )
 from engines.loading import DEFAULT_MODEL
 
@@ -69,7 +70,7 @@ class ProbeCommands:
         from tasks import split_sizes_problem, with_verifier
 
         positive(limit, "--limit")
-        suite = with_verifier(self.loaders.load_task(task, path), verifier)
+        suite = with_verifier(text_task(self.loaders.load_task(task, path)), verifier)
         items = list(suite.items)[:limit] if limit else list(suite.items)
         problem = split_sizes_problem(
             suite.name,
@@ -141,7 +142,7 @@ risk (abstaining on the rest); ECE, the probe's calibration error; s/item, secon
         from probes.plots import plot_roc
         from tasks import with_verifier
 
-        suite = with_verifier(self.loaders.load_task(task, path), verifier)
+        suite = with_verifier(text_task(self.loaders.load_task(task, path)), verifier)
         fitted = load_probe(probe)  # a wrong folder is refused before the model loads
         items = held_out_items(suite, fitted)
         if not items:

@@ -31,6 +31,7 @@ from cli.common import (
     err_console,
     fail,
     fits,
+    text_task,
 )
 from cli.gate import (
     HighOption,
@@ -308,11 +309,9 @@ class SessionCommands:
     def load_policy_task(self, policy: Any) -> Any:
         from tasks import with_verifier
 
+        path = Path(policy.task_path) if policy.task_path else None
         suite = with_verifier(
-            self.loaders.load_task(
-                policy.task, Path(policy.task_path) if policy.task_path else None
-            ),
-            policy.task_verifier,
+            text_task(self.loaders.load_task(policy.task, path)), policy.task_verifier
         )
         if not suite.split("train", seed=policy.seed):
             raise fail(

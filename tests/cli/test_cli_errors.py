@@ -223,6 +223,11 @@ def broken_probe(folder: Path) -> Path:
 # (case, argv built in the tmp folder, what the line says, True when nothing may be written):
 # each is refused before the model loads (the loader fails the test if it is called)
 REFUSED_WITHOUT_MODEL = [
+    ("run on images", lambda d: ["run", "-t", "shapes"], "asks about images", True),
+    ("eval on images", lambda d: ["eval", "-t", "shapes", "--refine", "none"],
+     "asks about images", True),
+    ("probe sweep on images", lambda d: ["probe", "sweep", "-t", "shapes"],
+     "asks about images", True),
     ("latin-1 jsonl, tasks show", lambda d: ["tasks", "show", "jsonl", "--path",
      str(latin1_rows(d))], "rows.jsonl is not UTF-8", True),
     ("latin-1 jsonl, run", lambda d: ["run", "-t", "jsonl", "--path", str(latin1_rows(d))],
