@@ -3,6 +3,7 @@ near-ties), and how a session chooses its engine (`engine: transformers | vllm`)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,61 @@ def test_generation_states_and_fingerprint_are_the_transformers_copys(default_vl
     assert generation.states is not None
     torch.testing.assert_close(generation.states.query_token, expected)
     assert default_vllm.fingerprint == load_engine(DEFAULT_MODEL).fingerprint
+
+
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "integer"}, "sure": {"type": "boolean"}},
+    "required": ["answer", "sure"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.vllm
+@pytest.mark.integration
+@pytest.mark.parametrize("schema", [ANSWER_SCHEMA, {}], ids=["json_schema", "json_object"])
+def test_answers_under_a_json_schema_parse_with_vllms_guided_decoding(
+    default_vllm: Any, schema: dict[str, Any]
+) -> None:
+    """`json_schema` (what `serve` passes for a request's `response_format`, and so what a
+    planner over HTTP gets) reaches vLLM's structured outputs: every greedy and sampled
+    answer of the small default model is one JSON object, of the schema when one is given,
+    although nothing in the prompts asks for JSON (unconstrained, they are prose). Any
+    object (`{}`) may run past the token budget inside a string: such an answer only has
+    to start as an object."""
+    prompts = [item.prompt for item in get_task("arithmetic").split("train", seed=0)[:4]]
+    text = json.dumps(schema)
+    greedy = SamplingParams(max_new_tokens=48, json_schema=text)
+    sampled = SamplingParams(n=2, temperature=1.0, max_new_tokens=48, json_schema=text)
+    free = default_vllm.generate(prompts, SamplingParams(max_new_tokens=48), capture=False)
+    assert not any(is_json_object(g.samples[0].text) for g in free), "the prompts ask for prose"
+    finished = 0
+    for params in (greedy, sampled):
+        for generation in default_vllm.generate(prompts, params, capture=False):
+            for sample in generation.samples:
+                if sample.finish_reason == "length" and not schema:
+                    assert sample.text.lstrip().startswith("{"), sample.text
+                    continue
+                finished += 1
+                assert is_json_object(sample.text), sample.text
+                if schema:
+                    parsed = json.loads(sample.text)
+                    assert set(parsed) == {"answer", "sure"}, sample.text
+                    assert type(parsed["answer"]) is int, sample.text
+                    assert type(parsed["sure"]) is bool, sample.text
+    assert finished >= (12 if schema else 1), "answers that ended on their own"
+
+
+def is_json_object(text: str) -> bool:
+    """Whether `text` is one JSON object.
+
+    >>> is_json_object('{"a": 1}'), is_json_object("The answer is 4."), is_json_object("[1]")
+    (True, False, False)
+    """
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 # ------------------------------------------------------------------ choosing the engine
