@@ -7,7 +7,7 @@ it has."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,16 +43,17 @@ SessionOption = Annotated[
 
 
 @dataclass(frozen=True)
-class SessionModel:
-    """The model a session made, with its gate (`ROOT/sessions/ID/model.json`)."""
+class Gate:
+    """What a command answers with: the model to load, its probe folder and thresholds, and
+    a name for it (the session's version, or the registry's)."""
 
     model: str
     probe: Path | None
     thresholds: Thresholds
-    version: str
+    name: str | None = None
 
 
-def session_model(root: Path, session_id: str, *, needs_probe: bool) -> SessionModel:
+def session_model(root: Path, session_id: str, *, needs_probe: bool) -> Gate:
     """What session `session_id` made, read from its folder; a one-line error when it has
     not finished, or when the gate needs a probe the session did not fit on that version."""
     from storage.layout import SessionLayout
@@ -72,15 +73,15 @@ def session_model(root: Path, session_id: str, *, needs_probe: bool) -> SessionM
             f"{version}: fit one on it (autodidact probe sweep --model {record['path']}) and "
             "pass --model and --probe, or use --refine none"
         )
-    return SessionModel(
+    return Gate(
         model=record["path"] or record["model"],
         probe=layout.folder / record["probe"] if record["probe"] else None,
         thresholds=Thresholds.chosen(record.get("thresholds")),
-        version=version,
+        name=f"{session_id}-{version}",
     )
 
 
-def registry_model(uri: str, root: Path) -> SessionModel:
+def registry_model(uri: str, root: Path) -> Gate:
     """`models:/NAME@ALIAS` (or `/VERSION`) from the MLflow model registry of --root (or
     $MLFLOW_TRACKING_URI): its weights, and the gate registered with it."""
     import os
@@ -93,11 +94,11 @@ def registry_model(uri: str, root: Path) -> SessionModel:
         found = resolve(uri, tracking_uri)
     except ValueError as error:
         raise fail(str(error)) from None
-    return SessionModel(
+    return Gate(
         model=found.source,
         probe=found.probe,
         thresholds=Thresholds.chosen(found.thresholds),
-        version=found.name,
+        name=found.name,
     )
 
 
@@ -115,17 +116,6 @@ def probe_risk(fitted: Any, engine: Any, folder: Path) -> Any:
 
     check_fingerprint(fitted.card, engine.fingerprint, where=f"probe {folder}")
     return RiskScorer(fitted)
-
-
-@dataclass(frozen=True)
-class Gate:
-    """What a command answers with: the model to load, its probe folder and thresholds, and
-    a name for it (the session's version, or the registry's)."""
-
-    model: str
-    probe: Path | None
-    thresholds: Thresholds
-    name: str | None = None
 
 
 def chosen_gate(
@@ -146,8 +136,7 @@ def chosen_gate(
             if session is not None
             else registry_model(model, root)
         )
-        name = f"{session}-{made.version}" if session else made.version
-        return Gate(made.model, made.probe or probe, made.thresholds, name)
+        return replace(made, probe=made.probe or probe)
     if not 0 <= low <= high <= 1:
         raise fail(f"need 0 <= --low <= --high <= 1 (got {low}, {high})")
     return Gate(model, probe, Thresholds(low, high))
