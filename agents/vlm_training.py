@@ -61,7 +61,7 @@ from torch import nn
 
 from agents.config import StageConfig
 from engines.loading import cache_root, ensure_default_model
-from probes.vlm import chat_prompt
+from engines.vlm import chat_prompt
 from tasks.base import Item
 from tasks.shapes import COLOURS, SHAPES, build_shapes_task
 from tasks.verifiers import yes_or_no
@@ -80,7 +80,7 @@ TextModelName = Literal["tiny", "default"]
 TextTraining = Literal["lora", "full", "frozen"]
 
 # Wraps the text model's own chat template: message contents given as a list of parts
-# ({"type": "image"} / {"type": "text", ...}, what `probes.vlm.chat_prompt` writes) become
+# ({"type": "image"} / {"type": "text", ...}, what `engines.vlm.chat_prompt` writes) become
 # one string, the image as "<image>\n", before the original template runs unchanged. So a
 # prompt is exactly what the text model was tuned on (SmolLM2's default system line
 # included) with the image placeholder in front of the question.

@@ -61,6 +61,15 @@ def set_cpu_threads() -> None:
         torch.set_num_threads(cpu_threads())
 
 
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over the weights (names, shapes, bytes): changes with any update."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -100,12 +109,7 @@ class HFEngine:
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 over the weights (names, shapes, bytes): changes with any update."""
-        digest = hashlib.sha256()
-        for key, tensor in sorted(self.model.state_dict().items()):
-            digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return weights_fingerprint(self.model)
 
     def format_prompt(self, prompt: str) -> str:
         if not self.use_chat_template:

@@ -226,7 +226,7 @@ class FeatureSet:
         for shard in sorted(set(index["weight_map"].values())):
             tensors.update(load_file(str(folder / shard)))
         arrays = {
-            kind: np.stack([tensors[f"layer.{i}.{kind}"] for i in index["layers"]], axis=1)
+            kind: np.stack([tensors[name] for name in _layer_names(tensors, kind)], axis=1)
             for kind in index["kinds"]
         }
         return cls(
@@ -237,6 +237,18 @@ class FeatureSet:
             index.get("model_name", ""),
             dict(index.get("meta", {})),
         )
+
+
+def _layer_names(tensors: dict[str, Array], kind: str) -> list[str]:
+    """The kind's tensor names in layer order (a kind may have fewer layers than another:
+    a VLM's `visual` has one).
+
+    >>> _layer_names(dict.fromkeys(["layer.10.q", "layer.2.q", "layer.0.v"]), "q")
+    ['layer.2.q', 'layer.10.q']
+    """
+    parts = [name.split(".", 2) for name in tensors]
+    layers = sorted(int(layer) for _, layer, named in parts if named == kind)
+    return [f"layer.{i}.{kind}" for i in layers]
 
 
 def _save_shard(shard: dict[str, Array], path: Path) -> None:

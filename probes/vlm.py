@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from engines.hooks import Hook, hidden_of, hooked
+from engines.vlm import chat_prompt
 
 VLM_FEATURE_KINDS = ("visual", "vision_tokens", "query_token")  # text kinds: engines.base
 Inputs = Mapping[str, Any]
@@ -563,18 +564,6 @@ def _cross_attending(batch: Mapping[str, Any], attention_mask: torch.Tensor) -> 
 
 
 # --------------------------------------------------------------------------- real models
-
-
-def chat_prompt(processor: Any, prompt: str) -> str:
-    """One user turn of an image then the prompt, through the processor's chat template,
-    ending where the assistant's answer would start."""
-    if not getattr(processor, "chat_template", None):
-        raise VLMError(
-            f"{type(processor).__name__} has no chat template; pass format_prompt= (a function "
-            "that writes the image placeholder and the prompt)"
-        )
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-    return str(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
 
 def extract_vlm_features(
