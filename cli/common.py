@@ -24,6 +24,7 @@ from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from engines.base import Engine
+    from engines.vlm import VLMEngine
     from tasks.base import Task
 
 console = Console(stderr=False)
@@ -46,6 +47,12 @@ VerifierOption = Annotated[
         "--verifier",
         help="Judge answers with exact, alias, numeric, yes_no or pope (default: the task's "
         "own; a JSONL file's is numeric when every answer is a number, else alias).",
+    ),
+]
+ImageOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--image", help="Image file the question is about (needs a vision-language --model)."
     ),
 ]
 OutOption = Annotated[Path, typer.Option("--out", help="Folder under which results are written.")]
@@ -121,9 +128,20 @@ def text_task(task: Task) -> Task:
     would answer questions about pictures they cannot see."""
     if any(item.image is not None for item in task.items):
         raise fail(
-            f"task {task.name!r} asks about images, and this command runs text models only: "
-            "a vision-language model is trained and scored with `make vlm` "
-            "(python -m agents.vlm_training)"
+            f"task {task.name!r} asks about images, and this command runs it on text models "
+            "only: give `--model` a vision-language model's folder (`make vlm` trains one)"
+        )
+    return task
+
+
+def image_task(task: Task) -> Task:
+    """`task`, refused in one line unless every item carries an image."""
+    without = sum(item.image is None for item in task.items)
+    if without:
+        raise fail(
+            f"task {task.name!r} has {without} items without an image, and a vision-language "
+            "model answers questions about images: use `--task shapes` or a JSONL file whose "
+            "rows name an `image`"
         )
     return task
 
@@ -134,6 +152,21 @@ def load_engine(model: str) -> Engine:
 
     with console.status(f"loading {model}"):
         return load_kind(model)
+
+
+def load_vlm_engine(model: str) -> VLMEngine:
+    """A vision-language model's folder as an engine, with a spinner while it loads."""
+    from engines.vlm import VLMEngine
+
+    with console.status(f"loading {model}"):
+        return VLMEngine.load(model)
+
+
+def is_vlm(model: str) -> bool:
+    """Whether `model` names a vision-language model's folder (its config has a vision tower)."""
+    from engines.vlm import is_vlm_folder
+
+    return is_vlm_folder(model)
 
 
 def engine_problem(kind: str) -> str | None:
@@ -187,6 +220,7 @@ class Loaders:
     load_vllm_engine: Callable[[str], Engine] = load_vllm_engine
     engine_problem: Callable[[str], str | None] = engine_problem  # checked before any write
     load_cluster_engine: Callable[[str, Any], Engine] = load_cluster_engine
+    load_vlm_engine: Callable[[str], VLMEngine] = load_vlm_engine
     backend_problem: Callable[[str], str | None] = backend_problem  # checked before any write
 
     def engine(self, model: str, kind: str = "transformers", cluster: Any = None) -> Engine:
@@ -219,6 +253,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ("probes.artifact", "ProbeMismatchError"),
         ("probes.labels", "LabelError"),
         ("agents.chat_model", "ChatModelError"),
+        ("engines.vlm", "VLMFolderError"),
     ):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
+from cli import vlm as image_path
 from cli.common import (
     DEFAULT_ROOT,
     Loaders,
@@ -20,6 +21,8 @@ from cli.common import (
     cli_command,
     console,
     fail,
+    image_task,
+    is_vlm,
     new_output_dir,
     positive,
     progress_bar,
@@ -37,6 +40,9 @@ from cli.gate import (
 )
 from engines.loading import DEFAULT_MODEL
 from probes.calibration import Thresholds
+
+if TYPE_CHECKING:
+    from tasks.base import Item, Task
 
 
 def models() -> None:
@@ -144,15 +150,27 @@ class ModelCommands:
         if refine not in STRATEGIES:
             raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {refine!r})")
         gated = refine in ("abstain", "risk_adaptive")
+        if is_vlm(model):
+            if refine != "none" or probe is not None or session is not None:
+                raise fail(
+                    "eval of a vision-language model measures its greedy answers: --refine, "
+                    "--probe and --session gate text models (`answer --image` gates one question)"
+                )
+            suite = with_verifier(image_task(self.loaders.load_task(task, path)), verifier)
+            items = chosen_items(suite, split, limit)
+            return image_path.greedy_eval(
+                self.loaders.load_vlm_engine(model),
+                suite,
+                items,
+                max_new_tokens or suite.max_new_tokens,
+                out,
+            )
         gate = chosen_gate(model, probe, low, high, session=session, root=root, needs_probe=gated)
         model, probe, thresholds = gate.model, gate.probe, gate.thresholds
         if gated and probe is None:
             raise fail(f"--refine {refine} routes on the probe's risk: pass --probe DIR")
         suite = with_verifier(text_task(self.loaders.load_task(task, path)), verifier)
-        items = list(suite.items) if split == "all" else suite.split(split)  # type: ignore[arg-type]
-        items = items[:limit] if limit else items
-        if not items:
-            raise fail(f"task {suite.name!r} has no items in split {split!r}")
+        items = chosen_items(suite, split, limit)
         fitted = load_probe_folder(probe) if probe is not None else None  # before the model
         engine = self.loaders.load_engine(model)
         risk_fn = None if probe is None else probe_risk(fitted, engine, probe)
@@ -191,6 +209,15 @@ class ModelCommands:
         if refine != "none" or probe is not None:
             for name in ("hallucination_rate", "abstention_rate", "coverage", "answered_precision"):
                 console.print(f"{name.replace('_', ' ')} {rates[name].text()}", highlight=False)
+
+
+def chosen_items(suite: Task, split: str, limit: int | None) -> list[Item]:
+    """The split's items (all: every item), the first `limit`; one line when none."""
+    items = list(suite.items) if split == "all" else suite.split(split)  # type: ignore[arg-type]
+    items = items[:limit] if limit else items
+    if not items:
+        raise fail(f"task {suite.name!r} has no items in split {split!r}")
+    return items
 
 
 def register(app: typer.Typer, loaders: Loaders) -> None:

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli import vlm as image_path
 from cli.common import (
     DEFAULT_ROOT,
+    ImageOption,
     Loaders,
     ModelOption,
     OutOption,
@@ -20,6 +22,8 @@ from cli.common import (
     compact_table,
     console,
     fail,
+    image_task,
+    is_vlm,
     new_output_dir,
     positive,
     progress_bar,
@@ -62,7 +66,11 @@ class ProbeCommands:
         ] = 0,
         out: OutOption = DEFAULT_ROOT,
     ) -> None:
-        """Validation AUROC per layer and feature kind (table + PNG); the chosen probe saved."""
+        """Validation AUROC per layer and feature kind (table + PNG); the chosen probe saved.
+
+        With a vision-language model's folder as --model and an image task (shapes, or a \
+JSONL file with image rows), the kinds are HALP's three families: visual, vision_tokens \
+and query_token; the best family's probe is saved."""
         from probes.data import collect
         from probes.labels import summarize_labels
         from probes.plots import plot_sweep
@@ -70,7 +78,9 @@ class ProbeCommands:
         from tasks import split_sizes_problem, with_verifier
 
         positive(limit, "--limit")
-        suite = with_verifier(text_task(self.loaders.load_task(task, path)), verifier)
+        vlm = is_vlm(model)
+        suite = with_verifier(self.loaders.load_task(task, path), verifier)
+        suite = image_task(suite) if vlm else text_task(suite)
         items = list(suite.items)[:limit] if limit else list(suite.items)
         problem = split_sizes_problem(
             suite.name,
@@ -83,6 +93,9 @@ class ProbeCommands:
         )
         if problem:
             raise fail(problem)
+        if vlm:
+            vlm_engine = self.loaders.load_vlm_engine(model)
+            return image_path.sweep(vlm_engine, suite, items, seed, out, max_new_tokens)
         engine = self.loaders.load_engine(model)
         with progress_bar(f"greedy answers on {suite.name}", len(items)) as on_progress:
             data = collect(
@@ -136,30 +149,42 @@ the wrong answers; AURC, the area under the risk-coverage curve (answer the lowe
 items first: the error rate among those answered, averaged over every coverage; lower is \
 better); acc@50% and acc@80%, the accuracy on the 50% and 80% of items with the lowest \
 risk (abstaining on the rest); ECE, the probe's calibration error; s/item, seconds each score costs per item."""
-        from probes.artifact import check_fingerprint, load_probe
+        from probes.artifact import check_fingerprint as check_card
+        from probes.artifact import load_probe
         from probes.data import collect, sample_consistency
         from probes.evaluation import evaluate, held_out_items
         from probes.plots import plot_roc
         from tasks import with_verifier
 
-        suite = with_verifier(text_task(self.loaders.load_task(task, path)), verifier)
+        vlm = is_vlm(model)
+        suite = with_verifier(self.loaders.load_task(task, path), verifier)
+        suite = image_task(suite) if vlm else text_task(suite)
         fitted = load_probe(probe)  # a wrong folder is refused before the model loads
         items = held_out_items(suite, fitted)
         if not items:
             raise typer.BadParameter(f"task {suite.name!r} has no items in the probe's test split")
-        engine = self.loaders.load_engine(model)
-        check_fingerprint(fitted.card, engine.fingerprint, where=f"probe {probe}")
-        with progress_bar("greedy answers (test split)", len(items)) as on_progress:
-            data = collect(
-                engine,
-                suite,
-                items,
-                max_new_tokens=fitted.card.max_new_tokens,
-                progress_cb=on_progress,
-            )
-        if k > 0:
-            with progress_bar(f"self-consistency, {k} samples", len(items)) as on_progress:
-                data = sample_consistency(engine, data, k=k, progress_cb=on_progress)
+
+        def check_fingerprint(fingerprint: str) -> None:
+            check_card(fitted.card, fingerprint, where=f"probe {probe}")
+
+        if vlm:
+            vlm_engine = self.loaders.load_vlm_engine(model)
+            check_fingerprint(vlm_engine.fingerprint)
+            data = image_path.eval_data(vlm_engine, suite, items, fitted.card.max_new_tokens, k)
+        else:
+            engine = self.loaders.load_engine(model)
+            check_fingerprint(engine.fingerprint)
+            with progress_bar("greedy answers (test split)", len(items)) as on_progress:
+                data = collect(
+                    engine,
+                    suite,
+                    items,
+                    max_new_tokens=fitted.card.max_new_tokens,
+                    progress_cb=on_progress,
+                )
+            if k > 0:
+                with progress_bar(f"self-consistency, {k} samples", len(items)) as on_progress:
+                    data = sample_consistency(engine, data, k=k, progress_cb=on_progress)
         check_eval_labels(suite.name, data.labels)
         report = evaluate(fitted, data, task=suite)
         folder = new_output_dir(out, "probe-eval")
@@ -175,14 +200,21 @@ risk (abstaining on the rest); ECE, the probe's calibration error; s/item, secon
             str, typer.Argument(help="The question to score (nothing is generated).")
         ],
         model: ModelOption = DEFAULT_MODEL,
+        image: ImageOption = None,
     ) -> None:
-        """The hallucination risk of a question, from one prefill, before any token."""
+        """The hallucination risk of a question, from one prefill, before any token (of a
+        question about --image, with a vision-language model's folder as --model)."""
         from probes.artifact import load_probe
         from probes.evaluation import score_prompts
 
+        vlm = is_vlm(model)
+        image_path.check_image_option(vlm, image, model)
+        picture = image_path.open_image(image) if image is not None else None
         fitted = load_probe(probe)  # a wrong folder is refused before the model loads
-        engine = self.loaders.load_engine(model)
-        (risk,) = score_prompts(engine, fitted, [question])
+        if vlm and picture is not None:
+            risk = image_path.risk(self.loaders.load_vlm_engine(model), fitted, question, picture)
+        else:
+            (risk,) = score_prompts(self.loaders.load_engine(model), fitted, [question])
         console.print(f"{risk:.3f}")
 
 

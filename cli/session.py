@@ -13,8 +13,10 @@ from typing import Annotated, Any
 
 import typer
 
+from cli import vlm as image_path
 from cli.common import (
     DEFAULT_ROOT,
+    ImageOption,
     JsonOption,
     Loaders,
     ModelOption,
@@ -31,6 +33,7 @@ from cli.common import (
     err_console,
     fail,
     fits,
+    is_vlm,
     text_task,
 )
 from cli.gate import (
@@ -391,9 +394,11 @@ class SessionCommands:
             int | None,
             typer.Option(min=1, help="Token budget [default: policy's evaluate.max_new_tokens]"),
         ] = None,
+        image: ImageOption = None,
     ) -> None:
         """Answer a question with inference refinement; prints the risk and the route taken.
-        k, the samples' temperature and the token budget default to the policy's."""
+        k, the samples' temperature and the token budget default to the policy's. With a
+        vision-language model's folder as --model, the question is about --image."""
         from agents.evaluate import EvaluatePolicy
         from agents.refine import STRATEGIES, RefinePolicy, refine_answers
 
@@ -401,9 +406,27 @@ class SessionCommands:
             raise fail(f"--refine must be one of {', '.join(STRATEGIES)} (got {refine!r})")
         gated = refine in ("abstain", "risk_adaptive")
         gate = chosen_gate(model, probe, low, high, session=session, root=root, needs_probe=gated)
+        vlm = is_vlm(gate.model)
+        image_path.check_image_option(vlm, image, gate.model)
+        picture = image_path.open_image(image) if image is not None else None
         fitted = (
             load_probe_folder(gate.probe) if gate.probe is not None else None
         )  # before the model
+        if vlm and picture is not None:
+            if fitted is None and gated:
+                err_console.print("[yellow]no --probe: no risk to route on, answering greedily[/]")
+            result = image_path.answer(
+                self.loaders.load_vlm_engine(gate.model),
+                question,
+                picture,
+                fitted=fitted,
+                strategy=refine,
+                thresholds=gate.thresholds,
+                k=k or RefinePolicy().k,
+                temperature=RefinePolicy().temperature,
+                max_new_tokens=max_new_tokens or EvaluatePolicy().max_new_tokens,
+            )
+            return print_answer(result)
         engine = self.loaders.load_engine(gate.model)
         risk_fn = None if gate.probe is None else probe_risk(fitted, engine, gate.probe)
         if risk_fn is None and gated:
@@ -418,9 +441,14 @@ class SessionCommands:
             max_new_tokens=max_new_tokens or EvaluatePolicy().max_new_tokens,
             risk_fn=risk_fn,
         )
-        risk = "-" if result.risk is None else f"{result.risk:.3f}"
-        console.print(f"[dim]risk {risk}; route {result.route}[/]")
-        console.print(result.text, highlight=False)
+        print_answer(result)
+
+
+def print_answer(result: Any) -> None:
+    """The risk and route (dim), then the answer."""
+    risk = "-" if result.risk is None else f"{result.risk:.3f}"
+    console.print(f"[dim]risk {risk}; route {result.route}[/]")
+    console.print(result.text, highlight=False)
 
 
 def where_flags(store: str | None, root: Path, display_url: str) -> str:

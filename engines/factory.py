@@ -15,6 +15,13 @@ if TYPE_CHECKING:
 def load_engine(name_or_path: str, kind: str = "transformers") -> Engine:
     """An `Engine` of kind `kind` ('transformers' or 'vllm') over a model name or path;
     EngineNotInstalledError (before anything loads) when that engine is not installed."""
+    from engines.vlm import VLMFolderError, is_vlm_folder
+
+    if is_vlm_folder(name_or_path):
+        raise VLMFolderError(
+            f"{name_or_path} is a vision-language model: `eval`, `answer --image` and "
+            "`probe sweep | eval | score` take one; this command runs text models"
+        )
     problem = engine_problem(kind)
     if problem:
         raise EngineNotInstalledError(problem)

@@ -52,3 +52,16 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Any:
     with open_store(f"sqlite:///{root}/autodidact.db", root) as store:
         run_tiny_session(store, "reference")
         return outcome(store, "reference")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """(record, folder) of the tiny shapes VLM, trained once per test session (about a
+    minute) into the default folder of a temp cache: what the VLM tests load."""
+    from agents import vlm_training as vlm
+
+    cache = tmp_path_factory.mktemp("vlm-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTODIDACT_CACHE", str(cache))
+        record = vlm.run(vlm.TINY_RECIPE)
+        return record, vlm.default_folder(vlm.TINY_RECIPE)

@@ -6,7 +6,6 @@ families. The tiny run takes about a minute of one CPU thread."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import torch
 
 from agents import vlm_training as vlm
 from agents.vlm_training import PopeRow, PopeScore, pope_scores
-from engines.loading import cache_root
 from probes.vlm import extract_vlm_features
 from tasks.shapes import build_shapes_task
 
@@ -208,13 +206,10 @@ def test_help_names_the_options(capsys: pytest.CaptureFixture[str]) -> None:
 # --------------------------------------------------------------------------- the tiny run
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[vlm.TrainingRecord, Path]]:
-    """The tiny recipe trained once, saved to the default cache folder of a temp cache."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AUTODIDACT_CACHE", str(tmp_path_factory.mktemp("cache")))
-        record = vlm.run(vlm.TINY_RECIPE)
-        yield record, vlm.default_folder(vlm.TINY_RECIPE)
+@pytest.fixture
+def trained(tiny_vlm):  # type: ignore[no-untyped-def]
+    """The tiny recipe trained once per test session (tests/conftest.py)."""
+    return tiny_vlm
 
 
 def test_tiny_vlm_learns_above_chance_on_held_out_images(trained) -> None:  # type: ignore[no-untyped-def]
@@ -238,7 +233,7 @@ def test_tiny_vlm_learns_above_chance_on_held_out_images(trained) -> None:  # ty
 
 def test_tiny_vlm_reloads_from_its_cache_folder(trained) -> None:  # type: ignore[no-untyped-def]
     record, folder = trained
-    assert folder == cache_root() / "models" / vlm.TINY_RECIPE.name
+    assert (folder.parent.name, folder.name) == ("models", vlm.TINY_RECIPE.name)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp left
     model, processor = vlm.load_vlm(folder)
     assert type(model).__name__ == "LlavaForConditionalGeneration"
