@@ -81,9 +81,6 @@ def test_probe_eval_scores_the_held_out_images_with_the_baselines(  # type: igno
         "--path", str(images / "shapes.jsonl"), "--verifier", "pope", "--k", "2",
         "--out", str(tmp_path),
     )  # fmt: skip
-    if result.exit_code == 2:  # a test split of one class: the one-line refusal
-        assert "a ROC needs" in result.output, result.output
-        return
     assert result.exit_code == 0, result.output
     (report_dir,) = tmp_path.iterdir()
     report = json.loads((report_dir / "report.json").read_text())
