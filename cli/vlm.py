@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from probes.artifact import Probe
     from probes.calibration import Thresholds
     from probes.data import ProbeData
+    from probes.vlm import VLMFeatures
     from tasks.base import Item, Task
 
 
@@ -125,17 +126,30 @@ def eval_data(
     return data
 
 
-def risk(engine: VLMEngine, fitted: Probe, question: str, image: Image) -> float:
-    """The probe's risk for one (question, image), from one prefill, before any token."""
+def check_probe(engine: VLMEngine, fitted: Probe) -> None:
+    """The probe was fitted on this model's weights and prompt template (else one line)."""
     from probes.artifact import check_fingerprint, check_template
     from probes.features import prompt_template_hash
-    from probes.runtime import RiskScorer
-    from probes.vlm_data import vlm_feature_set, vlm_features
 
     check_fingerprint(fitted.card, engine.fingerprint, where="probe")
     check_template(fitted.card, prompt_template_hash(engine), where="probe")
-    features = vlm_feature_set(vlm_features(engine, [question], [image]), ["q"], engine)
-    return float(RiskScorer(fitted).score(features.matrix(fitted.spec))[0])
+
+
+def risk(engine: VLMEngine, fitted: Probe, question: str, image: Image) -> float:
+    """The probe's risk for one (question, image), from one prefill, before any token."""
+    from probes.vlm_data import vlm_features
+
+    check_probe(engine, fitted)
+    return risk_of(engine, fitted, vlm_features(engine, [question], [image]))
+
+
+def risk_of(engine: VLMEngine, fitted: Probe, features: VLMFeatures) -> float:
+    """The probe's risk from one question's features."""
+    from probes.runtime import RiskScorer
+    from probes.vlm_data import vlm_feature_set
+
+    matrix = vlm_feature_set(features, ["q"], engine).matrix(fitted.spec)
+    return float(RiskScorer(fitted).score(matrix)[0])
 
 
 def greedy_eval(
@@ -197,13 +211,19 @@ def answer(
     temperature: float,
     max_new_tokens: int,
 ) -> Refined:
-    """One question about one image along the gate's route (`agents.refine.route_for`):
-    the probe's risk read before any token, then greedy, k samples voted or ranked, or an
-    abstention."""
+    """One question about one image along the gate's route (`agents.refine.route_for`).
+    With a probe, the greedy answer is generated first and the probe reads its risk from
+    that answer's own prefill (one forward, before any token is chosen); the route then
+    keeps it, replaces it by k samples voted or ranked, or abstains."""
     from agents.refine import ABSTAIN_TEXT, Refined, best_of_n, majority, route_for
     from engines.base import SamplingParams
+    from probes.vlm_data import answer_and_read
 
-    score = None if fitted is None else risk(engine, fitted, question, image)
+    score, greedy = None, None
+    if fitted is not None:
+        check_probe(engine, fitted)
+        (greedy,), features = answer_and_read(engine, [question], [image], max_new_tokens)
+        score = risk_of(engine, fitted, features)
     route = route_for(strategy, score, thresholds, has_fallback=False)  # type: ignore[arg-type]
     if route == "abstain":
         return Refined(ABSTAIN_TEXT, route, score)
@@ -214,6 +234,9 @@ def answer(
             majority(drawn.samples) if route == "self_consistency" else best_of_n(drawn.samples)
         )
         return Refined(chosen.text, route, score, chosen.finish_reason)
-    (greedy,) = engine.generate([question], [image], SamplingParams(max_new_tokens=max_new_tokens))
+    if greedy is None:
+        (greedy,) = engine.generate(
+            [question], [image], SamplingParams(max_new_tokens=max_new_tokens)
+        )
     sample = greedy.samples[0]
     return Refined(sample.text, "greedy", score, sample.finish_reason)

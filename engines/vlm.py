@@ -12,7 +12,8 @@ Its prefill features (three families) are read by `probes.vlm.extract_vlm_featur
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from engines.base import Generation, ProgressFn, Sample, SamplingParams
 from engines.hf import end_token_ids, set_cpu_threads, weights_fingerprint
 
 Image = Any  # a PIL image
+# entered around each batch's generation with (model, batch); yields what to call after it
+Watch = Callable[[Any, dict[str, torch.Tensor]], AbstractContextManager[Callable[[], Any]]]
 
 
 class VLMFolderError(ValueError):
@@ -96,7 +99,6 @@ class VLMEngine:
             )
         )
 
-    @torch.inference_mode()
     def generate(
         self,
         prompts: Sequence[str],
@@ -106,18 +108,43 @@ class VLMEngine:
         on_progress: ProgressFn | None = None,
     ) -> list[Generation]:
         """`params.n` samples per (prompt, image), greedy or seeded sampling, in batches."""
-        generations: list[Generation] = []
-        for start in range(0, len(prompts), self.batch_size):
-            chunk = slice(start, start + self.batch_size)
-            generations += self._generate(prompts[chunk], images[chunk], params, start)
-            if on_progress:
-                on_progress(len(generations), len(prompts))
+        generations, _ = self.generate_watched(prompts, images, params, on_progress=on_progress)
         return generations
 
+    @torch.inference_mode()
+    def generate_watched(
+        self,
+        prompts: Sequence[str],
+        images: Sequence[Image],
+        params: SamplingParams,
+        watch: Watch | None = None,
+        *,
+        on_progress: ProgressFn | None = None,
+    ) -> tuple[list[Generation], list[Any]]:
+        """`generate`, with `watch(model, batch)` entered around each batch's generation:
+        a context manager that yields a function, called once the batch is generated, whose
+        results (one per batch) come back beside the generations. A probe reads the
+        prefill's hidden states this way (`probes.vlm.prefill_reader`), inside the answer."""
+        generations: list[Generation] = []
+        watched: list[Any] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            batch = self.inputs(prompts[chunk], images[chunk])
+            with watch(self.model, batch) if watch else nullcontext(None) as reader:
+                generations += self._generate(prompts[chunk], batch, params, start)
+            if reader is not None:
+                watched.append(reader())
+            if on_progress:
+                on_progress(len(generations), len(prompts))
+        return generations, watched
+
     def _generate(
-        self, prompts: Sequence[str], images: Sequence[Image], params: SamplingParams, offset: int
+        self,
+        prompts: Sequence[str],
+        batch: dict[str, torch.Tensor],
+        params: SamplingParams,
+        offset: int,
     ) -> list[Generation]:
-        batch = self.inputs(prompts, images)
         copies = 1 if params.greedy else params.n
         if not params.greedy:
             torch.manual_seed(params.seed + offset)

@@ -376,6 +376,8 @@ class VLMCapture:
     calls: dict[str, int] = field(default_factory=dict)  # forward calls seen per hooked module
 
     def record(self, index: int, hidden: torch.Tensor, *, vision: bool = True) -> None:
+        if self.calls.get("base", 0) > 1:
+            return  # a decode step after the prefill (in `generate`): not a feature
         if self.query_token[index] is not None:
             raise VLMError(f"decoder layer {index} ran twice in one prefill")
         hidden = hidden.detach().float()  # (B, T, H)
@@ -480,15 +482,36 @@ def vlm_features(
     `aspect_ratio_ids` / `aspect_ratio_mask` / `cross_attention_mask`, `image_sizes`, ...).
     The base model runs once (no LM head, no cache); hooks read everything on the way.
     """
+    with prefill_reader(model, inputs, image_token_id) as (batch, read):
+        base_model(model)[0](**batch, use_cache=False)
+    return read()
+
+
+@contextmanager
+def prefill_reader(
+    model: nn.Module, inputs: Inputs, image_token_id: int | None = None
+) -> Iterator[tuple[dict[str, Any], Callable[[], VLMFeatures]]]:
+    """Hooks that read the three families from the model's first forward on `inputs` (its
+    prefill; in `generate`, the decode steps after it are ignored). Yields the prepared
+    batch (the inputs with the prefill's position ids, on the model's device) and a function
+    that returns the features once that forward ran."""
     base, family = base_model(model)
     config = getattr(model, "config", base.config)
     token_id = image_token_id_of(config) if image_token_id is None else image_token_id
     batch = _on_model(base, prefill_inputs(model, inputs))
     image_mask, per_example = _image_positions(batch, family, token_id)
-    attention_mask = batch["attention_mask"]
+    with capture_vlm(base, family, batch["attention_mask"], image_mask) as capture:
+        yield batch, lambda: _read(capture, family, batch, per_example, config, token_id)
 
-    with capture_vlm(base, family, attention_mask, image_mask) as capture:
-        base(**batch, use_cache=False)
+
+def _read(
+    capture: VLMCapture,
+    family: Family,
+    batch: dict[str, Any],
+    per_example: torch.Tensor,
+    config: Any,
+    token_id: int,
+) -> VLMFeatures:
     missing_layers = [i for i, t in enumerate(capture.query_token) if t is None]
     if missing_layers:
         raise VLMError(f"decoder layers {missing_layers} did not run in the prefill")

@@ -3,7 +3,7 @@ answers, labels and the three prefill feature families, as the `ProbeData` every
 fitted and evaluated on (so `sweep`, `evaluate` and the saved `Probe` work unchanged).
 
     engine = VLMEngine.load(folder)
-    data = collect_vlm(engine, task, items, k=5)       # answers, families, consistency samples
+    data = collect_vlm(engine, task, items)            # answers, families read in their prefill
     results = sweep_families(data)                     # one validation-chosen layer per family
 
 In the `FeatureSet`, the families are kinds: `query_token` and `vision_tokens` with a row per
@@ -13,20 +13,28 @@ layer (L+1), `visual` with one row (the vision tower's pooled output, `layer.0.v
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from engines.base import ProgressFn, SamplingParams
-from engines.vlm import VLMEngine
+from engines.base import Generation, ProgressFn, SamplingParams
+from engines.vlm import VLMEngine, Watch
 from probes.data import ProbeData
 from probes.features import FeatureSet, prompt_template_hash
 from probes.labels import label_generations
 from probes.sweep import SweepRefusedError, SweepResult, sweep
-from probes.vlm import VLM_FEATURE_KINDS, VLMFeatures, extract_vlm_features
+from probes.vlm import (
+    VLM_FEATURE_KINDS,
+    VLMFeatures,
+    concat_features,
+    extract_vlm_features,
+    prefill_reader,
+)
 from tasks.base import Item, Task
 
 BLANK = (255, 255, 255)  # the question-only baseline's image: the task's empty canvas
@@ -85,30 +93,66 @@ def vlm_features(
         )
 
 
+def reading_prefill(engine: VLMEngine) -> Watch:
+    """The watch that reads the three families from each batch's prefill inside the
+    engine's own generation (`VLMEngine.generate_watched`)."""
+    token_id = getattr(engine.processor, "image_token_id", None)
+
+    @contextmanager
+    def watch(model: Any, batch: dict[str, torch.Tensor]) -> Iterator[Callable[[], VLMFeatures]]:
+        with prefill_reader(model, batch, token_id if isinstance(token_id, int) else None) as (
+            _,
+            read,
+        ):
+            yield read
+
+    return watch
+
+
+def answer_and_read(
+    engine: VLMEngine,
+    prompts: Sequence[str],
+    images: Sequence[Image.Image],
+    max_new_tokens: int,
+    progress_cb: ProgressFn | None = None,
+) -> tuple[list[Generation], VLMFeatures]:
+    """Greedy answers, and the three families read from their own prefill (one forward)."""
+    generations, parts = engine.generate_watched(
+        prompts,
+        images,
+        SamplingParams(max_new_tokens=max_new_tokens),
+        reading_prefill(engine),
+        on_progress=progress_cb,
+    )
+    return generations, concat_features(parts)
+
+
 def collect_vlm(
     engine: VLMEngine,
     task: Task,
     items: Sequence[Item],
     *,
     max_new_tokens: int | None = None,
-    batch_size: int = 16,
+    prefill_timing_prompts: int = 32,
     progress_cb: ProgressFn | None = None,
 ) -> ProbeData:
-    """Greedy answers (labels, mean logprob and entropy), then the feature families from a
-    prefill of each prompt with its image. `timing`: seconds per item of the greedy answer
-    and of the prefill alone (what the probe costs, run before the answer)."""
+    """Greedy answers (labels, mean logprob and entropy) with the feature families read
+    from each answer's own prefill. `timing`: seconds per item of the greedy answer (with
+    the reading) and, on the first `prefill_timing_prompts` items, of a prefill alone (what
+    the probe costs when it runs before, not inside, the answer)."""
     if not items:
         raise ValueError(f"task {task.name!r}: no items to collect")
     images = item_images(items)
     prompts = [item.prompt for item in items]
     budget = max_new_tokens or task.max_new_tokens
     started = time.perf_counter()
-    generations = engine.generate(
-        prompts, images, SamplingParams(max_new_tokens=budget), on_progress=progress_cb
-    )
-    answered = time.perf_counter()
-    features = vlm_features(engine, prompts, images, batch_size=batch_size)
-    done = time.perf_counter()
+    generations, features = answer_and_read(engine, prompts, images, budget, progress_cb)
+    timing = {"greedy_generation": (time.perf_counter() - started) / len(items)}
+    if prefill_timing_prompts > 0:
+        timed = slice(0, prefill_timing_prompts)
+        started = time.perf_counter()
+        vlm_features(engine, prompts[timed], images[timed])
+        timing["prefill_only"] = (time.perf_counter() - started) / len(prompts[timed])
     greedy = [generation.samples[0] for generation in generations]
     return ProbeData(
         task=task.name,
@@ -120,10 +164,7 @@ def collect_vlm(
         labels=label_generations(task, items, generations),
         mean_logprob=np.array([s.mean_logprob for s in greedy], dtype=np.float64),
         mean_entropy=np.array([s.mean_entropy for s in greedy], dtype=np.float64),
-        timing={
-            "greedy_generation": (answered - started) / len(items),
-            "prefill_only": (done - answered) / len(items),
-        },
+        timing=timing,
     )
 
 

@@ -16,6 +16,7 @@ from engines.vlm import VLMEngine, VLMFolderError, is_vlm_folder
 from probes.data import ProbeData
 from probes.features import FeatureSet
 from probes.vlm_data import (
+    answer_and_read,
     best_family,
     blank_like,
     collect_vlm,
@@ -125,3 +126,18 @@ def test_each_family_gets_its_own_validation_chosen_probe(engine: VLMEngine) -> 
         r.validation.auroc for r in results.values()
     )
     assert only_kind(data, "visual").features.kinds == ["visual"]
+
+
+def test_features_read_inside_the_answer_equal_a_prefill_alone(engine: VLMEngine) -> None:
+    """The probe inside generation reads the answer's own prefill: the same features as a
+    forward of its own (measured here: equal to the last bit, same process and threads),
+    the decode steps after it ignored, the answers unchanged."""
+    items = list(vlm.build_splits(vlm.TINY_RECIPE).test[:10])
+    prompts, images = [i.prompt for i in items], item_images(items)
+    generations, inside = answer_and_read(engine, prompts, images, 4)
+    alone = vlm_features(engine, prompts, images)
+    for kind in ("visual", "vision_tokens", "query_token"):
+        torch.testing.assert_close(inside.feature(kind), alone.feature(kind))
+    assert inside.notes["forward_calls"]["base"] >= 2  # the prefill and a decode step
+    plain = engine.generate(prompts, images, SamplingParams(max_new_tokens=4))
+    assert [g.samples[0].token_ids for g in generations] == [g.samples[0].token_ids for g in plain]
