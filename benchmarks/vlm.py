@@ -1,7 +1,7 @@
 """HALP's three feature families on the trained shapes VLM, against the post-generation
 baselines and a question-only probe, on images the model never saw.
 
-    python -m benchmarks.vlm [--model FOLDER] [--images 400] [--seed 1] [--k 5]
+    python -m benchmarks.vlm [--model FOLDER] [--images 500] [--seed 1] [--k 5]
                              [--out runs/bench-vlm.json]
     python -m benchmarks.vlm --report runs/bench-vlm.json     # the tables again, no model
 
@@ -294,7 +294,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.vlm", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="VLM folder (make vlm)")
-    parser.add_argument("--images", type=int, default=400, help="new images, 4 questions each")
+    parser.add_argument("--images", type=int, default=500, help="new images, 4 questions each")
     parser.add_argument("--seed", type=int, default=1, help="shapes build seed (not 0)")
     parser.add_argument("--k", type=int, default=5, help="self-consistency samples (0: skip)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
