@@ -76,6 +76,15 @@ class RefinePolicy(StageConfig):
         le=1.0,
         description="Precision of answered items the thresholds are chosen for.",
     )
+    gate_rule: Literal["target_precision", "accuracy_floor"] = Field(
+        default="target_precision",
+        description="How the session chooses the abstain cut-off it ships with its best "
+        "version (model.json: what `answer`/`eval`/`serve --session` gate with): "
+        "target_precision, the thresholds chosen on the probe's validation split; "
+        "accuracy_floor, on dev, the fewest answers whose dev accuracy keeps "
+        "monitor.accuracy_floor x the initial model's (least hallucination at the accuracy "
+        "the floor allows; the honesty preset's).",
+    )
     fallback_model: str | None = Field(
         default=None,
         description="Chat model ('provider:model') that answers high-risk prompts in "

@@ -15,15 +15,23 @@ side by side:
       the session fitted on it: `probes/probe-0`, on its greedy train-split answers; if
       that fit failed, the first cycle's refit on its samples);
   (c) the trained model: the session's final (promoted) version, greedy;
-  (d) the trained model with the probe gate: its probe (the latest one the session fitted
-      on that version's own outputs; when it has none, the probe the session ended with,
-      the one `finalize` attached to it), cut-off t chosen the same way.
+  (d) the trained model with the gate the session ships with it (`model.json`: the probe
+      fitted on that version, and the cut-off the session chose on dev by the preset's
+      `refine.gate_rule: accuracy_floor`; what `eval`/`answer`/`serve --session` use). A
+      session that ships no probe for its best version (older records) falls back to the
+      latest probe fitted on that version's outputs, cut-off chosen here as for (b).
 
 The gate's cut-off t is chosen on DEV, never on test (`probes.calibration`): the fewest
 answers whose dev accuracy keeps `monitor.accuracy_floor` x the initial model's dev
 accuracy (the session's own floor: least hallucination at the accuracy the issue's target
-allows). For the precision target, (b) is gated again with t chosen so that its DEV
-coverage matches (c)'s dev coverage (and again (d)'s): "b@c" and "b@d".
+allows); for (b) here, for (d) by the session (re-chosen here on the re-generated dev
+answers too, printed beside it as a check). For the precision target, (b) is gated again
+with t chosen so that its DEV coverage matches (c)'s dev coverage (and again (d)'s): "b@c"
+and "b@d".
+
+Then, as a user would, `autodidact eval --session ID --split test --refine abstain` in a new
+process: its per-item answers, routes and verdicts against (d)'s, and its rates (issue 25:
+the gated eval with the session's dev-chosen gate reproduces (d) on the same items).
 
 Per arm: accuracy (correct / all), hallucination rate (wrong / all), abstention rate,
 answered precision (correct / answered) and coverage (answered / all), from
@@ -56,6 +64,8 @@ import argparse
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -234,7 +244,51 @@ def run_seed(seed: int, sets: Sequence[str], root: Path, preset: str) -> dict[st
     started = time.perf_counter()
     record |= score_arms(engine, state, session.folder, task, policy)
     record["scoring_seconds"] = time.perf_counter() - started
+    eval_rows = gated_eval(root, session.session_id, policy, len(record["test"]["d"]))
+    record["gated_eval"] = reproduction(record["test"]["d"], eval_rows)
     return record
+
+
+def gated_eval(root: Path, session_id: str, policy: SessionPolicy, n: int) -> list[dict[str, Any]]:
+    """`autodidact eval --session ID --split test --refine abstain` in a new process, as a
+    user runs it: its per-item rows (`answers.jsonl`)."""
+    out = root / "gated-eval"
+    argv = [sys.executable, "-m", "cli", "eval", "--session", session_id, "--root", str(root)]
+    argv += ["--task", policy.task, "--split", "test", "--limit", str(n), "--refine", "abstain"]
+    argv += ["--verifier", policy.task_verifier] if policy.task_verifier else []
+    subprocess.run([*argv, "--out", str(out)], check=True)
+    folder = max(out.glob("eval-*"), key=lambda f: f.stat().st_mtime)
+    return [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
+
+
+def reproduction(
+    arm: Sequence[Mapping[str, Any]], evaluated: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """How far `eval --session`'s rows reproduce an arm's: items in the same order, the same
+    route (abstained or answered), answer and verdict, the largest risk difference, and the
+    rates of both.
+
+    >>> row = {"id": "a", "prompt": "Capital of France?", "answers": ["Paris"], "output": "Paris",
+    ...        "correct": True, "finish_reason": "stop", "abstained": False, "risk": 0.2}
+    >>> found = reproduction([row], [row | {"risk": 0.2000001}])
+    >>> found["same_route"], found["same_output"], found["same_rates"], found["max_risk_diff"] < 1e-6
+    (1, 1, True, True)
+    """
+    pairs = list(zip(arm, evaluated, strict=False))
+    same = lambda key: sum(a[key] == e[key] for a, e in pairs)  # noqa: E731
+    risks = [abs(a["risk"] - e["risk"]) for a, e in pairs if None not in (a["risk"], e["risk"])]
+    mine, theirs = rates(list(map(item_result, arm))), rates(list(map(item_result, evaluated)))
+    return {
+        "n": len(arm),
+        "n_eval": len(evaluated),
+        "same_ids": [a["id"] for a in arm] == [e["id"] for e in evaluated],
+        "same_route": same("abstained"),
+        "same_output": same("output"),
+        "same_verdict": same("correct"),
+        "max_risk_diff": max(risks, default=None),
+        "same_rates": mine == theirs,
+        "eval_rates": theirs,
+    }
 
 
 def print_event(started: float) -> Any:
@@ -340,10 +394,18 @@ def score_arms(
     tokens = policy.evaluate.max_new_tokens
     final = state["best_version"]
     versions = state["versions"]
+    shipped = json.loads(SessionLayout(folder).model_json.read_text())
     probes = {
         "initial": version_probe(folder, versions["v0"]["fingerprint"], state.get("probe")),
-        "final": version_probe(folder, versions[final]["fingerprint"], state.get("probe")),
+        "final": (shipped["probe"], "the session's shipped gate")
+        if shipped["probe"]
+        else version_probe(folder, versions[final]["fingerprint"], state.get("probe")),
     }
+    shipped_cut_off = (
+        shipped["thresholds"]["high"]
+        if shipped["probe"] and shipped.get("gate_rule") == "accuracy_floor"
+        else None
+    )
     trained = engine if final == "v0" else load_engine_from(Path(versions[final]["path"]))
     splits: dict[str, dict[str, list[Generation]]] = {}
     for role, model in (("initial", engine), ("final", trained)):
@@ -353,7 +415,7 @@ def score_arms(
             "dev": answers(model, path, dev, tokens),
             "test": answers(model, path, test, tokens),
         }
-    return arms_from_answers(splits, task, dev, test, policy) | {
+    return arms_from_answers(splits, task, dev, test, policy, shipped_cut_off) | {
         "probes": {role: {"name": n, "which": w} for role, (n, w) in probes.items()}
     }
 
@@ -364,16 +426,19 @@ def arms_from_answers(
     dev: Sequence[Item],
     test: Sequence[Item],
     policy: SessionPolicy,
+    shipped_cut_off: float | None = None,
 ) -> dict[str, Any]:
-    """The arms from the answers: cut-offs chosen on dev only, then applied to test."""
+    """The arms from the answers: cut-offs chosen on dev only (the session's own for (d)
+    when it shipped one), then applied to test."""
     on_dev = {
         "a": plain(task, dev, splits["initial"]["dev"], policy),
         "c": plain(task, dev, splits["final"]["dev"], policy),
     }
     floor = policy.monitor.accuracy_floor * rates(on_dev["a"])["accuracy"]  # type: ignore[operator]
+    rechosen = floor_cut_off(on_dev["c"], floor)
     cut_offs = {
         "b": floor_cut_off(on_dev["a"], floor),
-        "d": floor_cut_off(on_dev["c"], floor),
+        "d": rechosen if shipped_cut_off is None else shipped_cut_off,
     }
     on_dev["b"] = gated(task, dev, splits["initial"]["dev"], cut_offs["b"], policy)
     on_dev["d"] = gated(task, dev, splits["final"]["dev"], cut_offs["d"], policy)
@@ -390,6 +455,7 @@ def arms_from_answers(
         on_test[arm] = gated(task, test, splits[role]["test"], cut_off, policy)
     return {
         "cut_offs": cut_offs,
+        "d_cut_off_rechosen": rechosen,
         "accuracy_floor_on_dev": floor,
         "dev": {arm: rates(results) for arm, results in on_dev.items()},
         "test": {arm: [r.to_json() for r in results] for arm, results in on_test.items()},
@@ -457,6 +523,26 @@ def print_seeds(seeds: Sequence[Mapping[str, Any]]) -> None:
         checks = session_check(s)
         if checks:
             print(f"\nseed {s['seed']}: {checks}")
+    for s in seeds:
+        if "gated_eval" in s:
+            print(f"\nseed {s['seed']}: {reproduction_line(s)}")
+
+
+def reproduction_line(seed: Mapping[str, Any]) -> str:
+    """`eval --session`'s gated test run against (d), in one line."""
+    found, rechosen = seed["gated_eval"], seed.get("d_cut_off_rechosen")
+    gap = found["max_risk_diff"]
+    said = (
+        f"`autodidact eval --session {seed['session']} --split test --refine abstain` "
+        f"({found['n_eval']} items, same order: {found['same_ids']}) against (d) "
+        f"({found['n']}): same route {found['same_route']}, same answer "
+        f"{found['same_output']}, same verdict {found['same_verdict']}; largest risk "
+        f"difference {'-' if gap is None else f'{gap:.1e}'}; rates "
+        + ("identical" if found["same_rates"] else f"differ: eval {found['eval_rates']}")
+    )
+    if rechosen is not None:
+        said += f"; (d)'s cut-off {seed['cut_offs']['d']:.4g}, re-chosen here {rechosen:.4g}"
+    return said
 
 
 def dev_coverages(dev: Mapping[str, Mapping[str, float | None]]) -> str:

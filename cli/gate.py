@@ -51,6 +51,10 @@ class Gate:
     probe: Path | None
     thresholds: Thresholds
     name: str | None = None
+    # what the session that made it used: `eval`'s splits and answer budget, the abstain text
+    split_seed: int = 0
+    max_new_tokens: int | None = None
+    abstention_text: str | None = None
 
 
 def session_model(root: Path, session_id: str, *, needs_probe: bool) -> Gate:
@@ -78,6 +82,9 @@ def session_model(root: Path, session_id: str, *, needs_probe: bool) -> Gate:
         probe=layout.folder / record["probe"] if record["probe"] else None,
         thresholds=Thresholds.chosen(record.get("thresholds")),
         name=f"{session_id}-{version}",
+        split_seed=record.get("split_seed", 0),
+        max_new_tokens=record.get("max_new_tokens"),
+        abstention_text=record.get("abstention_text"),
     )
 
 
@@ -99,6 +106,9 @@ def registry_model(uri: str, root: Path) -> Gate:
         probe=found.probe,
         thresholds=Thresholds.chosen(found.thresholds),
         name=found.name,
+        split_seed=found.split_seed,
+        max_new_tokens=found.max_new_tokens,
+        abstention_text=found.abstention_text,
     )
 
 

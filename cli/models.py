@@ -116,9 +116,15 @@ class ModelCommands:
         task: TaskOption = "capitals",
         model: ModelOption = DEFAULT_MODEL,
         limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items.")] = None,
-        split: Annotated[str, typer.Option(help="train, dev, test or all.")] = "all",
+        split: Annotated[
+            str,
+            typer.Option(
+                help="train, dev, test or all (with --session: the session's own splits)."
+            ),
+        ] = "all",
         max_new_tokens: Annotated[
-            int | None, typer.Option(min=1, help="Token budget (default: the task's).")
+            int | None,
+            typer.Option(min=1, help="Token budget (default: the session's, else the task's)."),
         ] = None,
         path: PathOption = None,
         verifier: VerifierOption = None,
@@ -170,8 +176,10 @@ class ModelCommands:
         if gated and probe is None:
             raise fail(f"--refine {refine} routes on the probe's risk: pass --probe DIR")
         suite = with_verifier(text_task(self.loaders.load_task(task, path)), verifier)
-        items = chosen_items(suite, split, limit)
+        items = chosen_items(suite, split, limit, seed=gate.split_seed)
         fitted = load_probe_folder(probe) if probe is not None else None  # before the model
+        said = RefinePolicy(abstention_text=gate.abstention_text or RefinePolicy().abstention_text)
+        max_new_tokens = max_new_tokens or gate.max_new_tokens or suite.max_new_tokens
         engine = self.loaders.load_engine(model)
         risk_fn = None if probe is None else probe_risk(fitted, engine, probe)
         with progress_bar(f"eval {suite.name}", len(items)) as on_progress:
@@ -179,9 +187,9 @@ class ModelCommands:
                 engine,
                 suite,
                 items,
-                max_new_tokens=max_new_tokens or suite.max_new_tokens,
+                max_new_tokens=max_new_tokens,
                 strategy=refine,  # type: ignore[arg-type]
-                refine=RefinePolicy(),
+                refine=said,
                 thresholds=thresholds,
                 on_progress=on_progress,
                 risk_fn=risk_fn,
@@ -197,6 +205,9 @@ class ModelCommands:
             "refine": refine,
             "probe": None if probe is None else str(probe),
             "thresholds": {"low": thresholds.low, "high": thresholds.high},
+            "split": split,
+            "split_seed": gate.split_seed,
+            "max_new_tokens": max_new_tokens,
             **vars(summary),
             "rates": {name: vars(rate) for name, rate in rates.items()},
         }
@@ -211,9 +222,10 @@ class ModelCommands:
                 console.print(f"{name.replace('_', ' ')} {rates[name].text()}", highlight=False)
 
 
-def chosen_items(suite: Task, split: str, limit: int | None) -> list[Item]:
-    """The split's items (all: every item), the first `limit`; one line when none."""
-    items = list(suite.items) if split == "all" else suite.split(split)  # type: ignore[arg-type]
+def chosen_items(suite: Task, split: str, limit: int | None, *, seed: int = 0) -> list[Item]:
+    """The split's items for split seed `seed` (all: every item), the first `limit`; one
+    line when none."""
+    items = list(suite.items) if split == "all" else suite.split(split, seed=seed)  # type: ignore[arg-type]
     items = items[:limit] if limit else items
     if not items:
         raise fail(f"task {suite.name!r} has no items in split {split!r}")

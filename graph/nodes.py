@@ -42,6 +42,8 @@ from graph.transitions import (
     after_select,
     best_model_record,
     candidate_metrics,
+    floor_gate,
+    floor_gate_source,
     history_of,
     loop_probe_update,
     metrics_record,
@@ -61,6 +63,7 @@ from graph.transitions import (
     training_message,
 )
 from graph.versions import ModelVersions, version_record
+from probes.calibration import Thresholds
 from storage import ArtifactStore
 from storage.layout import SessionLayout
 from tasks.base import Item, Task
@@ -255,8 +258,10 @@ class Nodes:
         """The test split, scored once, for the initial and the final (best) model."""
         policy = runtime.context
         emit = _emitter(runtime, "finalize", state.get("cycle", 0))
-        probe = self._final_probe(state, policy, emit)
-        state = {**state, **probe}  # type: ignore[typeddict-item]
+        update = self._final_probe(state, policy, emit)
+        state = {**state, **update}  # type: ignore[typeddict-item]
+        update |= self._shipped_gate(state, policy, emit)
+        state = {**state, **update}  # type: ignore[typeddict-item]
         engine_of = lambda version: self.versions.engine(state, version)  # noqa: E731
         test = self._test_items(policy)
         final = closing_report.final_report(
@@ -266,9 +271,38 @@ class Nodes:
         self.artifacts.write_json(SessionLayout.MODEL_JSON, best_model_record(state, policy))
         emit(f"finished: {final['stop_reason']}", SessionEnd(**final))
         emit.end()
-        return probe | {"final": final, "status": "finished"}
+        return update | {"final": final, "status": "finished"}
 
     # -- helpers (not nodes) ----------------------------------------------------------------
+
+    def _shipped_gate(
+        self, state: SessionState, policy: SessionPolicy, emit: Emitter
+    ) -> dict[str, Any]:
+        """`refine.gate_rule: accuracy_floor`: the abstain cut-off shipped with the best
+        version (model.json), chosen on its dev answers (their verdicts; the risks of the
+        probe fitted on it, from one prefill of their prompts) for the accuracy floor; {}
+        where the rule does not apply."""
+        from probes.artifact import load_probe  # the probes stack loads only where it runs
+        from probes.evaluation import score_prompts
+
+        source = floor_gate_source(state, policy)
+        if source is None:
+            return {}
+        cycle, initial_accuracy, probe_name = source
+        best = state["best_version"]
+        answers = cycle_data.load_dev_answers(self.artifacts, cycle, best)
+        probe = load_probe(self.artifacts.root / probe_name)
+        engine = self.versions.engine(state, best)
+        risks = score_prompts(engine, probe, [answer.prompt for answer in answers])
+        min_accuracy = policy.monitor.accuracy_floor * initial_accuracy
+        saved = Thresholds.chosen(state.get("thresholds"))
+        thresholds = floor_gate(risks, [a.correct for a in answers], min_accuracy, saved)
+        emit.note(
+            f"gate shipped with {best}: abstain above risk {thresholds['high']:.3f}, chosen "
+            f"on {len(answers)} dev answers for dev accuracy >= {min_accuracy:.1%}",
+            thresholds=thresholds,
+        )
+        return {"thresholds": thresholds}
 
     def _final_probe(
         self, state: SessionState, policy: SessionPolicy, emit: Emitter

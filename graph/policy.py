@@ -151,6 +151,12 @@ def _cross_component_problems(p: SessionPolicy) -> Iterator[str]:
     missing = missing_file(p.task, p.task_path)
     if missing:
         yield missing
+    if p.refine.gate_rule == "accuracy_floor" and p.monitor.accuracy_floor == 0.0:
+        yield (
+            "refine.gate_rule 'accuracy_floor' ships the gate that keeps monitor.accuracy_floor "
+            "x the initial model's dev accuracy: set monitor.accuracy_floor (e.g. 0.85), or "
+            "refine.gate_rule=target_precision"
+        )
     if p.refine.fallback_model and p.evaluate.refine != "risk_adaptive":
         yield (
             "refine.fallback_model is used only by risk_adaptive: set "
@@ -218,6 +224,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "min_examples": 16,
         },
         "evaluate": {"max_new_tokens": 32, "refine": "none"},
+        # the gate it ships (model.json) is chosen for the accuracy floor, on dev
+        "refine": {"gate_rule": "accuracy_floor"},
         # the start probe on every train country (about 156), not 96: its risks choose
         # the surest unknowns and the gate's cut-off
         "probe": {"items": 160},

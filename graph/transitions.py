@@ -4,6 +4,7 @@ them; tests call them directly."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from graph.events import Emitter
 from graph.policy import SessionPolicy
 from graph.state import SessionState
 from graph.versions import version_record
-from probes.calibration import Thresholds
+from probes.calibration import Thresholds, threshold_for_accuracy_floor
 from storage.layout import SessionLayout
 
 ProbeRoute = Literal["baseline", "acquire"]  # after a fit on answers: a first fit, or a refit
@@ -342,6 +343,53 @@ def rollback_recipe(
     return decision.model_copy(update={"evidence": evidence}), {"recipe": settings | {"why": why}}
 
 
+# -- the gate the session ships ----------------------------------------------------------
+
+
+def floor_gate_source(state: SessionState, policy: SessionPolicy) -> tuple[int, float, str] | None:
+    """With `refine.gate_rule: accuracy_floor` and a probe fitted on the best version: the
+    cycle whose dev answers of that version choose the gate's cut-off, the initial model's
+    dev accuracy and the probe; None where the rule does not apply (another rule, a cut-off the
+    policy fixes, no probe on the best version).
+
+    >>> from agents.records import CycleMetrics
+    >>> policy = SessionPolicy.model_validate({"refine": {"gate_rule": "accuracy_floor"}})
+    >>> history = [CycleMetrics(cycle=0, version="v0", accuracy=0.4, hallucination_rate=0.6),
+    ...            CycleMetrics(cycle=1, version="v1", accuracy=0.5, hallucination_rate=0.5)]
+    >>> state = {"best_version": "v1", "probe": "probes/cycle-1", "probe_fingerprint": "f1",
+    ...          "versions": {"v1": {"fingerprint": "f1"}}, "history": history}
+    >>> floor_gate_source(state, policy), floor_gate_source(state, SessionPolicy())
+    ((1, 0.4, 'probes/cycle-1'), None)
+    >>> floor_gate_source({**state, "probe_fingerprint": "f0"}, policy) is None
+    True
+    """
+    refine, best, probe = policy.refine, state["best_version"], state.get("probe")
+    if refine.gate_rule != "accuracy_floor" or refine.high_threshold is not None:
+        return None
+    if not probe or state.get("probe_fingerprint") != state["versions"][best]["fingerprint"]:
+        return None
+    history = history_of(state)
+    evaluated = [h.cycle for h in history if h.version == best]
+    initial = [h.accuracy for h in history if h.version == "v0"]
+    return (evaluated[-1], initial[0], probe) if evaluated and initial else None
+
+
+def floor_gate(
+    risks: Sequence[float], correct: Sequence[bool], min_accuracy: float, saved: Thresholds
+) -> dict[str, float]:
+    """The thresholds the session ships under `accuracy_floor`: abstain above the lowest
+    risk cut-off whose gated dev accuracy keeps `min_accuracy` (`high`, within [0, 1]);
+    `low` (risk_adaptive's greedy bound) as chosen before, never above it.
+
+    >>> floor_gate([0.1, 0.2, 0.8, 0.9], [True, False, True, False], 0.5, Thresholds(0.3, 0.7))
+    {'low': 0.3, 'high': 0.8}
+    >>> floor_gate([0.1, 0.2], [False, True], 0.0, Thresholds(0.3, 0.7))  # abstain on all
+    {'low': 0.0, 'high': 0.0}
+    """
+    high = min(max(threshold_for_accuracy_floor(risks, correct, min_accuracy), 0.0), 1.0)
+    return {"low": min(saved.low, high), "high": high}
+
+
 def best_model_record(state: SessionState, policy: SessionPolicy) -> dict[str, Any]:
     """What the session made, for `answer`/`eval`/`serve --session`: the best version
     (its merged weights; None: the session's own model), and the gate to serve it with:
@@ -377,8 +425,12 @@ def best_model_record(state: SessionState, policy: SessionPolicy) -> dict[str, A
         "fingerprint": fingerprint,
         "probe": state.get("probe") if fitted_on == fingerprint else None,
         "probe_fitted_on": fitted_on,
-        "thresholds": state.get("thresholds") or None,
+        "thresholds": asdict(session_thresholds(policy.refine, state)),
+        "gate_rule": policy.refine.gate_rule,
         "abstention_text": policy.refine.abstention_text,
+        # what `eval --session` reads as the session's splits and answer budget
+        "split_seed": policy.seed,
+        "max_new_tokens": policy.evaluate.max_new_tokens,
     }
 
 

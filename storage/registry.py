@@ -75,6 +75,9 @@ def _tags(record: dict[str, Any], entry: dict[str, Any], session_id: str) -> dic
         tags["autodidact.probe"] = record["probe_path"]
         tags["autodidact.thresholds"] = json.dumps(record.get("thresholds") or {})
         tags["autodidact.abstention_text"] = record["abstention_text"]
+    if gate and "split_seed" in record:  # the session's splits and answer budget
+        tags["autodidact.split_seed"] = str(record["split_seed"])
+        tags["autodidact.max_new_tokens"] = str(record["max_new_tokens"])
     return tags
 
 
@@ -86,6 +89,9 @@ class RegisteredModel:
     probe: Path | None
     thresholds: dict[str, float]
     name: str
+    split_seed: int = 0  # the session's split seed (`eval --split`)
+    max_new_tokens: int | None = None  # the session's answer budget
+    abstention_text: str | None = None
 
 
 def resolve(uri: str, tracking_uri: str) -> RegisteredModel:
@@ -110,4 +116,7 @@ def resolve(uri: str, tracking_uri: str) -> RegisteredModel:
         probe=Path(probe) if probe else None,
         thresholds=json.loads(tags.get("autodidact.thresholds") or "{}"),
         name=f"{name}-v{version.version}",
+        split_seed=int(tags.get("autodidact.split_seed") or 0),
+        max_new_tokens=int(tokens) if (tokens := tags.get("autodidact.max_new_tokens")) else None,
+        abstention_text=tags.get("autodidact.abstention_text"),
     )

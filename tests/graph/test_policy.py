@@ -167,6 +167,7 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path: Path) -> None:
         (["refine.low_threshold=0.8", "refine.high_threshold=0.2"], "swap them"),
         (["refine.fallback_model=gpt4"], "use e.g. 'openai:gpt-4o-mini'"),
         (["refine.fallback_model=openai:gpt-4o-mini"], "set evaluate.refine=risk_adaptive"),
+        (["refine.gate_rule=accuracy_floor"], "set monitor.accuracy_floor (e.g. 0.85)"),
         (["task=jsonl"], "set task_path"),
         (["planner.select=gpt4"], "'provider:model' such as 'openai:gpt-4o-mini'"),
     ],
