@@ -47,6 +47,42 @@ class ProbeData:
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def with_samples(self, answers: dict[str, list[str]], seconds_per_item: float) -> ProbeData:
+        """The self-consistency baseline's samples added (item id -> K answers), with what
+        they cost per item."""
+        return replace(
+            self,
+            consistency={**self.consistency, **answers},
+            timing={**self.timing, "self_consistency": seconds_per_item},
+        )
+
+    @classmethod
+    def of_answers(
+        cls,
+        task: Task,
+        items: Sequence[Item],
+        generations: Sequence[Generation],
+        features: FeatureSet,
+        *,
+        max_new_tokens: int,
+        timing: dict[str, float],
+    ) -> ProbeData:
+        """Rows from greedy answers (each generation's first sample) and their prefill
+        features: labels by the task's verifier, the baselines' mean logprob and entropy."""
+        greedy = [generation.samples[0] for generation in generations]
+        return cls(
+            task=task.name,
+            max_new_tokens=max_new_tokens,
+            item_ids=[item.id for item in items],
+            groups=[item.group for item in items],
+            prompts=[item.prompt for item in items],
+            features=features,
+            labels=label_generations(task, items, generations),
+            mean_logprob=np.array([s.mean_logprob for s in greedy], dtype=np.float64),
+            mean_entropy=np.array([s.mean_entropy for s in greedy], dtype=np.float64),
+            timing=timing,
+        )
+
     def save(self, folder: str | Path) -> Path:
         """`features/` (FeatureSet), `items.jsonl` (one row per item), `data.json` last."""
         folder = Path(folder)
@@ -206,18 +242,8 @@ def collect(
         template_hash=prompt_template_hash(engine),
         model_name=engine.name,
     )
-    greedy = [g.samples[0] for g in generations]
-    return ProbeData(
-        task=task.name,
-        max_new_tokens=budget,
-        item_ids=[item.id for item in chosen],
-        groups=[item.group for item in chosen],
-        prompts=prompts,
-        features=features,
-        labels=label_generations(task, chosen, generations),
-        mean_logprob=np.array([s.mean_logprob for s in greedy], dtype=np.float64),
-        mean_entropy=np.array([s.mean_entropy for s in greedy], dtype=np.float64),
-        timing=timing,
+    return ProbeData.of_answers(
+        task, chosen, generations, features, max_new_tokens=budget, timing=timing
     )
 
 
@@ -239,7 +265,7 @@ def sample_consistency(
         raise ValueError("self-consistency needs k >= 2 samples at temperature > 0")
     chosen = list(range(len(data)) if rows is None else rows)
     prompts = [data.prompts[i] for i in chosen]
-    answers: dict[str, list[str]] = dict(data.consistency)
+    answers: dict[str, list[str]] = {}
     started = time.perf_counter()
     done = 0
     for part in _batches(len(prompts), batch_size):
@@ -255,8 +281,4 @@ def sample_consistency(
         done += len(generations)
         if progress_cb:
             progress_cb(done, len(prompts))
-    timing = {
-        **data.timing,
-        "self_consistency": (time.perf_counter() - started) / max(len(prompts), 1),
-    }
-    return replace(data, consistency=answers, timing=timing)
+    return data.with_samples(answers, (time.perf_counter() - started) / max(len(prompts), 1))

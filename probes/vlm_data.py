@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -26,7 +25,6 @@ from engines.base import Generation, ProgressFn, SamplingParams
 from engines.vlm import VLMEngine, Watch
 from probes.data import ProbeData
 from probes.features import FeatureSet, prompt_template_hash
-from probes.labels import label_generations
 from probes.sweep import SweepRefusedError, SweepResult, sweep
 from probes.vlm import (
     VLM_FEATURE_KINDS,
@@ -153,18 +151,9 @@ def collect_vlm(
         started = time.perf_counter()
         vlm_features(engine, prompts[timed], images[timed])
         timing["prefill_only"] = (time.perf_counter() - started) / len(prompts[timed])
-    greedy = [generation.samples[0] for generation in generations]
-    return ProbeData(
-        task=task.name,
-        max_new_tokens=budget,
-        item_ids=[item.id for item in items],
-        groups=[item.group for item in items],
-        prompts=prompts,
-        features=vlm_feature_set(features, [item.id for item in items], engine),
-        labels=label_generations(task, items, generations),
-        mean_logprob=np.array([s.mean_logprob for s in greedy], dtype=np.float64),
-        mean_entropy=np.array([s.mean_entropy for s in greedy], dtype=np.float64),
-        timing=timing,
+    feature_set = vlm_feature_set(features, [item.id for item in items], engine)
+    return ProbeData.of_answers(
+        task, items, generations, feature_set, max_new_tokens=budget, timing=timing
     )
 
 
@@ -191,12 +180,7 @@ def sample_consistency_vlm(
         item_id: [sample.text for sample in generation.samples]
         for item_id, generation in zip(data.item_ids, generations, strict=True)
     }
-    seconds = (time.perf_counter() - started) / max(len(data), 1)
-    return replace(
-        data,
-        consistency={**data.consistency, **answers},
-        timing={**data.timing, "self_consistency": seconds},
-    )
+    return data.with_samples(answers, (time.perf_counter() - started) / max(len(data), 1))
 
 
 def only_kind(data: ProbeData, kind: str) -> ProbeData:
