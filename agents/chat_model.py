@@ -108,15 +108,17 @@ def make_chat_model(
         raise ChatModelError(
             f"chat model {spec!r} is not 'provider:model': use e.g. 'openai:gpt-4o-mini'"
         )
-    return _init_chat_model(spec, provider)
+    return _init_chat_model(spec, provider, max_new_tokens)
 
 
-def openai_compatible(name: str) -> BaseChatModel:
+def openai_compatible(name: str, max_new_tokens: int = 256) -> BaseChatModel:
     """'openai:NAME' as langchain-openai's ChatOpenAI: OpenAI itself, or any server that
     speaks its API (`autodidact serve`, vLLM, Ollama, a provider) at $OPENAI_BASE_URL. The
     key is read from $OPENAI_API_KEY only (never from the policy, never logged); a local
-    server without one gets a placeholder. Structured proposals go out as a JSON-schema
-    `response_format`, which `serve` (and vLLM) decode under constraint."""
+    server without one gets a placeholder. Greedy (temperature 0) within `max_new_tokens`,
+    as the 'self' planner is: the same session asks the same and gets the same proposal.
+    Structured proposals go out as a JSON-schema `response_format`, which `serve` (and
+    vLLM) decode under constraint."""
     import os
 
     try:
@@ -134,12 +136,19 @@ def openai_compatible(name: str) -> BaseChatModel:
             "OpenAI-compatible server"
         )
     base_url = os.environ.get("OPENAI_BASE_URL") or None
-    return ChatOpenAI(model=name, api_key=key, base_url=base_url, max_retries=1)  # type: ignore[arg-type]
+    return ChatOpenAI(  # type: ignore[call-arg]
+        model=name,
+        api_key=key,  # type: ignore[arg-type]
+        base_url=base_url,
+        max_retries=1,
+        temperature=0.0,
+        max_tokens=max_new_tokens,
+    )
 
 
-def _init_chat_model(spec: str, provider: str) -> BaseChatModel:
+def _init_chat_model(spec: str, provider: str, max_new_tokens: int) -> BaseChatModel:
     if provider == "openai":
-        return openai_compatible(spec.partition(":")[2])
+        return openai_compatible(spec.partition(":")[2], max_new_tokens)
     package = f"langchain-{provider.replace('_', '-')}"
     try:
         from langchain.chat_models import init_chat_model

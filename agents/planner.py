@@ -49,7 +49,9 @@ class PlannerPolicy(StageConfig):
         "have the last word.",
     )
     max_new_tokens: int = Field(
-        default=256, ge=16, description="Token budget of a 'self' planner's reply."
+        default=256,
+        ge=16,
+        description="Token budget of a planner's reply ('self', or 'openai:NAME' over HTTP).",
     )
 
     @model_validator(mode="after")

@@ -140,6 +140,7 @@ def test_an_openai_compatible_planner_needs_a_key_or_a_local_server(
     with pytest.raises(ChatModelError, match="needs OPENAI_API_KEY, or OPENAI_BASE_URL"):
         make_chat_model("openai:gpt-4o-mini")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
-    model = make_chat_model("openai:served")
+    model = make_chat_model("openai:served", max_new_tokens=128)
     assert model is not None and model.openai_api_base == "http://127.0.0.1:8000/v1"  # type: ignore[attr-defined]
+    assert (model.temperature, model.max_tokens) == (0.0, 128)  # type: ignore[attr-defined]  # greedy, the policy's budget
     assert "unused" not in repr(model), "the key is never shown"
