@@ -19,7 +19,9 @@ session measured whole, `initial` and `final` being its closing report's test sc
 `honesty` (`benchmarks.honesty`, keyed by preset and split seed) is one honesty session
 with its four arms' answers on dev and test, finished once it has its `test` answers;
 `methods` (`--methods`, keyed by task, arm and seed like `compare`) compares training
-methods (SFT, GRPO, GRPO with learnability selection; `benchmarks.methods_report`). A
+methods (SFT, GRPO, GRPO with learnability selection; `benchmarks.methods_report`);
+`planners` (`benchmarks.planners`, keyed by preset, seed and arm) is one session planned by
+the rules or by a served model over HTTP, finished once it has its final test score. A
 file of schema version 2 has no kind: only `--compare` wrote those, and they are read as
 `compare` (the next merge into one writes version 3).
 
@@ -46,6 +48,7 @@ COMPARE_SCHEMA_VERSION = 3  # 3: the file names its kind (2 had no "kind" field)
 IMPROVE_SCHEMA_VERSION = 1
 HONESTY_SCHEMA_VERSION = 1
 METHODS_SCHEMA_VERSION = 1
+PLANNERS_SCHEMA_VERSION = 1
 ARMS = ("uniform", "guided")
 
 Record = dict[str, Any]
@@ -166,7 +169,15 @@ METHODS = FileKind(
     lambda records: sorted(records, key=lambda r: (r["task"], r["seed"], r["arm"])),
     lambda key: f"{key[0]} seed {key[2]} {key[1]}",
 )
-KINDS = {kind.name: kind for kind in (COMPARE, IMPROVE, HONESTY, METHODS)}
+PLANNERS = FileKind(
+    "planners",
+    PLANNERS_SCHEMA_VERSION,
+    lambda record: (record["preset"], int(record["seed"]), record["arm"]),
+    lambda record: (record.get("test") or {}).get("final") is not None,
+    lambda records: sorted(records, key=lambda r: (r["preset"], r["seed"], r["arm"] != "rules")),
+    lambda key: f"preset {key[0]} seed {key[1]} {key[2]}",
+)
+KINDS = {kind.name: kind for kind in (COMPARE, IMPROVE, HONESTY, METHODS, PLANNERS)}
 UNNAMED = {2: COMPARE}  # schema version -> kind, for files written before the kind field
 
 
