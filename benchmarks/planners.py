@@ -44,7 +44,10 @@ decision with `promote` on a trained candidate) whose dev accuracy is below the 
 floor_accuracy`; 0 unless the preset sets it: the default's floor is 0) or whose gain on
 the best version was beyond `monitor.regression_tolerance` (the regression guard), and the
 test split scored exactly once per model (one `TestScores` event per distinct version, the
-initial and the final, one `finalize` run).
+initial and the final, one `finalize` run). Last, each graph node's wall seconds (summed
+over its runs, from the event log) per session: what a planner's call costs inside its
+stage's node, and what its choices cost (a planner may ask for self-instruct prompts the
+rules never write; with the budget rule off nothing cuts such a session short).
 
 Each session's record (its plans, decisions, dev history and test scores) is merged into
 `--out` by (preset, seed, arm) as it ends, and a session the file already holds with the
@@ -72,6 +75,8 @@ from typing import Any
 
 from agents.monitor import MonitorPolicy, floor_accuracy
 from agents.records import CycleMetrics, Decision, PlannedChoice
+from benchmarks.cluster import STAGES as NODES
+from benchmarks.cluster import stage_seconds
 from benchmarks.compare_report import PLANNERS, read_runs, save_run, still_to_run
 from engines.loading import DEFAULT_MODEL
 from graph.events import TestScores, records_of
@@ -342,6 +347,7 @@ def session_record(state: Mapping[str, Any], events: Sequence[Event]) -> Record:
         "history": [dump(h) for h in state.get("history", [])],
         "test_scores": [dump(s) for s in records_of(TestScores, events)],
         "finalize_runs": sum(e.kind == "node_start" and e.node == "finalize" for e in events),
+        "node_seconds": {n: round(t, 1) for n, t in stage_seconds(events).items()},
         "cycles": max((h["cycle"] for h in final["cycles"]), default=0),
         "test": {role: {k: final[role][k] for k in keep} for role in ("initial", "final")},
         "stop_reason": final["stop_reason"],
@@ -459,7 +465,8 @@ def report_lines(records: Sequence[Record]) -> list[str]:
     """The tables of every (preset, seed) the records hold, rules beside http."""
     lines: list[str] = []
     for (preset, seed), arms in grouped(records).items():
-        lines += outcome_table(preset, seed, arms) + result_table(arms) + notes(arms)
+        lines += outcome_table(preset, seed, arms) + result_table(arms)
+        lines += node_table(arms) + notes(arms)
     return lines or ["no session finished yet"]
 
 
@@ -528,6 +535,25 @@ def result_table(arms: Mapping[str, Record]) -> list[str]:
         lines.append("| " + " | ".join(row) + " |")
     kept = not any(any(found.values()) for found in found_by_arm.values())
     lines.append(f"\nsafety guarantees: {'kept' if kept else 'BROKEN'} in every session")
+    return lines
+
+
+def node_table(arms: Mapping[str, Record]) -> list[str]:
+    """Wall seconds per graph node, summed over its runs: what the planners' choices (and
+    their calls, inside acquire, select, optimize and monitor) cost."""
+    names = list(arms)
+    seconds = {arm: r.get("node_seconds", {}) for arm, r in arms.items()}
+    lines = [
+        "\n| node | " + " | ".join(f"{arm} s" for arm in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for node in [n for n in NODES if any(n in s for s in seconds.values())]:
+        lines.append(
+            f"| {node} | " + " | ".join(f"{seconds[a].get(node, 0.0):.1f}" for a in names) + " |"
+        )
+    lines.append(
+        "| session | " + " | ".join(f"{arms[a]['wall_seconds']:.1f}" for a in names) + " |"
+    )
     return lines
 
 

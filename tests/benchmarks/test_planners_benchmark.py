@@ -253,6 +253,7 @@ def record(arm: str, **changes: Any) -> dict[str, Any]:
         "test_scores": [s.model_dump(mode="json") for s in (scores("initial", "v0", 0.25),)]
         + [scores("final", "v1", 0.3125).model_dump(mode="json")],
         "finalize_runs": 1,
+        "node_seconds": {"acquire": 10.0 if arm == "rules" else 300.0, "finalize": 5.0},
         "test": {
             "initial": {"version": "v0", "test_accuracy": 0.25, "n_test": 16},
             "final": {"version": "v1", "test_accuracy": 0.3125, "n_test": 16},
@@ -288,6 +289,7 @@ def test_sessions_merge_into_one_file_and_report_side_by_side(tmp_path: Path) ->
     assert "| rules | all | 2 | 0 | 0 | 0 | 0 | 2 (100.0%) | - |" in text
     assert "| rules | 1 | 1.0 min | 16 | 25.0% (v0) | 31.2% (v1) | +6.2 pts | v1 |" in text
     assert "safety guarantees: kept in every session" in text
+    assert "| acquire | 10.0 | 300.0 |" in text and "| session | 60.0 | 90.0 |" in text
     assert "http: fallbacks\n  1 x APITimeoutError: Request timed out." in text
     assert report_lines([]) == ["no session finished yet"]
 
