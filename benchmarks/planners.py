@@ -20,6 +20,9 @@ planner may stop early, so the cycles each ran are reported:
          planners reach it through OPENAI_BASE_URL (OPENAI_API_KEY set to a placeholder
          for the session). Each proposal goes out with its plan's JSON schema as
          `response_format`, which `serve` decodes under constraint (lm-format-enforcer).
+         The requests (langchain-openai's `ChatOpenAI`, `agents.chat_model`) name no
+         temperature and no max_tokens: `serve` samples at OpenAI's default temperature
+         1.0, seed 0, within its own 256-token default.
 
 Per session, from its recorded planner choices (`state["plans"]`, one `PlannedChoice` per
 stage and cycle), per stage and overall, the count and share of choices whose proposal was
@@ -52,7 +55,8 @@ rules never write; with the budget rule off nothing cuts such a session short).
 Each session's record (its plans, decisions, dev history and test scores) is merged into
 `--out` by (preset, seed, arm) as it ends, and a session the file already holds with the
 same settings is skipped: a cut run restarted with the same command loses nothing.
-`--report FILE` prints the tables again from it.
+`--report FILE` prints the tables again from it. Ctrl-C stops a session once the node
+under way has finished (LangGraph runs it in a worker thread), then the server.
 """
 
 from __future__ import annotations
