@@ -20,9 +20,8 @@ planner may stop early, so the cycles each ran are reported:
          planners reach it through OPENAI_BASE_URL (OPENAI_API_KEY set to a placeholder
          for the session). Each proposal goes out with its plan's JSON schema as
          `response_format`, which `serve` decodes under constraint (lm-format-enforcer).
-         The requests (langchain-openai's `ChatOpenAI`, `agents.chat_model`) name no
-         temperature and no max_tokens: `serve` samples at OpenAI's default temperature
-         1.0, seed 0, within its own 256-token default.
+         The requests (langchain-openai's `ChatOpenAI`, `agents.chat_model`) ask for
+         greedy answers (temperature 0) within `planner.max_new_tokens`.
 
 Per session, from its recorded planner choices (`state["plans"]`, one `PlannedChoice` per
 stage and cycle), per stage and overall, the count and share of choices whose proposal was
