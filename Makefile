@@ -106,9 +106,12 @@ bench: $(DEV_STAMP) $(VLLM_STAMP)  ## run every benchmark (minutes to an hour ea
 	$(PY) -m benchmarks.improve --compare --root runs/bench-compare --out runs/bench-compare.json
 	$(PY) -m benchmarks.improve --methods --root runs/bench-methods --out runs/bench-methods.json
 	$(PY) -m benchmarks.serve
-	$(PY) -m benchmarks.honesty
+	$(PY) -m benchmarks.honesty --seeds 0 1 2
+	$(PY) -m benchmarks.planners
 	$(PY) -m benchmarks.cluster --preset default --cycles 1
 	$(PY) -m benchmarks.cluster --preset quick --cycles 1
+	$(MAKE) vlm
+	$(PY) -m benchmarks.vlm
 
 # The shapes VLM (agents/vlm_training.py): a CLIP tower trained from scratch, LLaVA's
 # projector and SmolLM2-135M-Instruct with LoRA, cached under ~/.cache/autodidact/models/

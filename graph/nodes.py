@@ -275,6 +275,40 @@ class Nodes:
 
     # -- helpers (not nodes) ----------------------------------------------------------------
 
+    def _fit_final_probe(
+        self, engine: Engine, best: str, cycle: int, policy: SessionPolicy, emit: Emitter
+    ) -> FittedProbe:
+        """`_final_probe`'s fit: on the train split's greedy answers under the
+        accuracy_floor gate rule, else on cycle `cycle`'s dev answers of `best`."""
+        name = SessionLayout.final_probe_name(best)
+        folder, precision, seed = (
+            self.artifacts.root / name,
+            policy.refine.target_precision,
+            policy.seed,
+        )
+        if policy.refine.gate_rule == "accuracy_floor":
+            return fit_session_probe(
+                engine,
+                self.task,
+                self.task.split("train", seed=seed)[: policy.probe.items],
+                name=name,
+                folder=folder,
+                max_new_tokens=policy.probe_max_new_tokens,
+                target_precision=precision,
+                seed=seed,
+                on_progress=emit.progress("probe answers"),
+            )
+        return fit_on_answers(
+            engine,
+            self.task,
+            cycle_data.load_dev_answers(self.artifacts, cycle, best),
+            name=name,
+            folder=folder,
+            max_new_tokens=policy.evaluate.max_new_tokens,
+            target_precision=precision,
+            seed=seed,
+        )
+
     def _shipped_gate(
         self, state: SessionState, policy: SessionPolicy, emit: Emitter
     ) -> dict[str, Any]:
@@ -308,10 +342,12 @@ class Nodes:
         self, state: SessionState, policy: SessionPolicy, emit: Emitter
     ) -> dict[str, Any]:
         """A probe for the best version when the session's was fitted on another (a
-        version promoted in the last cycle was never sampled): fitted on the best version's
-        own dev answers (their prefill states, no new generation), so the session ends
-        with a gate for the model it made. The update, or {} when none is needed or none
-        could be fitted."""
+        version promoted in the last cycle was never sampled), so the session ends with a
+        gate for the model it made: fitted on the best version's own dev answers (their
+        prefill states, no new generation); under `refine.gate_rule: accuracy_floor`, whose
+        cut-off is chosen on those dev answers, on its greedy train-split answers instead
+        (as the start probe is), so that dev is out of the probe's sample. The update, or
+        {} when none is needed or none could be fitted."""
         best, fingerprint = (
             state["best_version"],
             state["versions"][state["best_version"]]["fingerprint"],
@@ -319,17 +355,8 @@ class Nodes:
         evaluated = [h.cycle for h in history_of(state) if h.version == best]
         if state.get("probe_fingerprint") == fingerprint or not evaluated:
             return {}
-        name = SessionLayout.final_probe_name(best)
-        fitted = fit_on_answers(
-            self.versions.engine(state, best),
-            self.task,
-            cycle_data.load_dev_answers(self.artifacts, evaluated[-1], best),
-            name=name,
-            folder=self.artifacts.root / name,
-            max_new_tokens=policy.evaluate.max_new_tokens,
-            target_precision=policy.refine.target_precision,
-            seed=policy.seed,
-        )
+        engine = self.versions.engine(state, best)
+        fitted = self._fit_final_probe(engine, best, evaluated[-1], policy, emit)
         self._record_probe(fitted, emit)
         return loop_probe_update(fitted, fingerprint, state)
 
