@@ -120,13 +120,23 @@ class Decision(_Record):
 # -- planner proposals ------------------------------------------------------------------
 
 
+REASON_MAX_CHARS = 200  # a proposal's reason, as a constrained decoder is told
+
+
 class Plan(BaseModel):
     """The base of every stage's proposal (`AcquirePlan` in `agents.acquire`, ...)."""
 
     model_config = ConfigDict(extra="ignore")
 
     schema_version: int = Field(default=PLAN_SCHEMA_VERSION, description="leave as 1")
-    reason: str = Field(default="", description="one sentence: why this choice")
+    # maxLength only in the JSON schema a constrained decoder reads (serve, vLLM): a small
+    # model's reason then ends in time for the JSON to close within the planner's token
+    # budget; a longer reason from an unconstrained model still validates
+    reason: str = Field(
+        default="",
+        description="one sentence: why this choice",
+        json_schema_extra={"maxLength": REASON_MAX_CHARS},
+    )
 
 
 class PlannedChoice(_Record):

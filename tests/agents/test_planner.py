@@ -262,6 +262,22 @@ def test_structured_output_path() -> None:
     assert (choice.final["learning_rate"], choice.final["epochs"]) == (1e-4, 2)
 
 
+def test_a_reasons_length_bound_is_for_the_constrained_decoder_only() -> None:
+    """Every plan's JSON schema bounds its reason (what serve's and vLLM's constrained
+    decoding read, so a small model's JSON closes within the token budget), while a longer
+    reason from an unconstrained model is still a valid proposal."""
+    from agents.acquire import AcquirePlan
+    from agents.monitor import DecisionPlan
+    from agents.optimize import OptimizePlan
+    from agents.records import REASON_MAX_CHARS
+    from agents.selection import SelectPlan
+
+    for plan in (AcquirePlan, SelectPlan, OptimizePlan, DecisionPlan):
+        assert plan.model_json_schema()["properties"]["reason"]["maxLength"] == REASON_MAX_CHARS
+    long = "x" * (REASON_MAX_CHARS + 50)
+    assert OptimizePlan(learning_rate=1e-4, epochs=1, reason=long).reason == long
+
+
 def test_retrain_adjusts_the_previous_settings() -> None:
     previous = {"learning_rate": 2e-4, "epochs": 1.0, "method": "sft"}
     lost, why = retrain_settings(previous, POLICY.optimize, last_gain=-0.01)
