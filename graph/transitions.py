@@ -353,7 +353,9 @@ def floor_gate_source(state: SessionState, policy: SessionPolicy) -> tuple[int, 
     policy fixes, no probe on the best version).
 
     >>> from agents.records import CycleMetrics
-    >>> policy = SessionPolicy.model_validate({"refine": {"gate_rule": "accuracy_floor"}})
+    >>> policy = SessionPolicy.model_validate(
+    ...     {"refine": {"gate_rule": "accuracy_floor"}, "monitor": {"accuracy_floor": 0.85}}
+    ... )
     >>> history = [CycleMetrics(cycle=0, version="v0", accuracy=0.4, hallucination_rate=0.6),
     ...            CycleMetrics(cycle=1, version="v1", accuracy=0.5, hallucination_rate=0.5)]
     >>> state = {"best_version": "v1", "probe": "probes/cycle-1", "probe_fingerprint": "f1",
