@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 # One version per record layout; changing a record's fields means bumping its own.
 METRICS_SCHEMA_VERSION = 3  # 3: answered_precision and probe_aurc
@@ -128,7 +129,10 @@ class Plan(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    schema_version: int = Field(default=PLAN_SCHEMA_VERSION, description="leave as 1")
+    # the record's schema, not the planner's choice: left out of the JSON schema a planner
+    # model is shown (asked for it, a small model wrote 2023, or digits until its budget ran
+    # out), and whatever a reply says is replaced
+    schema_version: SkipJsonSchema[int] = PLAN_SCHEMA_VERSION
     # maxLength only in the JSON schema a constrained decoder reads (serve, vLLM): a small
     # model's reason then ends in time for the JSON to close within the planner's token
     # budget; a longer reason from an unconstrained model still validates
@@ -137,6 +141,11 @@ class Plan(BaseModel):
         description="one sentence: why this choice",
         json_schema_extra={"maxLength": REASON_MAX_CHARS},
     )
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _this_schema(cls, value: object) -> int:
+        return PLAN_SCHEMA_VERSION
 
 
 class PlannedChoice(_Record):
