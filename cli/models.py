@@ -147,7 +147,7 @@ class ModelCommands:
         abstention, coverage and answered precision with 95% intervals; per-item JSONL in
         an output folder."""
         from agents.evaluate import EvalSummary, gated_rates, measure
-        from agents.refine import STRATEGIES, RefinePolicy
+        from agents.refine import ABSTAIN_TEXT, STRATEGIES, RefinePolicy
         from tasks import with_verifier
 
         positive(limit, "--limit")
@@ -178,7 +178,7 @@ class ModelCommands:
         suite = with_verifier(text_task(self.loaders.load_task(task, path)), verifier)
         items = chosen_items(suite, split, limit, seed=gate.split_seed)
         fitted = load_probe_folder(probe) if probe is not None else None  # before the model
-        said = RefinePolicy(abstention_text=gate.abstention_text or RefinePolicy().abstention_text)
+        said = RefinePolicy(abstention_text=gate.abstention_text or ABSTAIN_TEXT)
         max_new_tokens = max_new_tokens or gate.max_new_tokens or suite.max_new_tokens
         engine = self.loaders.load_engine(model)
         risk_fn = None if probe is None else probe_risk(fitted, engine, probe)

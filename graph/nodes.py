@@ -94,17 +94,7 @@ class Nodes:
         policy, fits = runtime.context, probe_fits(state)
         emit = _emitter(runtime, "fit_probe_on_answers", state.get("cycle", 0))
         engine, name = self.versions.engine(state), SessionLayout.session_probe_name(fits)
-        fitted = fit_session_probe(
-            engine,
-            self.task,
-            self.task.split("train", seed=policy.seed)[: policy.probe.items],
-            name=name,
-            folder=self.artifacts.root / name,
-            max_new_tokens=policy.probe_max_new_tokens,
-            target_precision=policy.refine.target_precision,
-            seed=policy.seed,
-            on_progress=emit.progress("probe answers"),
-        )
+        fitted = self._fit_on_train_answers(engine, name, policy, emit)
         self._record_probe(fitted, emit)
         emit.end(
             f"probe: {fitted.description}",
@@ -281,32 +271,34 @@ class Nodes:
         """`_final_probe`'s fit: on the train split's greedy answers under the
         accuracy_floor gate rule, else on cycle `cycle`'s dev answers of `best`."""
         name = SessionLayout.final_probe_name(best)
-        folder, precision, seed = (
-            self.artifacts.root / name,
-            policy.refine.target_precision,
-            policy.seed,
-        )
         if policy.refine.gate_rule == "accuracy_floor":
-            return fit_session_probe(
-                engine,
-                self.task,
-                self.task.split("train", seed=seed)[: policy.probe.items],
-                name=name,
-                folder=folder,
-                max_new_tokens=policy.probe_max_new_tokens,
-                target_precision=precision,
-                seed=seed,
-                on_progress=emit.progress("probe answers"),
-            )
+            return self._fit_on_train_answers(engine, name, policy, emit)
         return fit_on_answers(
             engine,
             self.task,
             cycle_data.load_dev_answers(self.artifacts, cycle, best),
             name=name,
-            folder=folder,
+            folder=self.artifacts.root / name,
             max_new_tokens=policy.evaluate.max_new_tokens,
-            target_precision=precision,
-            seed=seed,
+            target_precision=policy.refine.target_precision,
+            seed=policy.seed,
+        )
+
+    def _fit_on_train_answers(
+        self, engine: Engine, name: str, policy: SessionPolicy, emit: Emitter
+    ) -> FittedProbe:
+        """A probe fitted on `engine`'s greedy answers to the first `probe.items` train
+        prompts, its layer chosen by a sweep."""
+        return fit_session_probe(
+            engine,
+            self.task,
+            self.task.split("train", seed=policy.seed)[: policy.probe.items],
+            name=name,
+            folder=self.artifacts.root / name,
+            max_new_tokens=policy.probe_max_new_tokens,
+            target_precision=policy.refine.target_precision,
+            seed=policy.seed,
+            on_progress=emit.progress("probe answers"),
         )
 
     def _shipped_gate(
