@@ -162,8 +162,9 @@ class VLMEngine:
         )
         new = out.sequences[:, batch["input_ids"].shape[1] :]  # (B*copies, T)
         logits = torch.stack(out.logits, dim=1).float()  # (B*copies, T, V) raw
+        ends = end_token_ids(self.model, self.processor.tokenizer)
         samples = [
-            self._sample(row, step_logits)
+            self._sample(row, step_logits, ends)
             for row, step_logits in zip(new.tolist(), logits, strict=True)
         ]
         return [
@@ -175,10 +176,9 @@ class VLMEngine:
     def _copies(drawn: list[Sample], params: SamplingParams) -> list[Sample]:
         return drawn * params.n if params.greedy else drawn
 
-    def _sample(self, token_ids: list[int], logits: torch.Tensor) -> Sample:
-        """One row's tokens up to and including its end token, with their raw logprob and
-        the entropy of each step's distribution."""
-        ends = end_token_ids(self.model, self.processor.tokenizer)
+    def _sample(self, token_ids: list[int], logits: torch.Tensor, ends: set[int]) -> Sample:
+        """One row's tokens up to and including its first end token (of `ends`), with their
+        raw logprob and the entropy of each step's distribution."""
         length = next((i + 1 for i, token in enumerate(token_ids) if token in ends), None)
         kept = token_ids[: length or len(token_ids)]
         logp = torch.log_softmax(logits[: len(kept)], dim=-1)  # (T, V)
