@@ -19,6 +19,12 @@ def tokenizer() -> Any:
     return tiny_tokenizer()
 
 
+def count_filter(tokenizer: Any) -> Any:
+    """The filter of one answer to "How many?" under `COUNT`."""
+    prompt = tokenizer.encode("How many?", add_special_tokens=False)
+    return json_schema_filter(tokenizer, {tokenizer.eos_token_id}, COUNT, [prompt], copies=1)
+
+
 def forced(allowed: Any, tokens: list[int]) -> list[int]:
     """`tokens` decoded one at a time, as the engine asks (the filter reads the first ask as
     the prompt's), each one allowed."""
@@ -32,9 +38,7 @@ def forced(allowed: Any, tokens: list[int]) -> list[int]:
 def digit_lover(tokenizer: Any, steps: int = 96) -> str:
     """The answer of a model that writes a digit whenever one is allowed (what the default
     model did for an integer field: "1000..." until its budget ran out), then closes."""
-    end = tokenizer.eos_token_id
-    prompt = tokenizer.encode("How many?", add_special_tokens=False)
-    allowed = json_schema_filter(tokenizer, {end}, COUNT, [prompt], copies=1)
+    end, allowed = tokenizer.eos_token_id, count_filter(tokenizer)
     generated = forced(allowed, tokenizer.encode('{"n": ', add_special_tokens=False))
     texts = {token: tokenizer.decode([token]) for token in range(len(tokenizer))}
     for _ in range(steps):
@@ -55,9 +59,7 @@ def test_a_number_ends_after_its_longest_form(tokenizer: Any) -> None:
 
 
 def test_a_short_number_may_go_on(tokenizer: Any) -> None:
-    end = tokenizer.eos_token_id
-    prompt = tokenizer.encode("How many?", add_special_tokens=False)
-    allowed = json_schema_filter(tokenizer, {end}, COUNT, [prompt], copies=1)
+    allowed = count_filter(tokenizer)
     generated = forced(allowed, tokenizer.encode('{"n": 12', add_special_tokens=False))
     choices = {tokenizer.decode([token]) for token in allowed(0, generated)}
     assert {"3", "}"} <= choices
