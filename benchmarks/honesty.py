@@ -2,7 +2,7 @@
 countries the session never trained on?
 
     python -m benchmarks.honesty --seeds 0 1 2 3 4 --out runs/bench-honesty.json
-    python -m benchmarks.honesty --report runs/bench-honesty.json
+    python -m benchmarks.honesty --report runs/bench-honesty.json [--seeds 3 4 5 6 7]
 
 Per split seed (`seed=N` picks which countries are train, dev and test: a seeded hash of
 the country, `tasks.base.split_of`), one `--preset honesty` session (any `--set` added),
@@ -632,11 +632,36 @@ def read_seeds(path: Path) -> list[dict[str, Any]]:
         raise SystemExit(str(error)) from None
 
 
+def of_seeds(
+    records: Sequence[dict[str, Any]], seeds: Sequence[int] | None
+) -> list[dict[str, Any]]:
+    """The records of `seeds`, in the file's order (every record when `seeds` is None): a
+    report on the held-out seeds leaves the development ones out. A seed the file does not
+    hold is an error naming the seeds it does.
+
+    >>> of_seeds([{"seed": 0}, {"seed": 3}, {"seed": 4}], [4, 3])
+    [{'seed': 3}, {'seed': 4}]
+    """
+    if seeds is None:
+        return list(records)
+    held = [record["seed"] for record in records]
+    missing = sorted(set(seeds) - set(held))
+    if missing:
+        raise SystemExit(f"the file holds no seed {missing} (it holds seeds {held})")
+    return [record for record in records if record["seed"] in seeds]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="split seeds")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="split seeds to run (default 0 1 2 3 4); with --report, the seeds to pool "
+        "(default every seed in the file)",
+    )
     parser.add_argument("--preset", default="honesty", help="the sessions' preset")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="policy key=value")
     parser.add_argument("--root", type=Path, default=Path("runs/bench-honesty"), help="sessions")
@@ -651,9 +676,9 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args()
     if args.report:
-        print_report({"seeds": read_seeds(args.report)}, args.n_boot)
+        print_report({"seeds": of_seeds(read_seeds(args.report), args.seeds)}, args.n_boot)
         return
-    plan = [((args.preset, seed), list(args.sets)) for seed in args.seeds]
+    plan = [((args.preset, seed), list(args.sets)) for seed in args.seeds or [0, 1, 2, 3, 4]]
     todo = still_to_run(plan, args.out, HONESTY, noun="seeds")
     for (preset, seed), sets in todo:
         print(f"[seed {seed}] session", flush=True)

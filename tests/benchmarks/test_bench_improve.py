@@ -374,6 +374,36 @@ def improve_report(path: Path) -> None:
         raise SystemExit(str(error)) from None
 
 
+def test_honesty_report_pools_only_the_seeds_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Development seeds and held-out seeds share one file; `--report --seeds` pools the
+    held-out ones alone, and names the seeds the file holds when one asked for is not."""
+    from benchmarks import honesty
+
+    out = tmp_path / "honesty.json"
+    for seed in (0, 3, 4):
+        save_run(
+            out, {"preset": "honesty", "sets": [], **honesty_seed(seed)}, compare_report.HONESTY
+        )
+    reported: list[list[int]] = []
+    monkeypatch.setattr(
+        honesty,
+        "print_report",
+        lambda results, n_boot: reported.append([r["seed"] for r in results["seeds"]]),
+    )
+
+    def report(*seeds: str) -> None:
+        monkeypatch.setattr(sys, "argv", ["honesty", "--report", str(out), *seeds])
+        honesty.main()
+
+    report()
+    report("--seeds", "4", "3")
+    assert reported == [[0, 3, 4], [3, 4]]
+    with pytest.raises(SystemExit, match=r"no seed \[5\] \(it holds seeds \[0, 3, 4\]\)"):
+        report("--seeds", "3", "5")
+
+
 def test_honesty_reads_a_file_written_before_it_named_its_kind(tmp_path: Path) -> None:
     from benchmarks import honesty
 
