@@ -201,7 +201,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # cores: answers are short (32 new tokens, a third of the default's 96) and dev is the
     # whole 47-country split, so 96 prompts x 4 samples a cycle for 3 cycles costs about
     # half the default preset's token steps (~11 min for arithmetic); the budget rule
-    # still stops a slower session in time.
+    # still stops a slower session in time. GRPO with the truthfulness reward after one
+    # such SFT cycle (--set optimize.method=grpo optimize.grpo_reward=truthfulness
+    # optimize.grpo_warmup_cycles=1) reached the same dev hallucination (21.3%, split seed
+    # 0) at 46.8% accuracy against this preset's 61.7% (README, "With the truthfulness
+    # reward"), so the preset trains with SFT.
     "honesty": {
         "task": "capitals",
         "acquire": {
