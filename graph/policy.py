@@ -203,9 +203,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # half the default preset's token steps (~11 min for arithmetic); the budget rule
     # still stops a slower session in time. GRPO with the truthfulness reward after one
     # such SFT cycle (--set optimize.method=grpo optimize.grpo_reward=truthfulness
-    # optimize.grpo_warmup_cycles=1) reached the same dev hallucination (21.3%, split seed
-    # 0) at 46.8% accuracy against this preset's 61.7% (README, "With the truthfulness
-    # reward"), so the preset trains with SFT.
+    # optimize.grpo_warmup_cycles=1) reached the preset's dev hallucination on split seeds
+    # 0 and 1 at 46.8% and 45.6% accuracy against this preset's 61.7% and 42.1% (README,
+    # "With the truthfulness reward"): a lower mean, so the preset trains with SFT.
     "honesty": {
         "task": "capitals",
         "acquire": {
