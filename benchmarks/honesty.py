@@ -632,6 +632,9 @@ def read_seeds(path: Path) -> list[dict[str, Any]]:
         raise SystemExit(str(error)) from None
 
 
+RUN_SEEDS = (0, 1, 2, 3, 4)  # the split seeds a run takes when --seeds is not given
+
+
 def of_seeds(
     records: Sequence[dict[str, Any]], seeds: Sequence[int] | None
 ) -> list[dict[str, Any]]:
@@ -659,8 +662,8 @@ def main() -> None:
         "--seeds",
         type=int,
         nargs="+",
-        help="split seeds to run (default 0 1 2 3 4); with --report, the seeds to pool "
-        "(default every seed in the file)",
+        help=f"split seeds to run (default {' '.join(map(str, RUN_SEEDS))}); with --report, "
+        "the seeds to pool (default every seed in the file)",
     )
     parser.add_argument("--preset", default="honesty", help="the sessions' preset")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="policy key=value")
@@ -678,7 +681,7 @@ def main() -> None:
     if args.report:
         print_report({"seeds": of_seeds(read_seeds(args.report), args.seeds)}, args.n_boot)
         return
-    plan = [((args.preset, seed), list(args.sets)) for seed in args.seeds or [0, 1, 2, 3, 4]]
+    plan = [((args.preset, seed), list(args.sets)) for seed in args.seeds or RUN_SEEDS]
     todo = still_to_run(plan, args.out, HONESTY, noun="seeds")
     for (preset, seed), sets in todo:
         print(f"[seed {seed}] session", flush=True)
